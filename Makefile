@@ -1,0 +1,45 @@
+# The project's verbs. `make demo` runs the main job; `make test` runs the tests.
+# Both create .venv and install the project into it first, so a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format gen bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m benchmarks.scheduler_overhead
+
+test: $(STAMP)
+	./scripts/install_test_tools.sh
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Regenerate service/gen from idl/ (needs the Apache Thrift compiler: apt-get install thrift-compiler).
+gen:
+	rm -rf service/gen/inference
+	thrift --gen py:package_prefix=service.gen. -out service/gen idl/inference.thrift
+	rm -f service/gen/inference/InferenceService-remote service/gen/__init__.py
+	touch service/gen/__init__.py
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.scheduler_overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
