@@ -1,0 +1,88 @@
+// The wire format of the image-classification service: the single source for service/gen.
+//
+// The first two structs and the first two methods are the reference interface, unchanged, so a
+// client generated from the reference IDL alone works against this server. Everything else is
+// an extension that such a client never sees.
+
+namespace py inference
+
+struct InferenceParams {
+  1: required string uuid;
+  2: required binary data;   // the encoded image (JPEG, PNG, BMP...)
+}
+
+struct InferenceResult {
+  1: required string label;  // "<index> <ImageNet class name>" of the top class
+  2: required double score;  // softmax probability of the top class, in (0, 1]
+}
+
+// Why a request failed. Clients may retry OVERLOADED and TIMEOUT.
+enum ErrorCode {
+  INVALID_IMAGE = 1,  // the bytes are not an image that can be decoded, or it is too large
+  OVERLOADED = 2,     // a queue was full; the request was not run
+  TIMEOUT = 3,        // the request waited too long before it could run; it was not run
+  INTERNAL = 4,       // a server-side failure; the log has the details
+  TOO_LARGE = 5,      // the payload exceeds the server's size limit
+  INVALID_ARGUMENT = 6,  // a parameter other than the image is out of range (e.g. k)
+}
+
+exception InferenceError {
+  1: required ErrorCode code;
+  2: required string message;
+  3: optional string uuid;
+}
+
+struct Prediction {
+  1: required i32 index;     // ImageNet class index
+  2: required string label;  // same format as InferenceResult.label
+  3: required double score;  // softmax probability
+}
+
+// One image's outcome in a list call: predictions, or the error of that image alone.
+struct ItemResult {
+  1: required string uuid;
+  2: optional list<Prediction> predictions;
+  3: optional InferenceError error;
+}
+
+struct NodeStats {
+  1: required string node;
+  2: required string backend;
+  3: required i32 instances;
+  4: required i64 requests_ok;
+  5: required i64 requests_failed;
+  6: required i64 requests_rejected;
+  7: required i64 requests_timed_out;
+  8: required i64 inferences;          // items run through the backend
+  9: required i64 executions;          // batches run
+  10: required map<i32, i64> batch_sizes;
+  11: required double queue_time_ms_total;
+  12: required double compute_time_ms_total;
+  13: required i32 queue_length;
+}
+
+struct ServerStats {
+  1: required string handler;          // "baseline" or "pipelined"
+  2: required string device;           // e.g. "cuda:0 (NVIDIA H100)" or "cpu"
+  3: required double uptime_s;
+  4: required i64 requests_ok;
+  5: required i64 requests_failed;
+  6: required map<ErrorCode, i64> failures_by_code;
+  7: required list<NodeStats> nodes;
+}
+
+service InferenceService {
+  void ping(),
+
+  // Top-1 of one image (the reference call).
+  InferenceResult infer_batch(1: InferenceParams params) throws (1: InferenceError error),
+
+  // The k most probable classes of one image, most probable first (1 <= k <= 1000).
+  list<Prediction> infer_topk(1: InferenceParams params, 2: i32 k) throws (1: InferenceError error),
+
+  // Several images in one call, each with its own outcome, in order.
+  list<ItemResult> infer_many(1: list<InferenceParams> params, 2: i32 k)
+      throws (1: InferenceError error),
+
+  ServerStats stats(),
+}
