@@ -1,0 +1,93 @@
+"""The typed error hierarchy of torchpipe_lite: every failure a caller can see is one of these."""
+
+from __future__ import annotations
+
+
+class TorchpipeError(Exception):
+    """Base class of every error raised by torchpipe_lite."""
+
+    #: True when the same request may succeed if sent again later (e.g. overload).
+    retryable: bool = False
+
+
+class ConfigError(TorchpipeError, ValueError):
+    """The configuration is invalid; names the node and key at fault."""
+
+    def __init__(self, message: str, *, node: str | None = None, key: str | None = None):
+        self.node = node
+        self.key = key
+        where = ""
+        if node is not None:
+            where = f"[{node}]" + (f".{key}" if key else "") + ": "
+        elif key is not None:
+            where = f"{key}: "
+        super().__init__(where + message)
+
+
+class BackendInitError(TorchpipeError):
+    """A backend instance failed to initialise while the pipeline was being built."""
+
+    def __init__(self, message: str, *, node: str, backend: str):
+        self.node = node
+        self.backend = backend
+        super().__init__(f"node {node!r}, backend {backend!r}: {message}")
+
+
+class RequestError(TorchpipeError):
+    """A single request failed; ``node`` and ``backend`` say where, when known."""
+
+    def __init__(self, message: str = "", *, node: str | None = None, backend: str | None = None):
+        self.node = node
+        self.backend = backend
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if self.node is None:
+            return message
+        return f"node {self.node!r}, backend {self.backend!r}: {message}"
+
+
+class BackendError(RequestError):
+    """A backend raised while running this request; the original exception is ``__cause__``."""
+
+
+class InvalidInputError(RequestError):
+    """The request's input cannot be processed (e.g. bytes that are not an image).
+
+    Backends raise it for bad input; it reaches the caller as it is, with node and backend set.
+    """
+
+
+class OverloadedError(RequestError):
+    """A node's queue was full (``max_queue_size``); the request was not run. Retry later."""
+
+    retryable = True
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """The request waited longer than ``request_timeout`` in a queue and was not run."""
+
+    retryable = True
+
+
+class PipelineClosedError(RequestError):
+    """The pipeline is closed (or closing) and accepts no new requests."""
+
+
+class InvalidRequestError(RequestError, ValueError):
+    """The request itself is malformed (not a dict, no ``data``, unknown ``node_name``...)."""
+
+
+__all__ = [
+    "BackendError",
+    "BackendInitError",
+    "ConfigError",
+    "InvalidInputError",
+    "InvalidRequestError",
+    "OverloadedError",
+    "PipelineClosedError",
+    "RequestError",
+    "RequestTimeoutError",
+    "TorchpipeError",
+]
