@@ -1,0 +1,15 @@
+"""Configuration: TOML/dict loading, validation, and the backend-expression parser."""
+
+from .expression import BackendSpec, ExpressionError, parse_backend_expression
+from .loader import load_config
+from .schema import NODE_KEYS, NodeConfig, PipelineConfig
+
+__all__ = [
+    "NODE_KEYS",
+    "BackendSpec",
+    "ExpressionError",
+    "NodeConfig",
+    "PipelineConfig",
+    "load_config",
+    "parse_backend_expression",
+]
