@@ -1,0 +1,341 @@
+"""The scheduler end to end with fake backends: concurrency, batching, errors, overload, close."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import wait
+
+import pytest
+
+import torchpipe_lite as tp
+from torchpipe_lite import Backend, register_backend
+
+WAIT_S = 5.0  # upper bound for anything that should happen "soon"; never reached when green
+
+
+@register_backend("TestAddNode")
+class AddNode(Backend):
+    """result = (data, node_name) chain: proves which request went where."""
+
+    def init(self, params):
+        self.tag = params["tag"]
+
+    def forward(self, batch):
+        for item in batch:
+            item["result"] = (
+                (*item["data"], self.tag)
+                if isinstance(item["data"], tuple)
+                else (
+                    item["data"],
+                    self.tag,
+                )
+            )
+
+
+@register_backend("TestGate")
+class Gate(Backend):
+    """Blocks every batch until the test opens the shared gate; records batch sizes."""
+
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def forward(self, batch):
+        Gate.entered.release()
+        assert Gate.gate.wait(WAIT_S), "test gate never opened"
+        for item in batch:
+            item["result"] = item["data"]
+
+
+@register_backend("TestBarrier")
+class BarrierBackend(Backend):
+    """Passes only if `parties` instances are inside forward at the same time."""
+
+    barrier: threading.Barrier | None = None
+
+    def forward(self, batch):
+        BarrierBackend.barrier.wait(timeout=WAIT_S)
+        for item in batch:
+            item["result"] = threading.current_thread().name
+
+
+@pytest.fixture
+def gate():
+    Gate.gate.clear()
+    Gate.entered = threading.Semaphore(0)
+    yield Gate
+    Gate.gate.set()
+
+
+def run_threads(count, target):
+    errors = []
+
+    def guarded(index):
+        try:
+            target(index)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors[:3]
+
+
+def test_single_request_result_and_stats():
+    with tp.pipe({"a": {"backend": "Identity"}}) as model:
+        request = {"data": 42}
+        model(request)
+        assert request["result"] == 42
+        stats = model.stats()["a"]
+        assert (stats.requests_ok, stats.inferences, stats.executions) == (1, 1, 1)
+
+
+def test_sixteen_threads_thousands_of_requests_no_mixups():
+    config = {
+        "batching_timeout": 1,
+        "first": {
+            "backend": "TestAddNode",
+            "tag": "first",
+            "max": 8,
+            "instance_num": 2,
+            "next": "second",
+        },
+        "second": {"backend": "TestAddNode", "tag": "second", "max": 4, "instance_num": 3},
+    }
+    with tp.pipe(config) as model:
+
+        def caller(index):
+            for sequence in range(1000):
+                value = index * 100_000 + sequence
+                request = {"data": value}
+                model(request)
+                assert request["result"] == (value, "first", "second")
+
+        run_threads(16, caller)
+        stats = model.stats()
+        assert stats["first"].requests_ok == stats["second"].requests_ok == 16_000
+        assert max(stats["first"].batch_sizes) > 1, "no batch larger than 1 formed"
+        assert max(stats["first"].batch_sizes) <= 8 and max(stats["second"].batch_sizes) <= 4
+
+
+def test_batches_form_while_the_instance_is_busy(gate):
+    with tp.pipe({"a": {"backend": "TestGate", "max": 4}}) as model:
+        futures = [model.submit({"data": 0})]
+        assert gate.entered.acquire(timeout=WAIT_S)  # the first batch (of one) is running
+        futures += [model.submit({"data": index}) for index in range(1, 7)]
+        gate.gate.set()
+        wait(futures, timeout=WAIT_S)
+        sizes = model.stats()["a"].batch_sizes
+    assert sizes == {1: 1, 4: 1, 2: 1}
+
+
+def test_four_instances_run_in_parallel():
+    BarrierBackend.barrier = threading.Barrier(4)
+    with tp.pipe({"a": {"backend": "TestBarrier", "instance_num": 4}}) as model:
+        futures = [model.submit({"data": index}) for index in range(4)]
+        threads = {future.result(timeout=WAIT_S)["result"] for future in futures}
+    assert len(threads) == 4  # four distinct instance threads were inside forward together
+
+
+def test_instances_are_initialised_on_their_own_threads():
+    init_threads = []
+
+    @register_backend("TestInitThread")
+    class InitThread(Backend):
+        def init(self, params):
+            init_threads.append((params["instance_index"], threading.current_thread().name))
+
+        def forward(self, batch):
+            for item in batch:
+                item["result"] = threading.current_thread().name
+
+    with tp.pipe({"n": {"backend": "TestInitThread", "instance_num": 3}}) as model:
+        request = {"data": 1}
+        model(request)
+    assert sorted(index for index, _ in init_threads) == [0, 1, 2]
+    assert {name for _, name in init_threads} == {"tp-n-0", "tp-n-1", "tp-n-2"}
+    assert request["result"] in {"tp-n-0", "tp-n-1", "tp-n-2"}
+
+
+def test_one_bad_request_does_not_fail_its_batch_mates(gate):
+    config = {
+        "a": {"backend": "TestGate", "max": 8, "next": "b"},
+        "b": {"backend": "Fail", "fail_on": "bad", "max": 8},
+    }
+    with tp.pipe(config) as model:
+        blocker = model.submit({"data": "first"})
+        assert gate.entered.acquire(timeout=WAIT_S)
+        futures = [model.submit({"data": data}) for data in ["ok1", "bad", "ok2", "ok3"]]
+        gate.gate.set()
+        assert blocker.result(timeout=WAIT_S)["result"] == "first"
+        assert futures[0].result(timeout=WAIT_S)["result"] == "ok1"
+        with pytest.raises(tp.BackendError) as caught:
+            futures[1].result(timeout=WAIT_S)
+        assert [f.result(timeout=WAIT_S)["result"] for f in futures[2:]] == ["ok2", "ok3"]
+        assert max(model.stats()["b"].batch_sizes) > 1  # they really were batched together
+    error = caught.value
+    assert (error.node, error.backend) == ("b", "Fail")
+    assert isinstance(error.__cause__, RuntimeError) and "bad" in str(error)
+
+
+def test_blocking_call_raises_the_typed_error():
+    with tp.pipe({"a": {"backend": "Fail"}}) as model, pytest.raises(tp.BackendError, match="'a'"):
+        model({"data": 1})
+
+
+def test_invalid_input_error_reaches_the_caller_as_is():
+    @register_backend("TestRejects")
+    class Rejects(Backend):
+        def forward(self, batch):
+            raise tp.InvalidInputError("not an image")
+
+    with (
+        tp.pipe({"a": {"backend": "TestRejects"}}) as model,
+        pytest.raises(tp.InvalidInputError) as caught,
+    ):
+        model({"data": b"xx"})
+    assert caught.value.node == "a" and "not an image" in str(caught.value)
+
+
+def test_no_result_ends_the_request_quietly():
+    config = {
+        "a": {"backend": "NoResult", "drop_on": "junk", "next": "b"},
+        "b": {"backend": "Identity"},
+    }
+    with tp.pipe(config) as model:
+        junk, good = {"data": "junk"}, {"data": "fine"}
+        model([junk, good])
+        assert "result" not in junk and good["result"] == "fine"
+        assert model.stats()["b"].inferences == 1  # the junk request never reached b
+
+
+def test_branches_run_and_the_caller_gets_every_end():
+    config = {
+        "root": {"backend": "Identity", "next": "left,right"},
+        "left": {"backend": "TestAddNode", "tag": "L"},
+        "right": {"backend": "TestAddNode", "tag": "R", "next": "tail"},
+        "tail": {"backend": "TestAddNode", "tag": "T"},
+    }
+    with tp.pipe(config) as model:
+        request = {"data": 7}
+        model(request)
+    assert request["result"] == {"left": (7, "L"), "tail": (7, "R", "T")}
+
+
+def test_node_name_picks_the_entry_and_is_required_with_several_roots():
+    config = {
+        "x": {"backend": "TestAddNode", "tag": "x"},
+        "y": {"backend": "TestAddNode", "tag": "y"},
+    }
+    with tp.pipe(config) as model:
+        request = {"data": 1, "node_name": "y"}
+        model(request)
+        assert request["result"] == (1, "y")
+        with pytest.raises(tp.errors.InvalidRequestError, match="node_name"):
+            model({"data": 1})
+        with pytest.raises(tp.errors.InvalidRequestError, match="unknown"):
+            model({"data": 1, "node_name": "z"})
+
+
+def test_overload_is_rejected_at_once(gate):
+    with tp.pipe({"a": {"backend": "TestGate", "max_queue_size": 2}}) as model:
+        running = model.submit({"data": 0})
+        assert gate.entered.acquire(timeout=WAIT_S)
+        queued = [model.submit({"data": index}) for index in (1, 2)]
+        with pytest.raises(tp.OverloadedError) as caught:
+            model({"data": 3}, timeout_s=WAIT_S)  # would time out if it queued
+        assert caught.value.retryable and caught.value.node == "a"
+        rejected = model.submit({"data": 4})
+        assert isinstance(rejected.exception(timeout=0), tp.OverloadedError)
+        gate.gate.set()
+        assert [f.result(timeout=WAIT_S)["result"] for f in [running, *queued]] == [0, 1, 2]
+        assert model.stats()["a"].requests_rejected == 2
+
+
+def test_request_timeout_fails_without_running(gate):
+    config = {"a": {"backend": "TestGate", "request_timeout": 1}}
+    with tp.pipe(config) as model:
+        running = model.submit({"data": 0})
+        assert gate.entered.acquire(timeout=WAIT_S)
+        late = model.submit({"data": 1})
+        assert not gate.gate.wait(0.02)  # let the 1 ms request_timeout pass while it queues
+        gate.gate.set()
+        assert running.result(timeout=WAIT_S)["result"] == 0
+        with pytest.raises(tp.RequestTimeoutError):
+            late.result(timeout=WAIT_S)
+        stats = model.stats()["a"]
+    assert stats.requests_timed_out == 1 and stats.inferences == 1
+
+
+def test_close_with_work_in_flight_loses_nothing(gate):
+    model = tp.pipe(
+        {
+            "a": {"backend": "TestGate", "max": 4, "next": "b"},
+            "b": {"backend": "Sleep", "sleep_ms": 1, "max": 2},
+        }
+    )
+    futures = [model.submit({"data": index}) for index in range(50)]
+    assert gate.entered.acquire(timeout=WAIT_S)
+    closer = threading.Thread(target=model.close)
+    closer.start()
+    gate.gate.set()
+    closer.join(timeout=WAIT_S)
+    assert not closer.is_alive()
+    assert [future.result(timeout=0)["result"] for future in futures] == list(range(50))
+    with pytest.raises(tp.PipelineClosedError):
+        model({"data": 1})
+
+
+def test_backend_init_failure_names_node_and_backend():
+    @register_backend("TestBrokenInit")
+    class BrokenInit(Backend):
+        def init(self, params):
+            raise OSError("device missing")
+
+    with pytest.raises(tp.errors.BackendInitError, match="device missing") as caught:
+        tp.pipe(
+            {"ok": {"backend": "Identity", "next": "bad"}, "bad": {"backend": "TestBrokenInit"}}
+        )
+    assert (caught.value.node, caught.value.backend) == ("bad", "TestBrokenInit")
+
+
+def test_configured_max_beyond_the_backend_is_refused():
+    @register_backend("TestMaxTwo")
+    class MaxTwo(Backend):
+        def max(self):
+            return 2
+
+    with pytest.raises(tp.errors.BackendInitError, match="exceeds"):
+        tp.pipe({"a": {"backend": "TestMaxTwo", "max": 4}})
+    with tp.pipe({"a": {"backend": "S[Identity,TestMaxTwo]"}}) as model:
+        assert model.batch_range("a") == (1, 2)
+
+
+def test_design_doc_custom_backend_example():
+    @register_backend("Scale")
+    class Scale(Backend):
+        def init(self, params):
+            self.k = float(params.get("k", 2))
+
+        def forward(self, batch):
+            for item in batch:
+                item["result"] = item["data"] * self.k
+
+        def max(self):
+            return 8
+
+    with tp.pipe({"s": {"backend": "Scale", "k": "3"}}) as model:
+        requests = [{"data": value} for value in range(5)]
+        model(requests)
+        assert [request["result"] for request in requests] == [0, 3, 6, 9, 12]
+        assert model.batch_range("s") == (1, 8)
+
+
+def test_bad_requests_are_refused_up_front():
+    with tp.pipe({"a": {"backend": "Identity"}}) as model:
+        with pytest.raises(tp.errors.InvalidRequestError):
+            model({"no_data": 1})
+        with pytest.raises(tp.errors.InvalidRequestError):
+            model.submit("not a dict")

@@ -1,0 +1,44 @@
+"""torchpipe_lite: thread-safe, dynamically batched, multi-instance model pipelines."""
+
+from . import backends as _backends  # noqa: F401  (registers the built-in backends)
+from . import errors
+from .backends.base import UNBOUNDED_BATCH, Backend
+from .backends.registry import register_backend, registered_backends
+from .backends.tree import create_backend
+from .config import load_config, parse_backend_expression
+from .errors import (
+    BackendError,
+    ConfigError,
+    InvalidInputError,
+    OverloadedError,
+    PipelineClosedError,
+    RequestError,
+    RequestTimeoutError,
+    TorchpipeError,
+)
+from .metrics import NodeStats
+from .schedule import Pipeline, pipe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UNBOUNDED_BATCH",
+    "Backend",
+    "BackendError",
+    "ConfigError",
+    "InvalidInputError",
+    "NodeStats",
+    "OverloadedError",
+    "Pipeline",
+    "PipelineClosedError",
+    "RequestError",
+    "RequestTimeoutError",
+    "TorchpipeError",
+    "create_backend",
+    "errors",
+    "load_config",
+    "parse_backend_expression",
+    "pipe",
+    "register_backend",
+    "registered_backends",
+]

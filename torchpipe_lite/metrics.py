@@ -1,0 +1,72 @@
+"""Per-node counters and timings: written by one worker thread each, summed on read."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeStats:
+    """A snapshot of one node's figures since the pipeline started.
+
+    ``requests_ok`` counts requests that left the node normally (with or without result);
+    ``inferences`` counts items run through the backend and ``executions`` batches run, so
+    ``inferences / executions`` is the mean batch size.
+    """
+
+    node: str
+    backend: str
+    instances: int
+    requests_ok: int = 0
+    requests_failed: int = 0
+    requests_rejected: int = 0
+    requests_timed_out: int = 0
+    inferences: int = 0
+    executions: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+    queue_time_ms_total: float = 0.0
+    compute_time_ms_total: float = 0.0
+    queue_length: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Mean items per batch (0 before the first batch)."""
+        return self.inferences / self.executions if self.executions else 0.0
+
+
+class InstanceCounters:
+    """Counters owned by a single worker thread, so updating them needs no lock."""
+
+    __slots__ = (
+        "batch_sizes",
+        "compute_time_s",
+        "executions",
+        "inferences",
+        "queue_time_s",
+        "requests_failed",
+        "requests_ok",
+        "requests_timed_out",
+    )
+
+    def __init__(self) -> None:
+        self.requests_ok = 0
+        self.requests_failed = 0
+        self.requests_timed_out = 0
+        self.inferences = 0
+        self.executions = 0
+        self.batch_sizes: Counter[int] = Counter()
+        self.queue_time_s = 0.0
+        self.compute_time_s = 0.0
+
+    def add_to(self, stats: NodeStats) -> None:
+        """Add these counters into ``stats`` (a racy but consistent-enough read)."""
+        stats.requests_ok += self.requests_ok
+        stats.requests_failed += self.requests_failed
+        stats.requests_timed_out += self.requests_timed_out
+        stats.inferences += self.inferences
+        stats.executions += self.executions
+        for size, count in list(self.batch_sizes.items()):
+            stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + count
+        stats.queue_time_ms_total += self.queue_time_s * 1000.0
+        stats.compute_time_ms_total += self.compute_time_s * 1000.0

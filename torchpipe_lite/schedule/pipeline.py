@@ -1,0 +1,199 @@
+"""The pipeline: builds the nodes of a configuration, routes requests between them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from time import monotonic
+from typing import Any
+
+from ..config.loader import load_config
+from ..config.schema import PipelineConfig
+from ..errors import InvalidRequestError, PipelineClosedError, RequestError, RequestTimeoutError
+from ..metrics import NodeStats
+from .node import Job, Node
+from .request import RequestHandle
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """A running pipeline. Thread-safe: call it from any number of threads.
+
+    ``model(req)`` blocks until ``req`` went through every stage and raises the request's typed
+    error if it failed; ``req["result"]`` holds the last stage's result, and is absent when a
+    stage produced none. ``model.submit(req)`` returns a ``concurrent.futures.Future`` instead.
+    """
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self._nodes: dict[str, Node] = {}
+        self._successors: dict[str, tuple[Node, ...]] = {}
+        self._closed = False
+        self._close_lock = threading.Lock()
+        for node_config in config.nodes:
+            self._nodes[node_config.name] = Node(node_config, self._route)
+        for node_config in config.nodes:
+            self._successors[node_config.name] = tuple(
+                self._nodes[name] for name in node_config.next_nodes
+            )
+        started: list[Node] = []
+        try:
+            for node in self._nodes.values():
+                node.start()
+                started.append(node)
+        except BaseException:
+            for node in started:
+                node.close()
+            raise
+        self._default_entry = self._nodes[config.roots[0]] if len(config.roots) == 1 else None
+
+    # -- calling -------------------------------------------------------------------------------
+
+    def __call__(
+        self, request: dict[str, Any] | list[dict[str, Any]], timeout_s: float | None = None
+    ) -> None:
+        """Run one request dict, or a list of them, to completion (results land in the dicts).
+
+        With a list, every request runs; the first error (in list order) is raised after all
+        have completed. ``timeout_s`` bounds the wait (the request itself carries on).
+        """
+        requests = request if isinstance(request, list) else [request]
+        handles = [RequestHandle(self._checked(item)) for item in requests]
+        self._enqueue(handles)
+        deadline = None if timeout_s is None else monotonic() + timeout_s
+        for handle in handles:
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            if not handle.wait(remaining):
+                raise RequestTimeoutError(f"no answer within {timeout_s} s")
+        for handle in handles:
+            if handle.error is not None:
+                raise handle.error
+
+    def submit(self, request: dict[str, Any]) -> Future:
+        """Start ``request`` and return a future that resolves to the same dict (or raises)."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def resolve(handle: RequestHandle) -> None:
+            if handle.error is None:
+                future.set_result(handle.item)
+            else:
+                future.set_exception(handle.error)
+
+        handle = RequestHandle(self._checked(request), on_done=resolve)
+        try:
+            self._enqueue([handle])
+        except RequestError as error:
+            future.set_exception(error)
+        return future
+
+    def _checked(self, item: Any) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            raise InvalidRequestError(f"a request must be a dict, got {type(item).__name__}")
+        if "data" not in item:
+            raise InvalidRequestError("a request needs a 'data' key")
+        item.pop("result", None)  # a reused dict must not show a stale result
+        return item
+
+    def _entry(self, item: dict[str, Any]) -> Node:
+        name = item.get("node_name")
+        if name is None:
+            if self._default_entry is None:
+                roots = ", ".join(self.config.roots)
+                raise InvalidRequestError(f"several entry nodes ({roots}): set 'node_name'")
+            return self._default_entry
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise InvalidRequestError(f"unknown node_name {name!r}") from None
+
+    def _enqueue(self, handles: list[RequestHandle]) -> None:
+        if self._closed:
+            raise PipelineClosedError("the pipeline is closed")
+        now = monotonic()
+        by_entry: dict[Node, list[Job]] = {}
+        for handle in handles:
+            by_entry.setdefault(self._entry(handle.item), []).append((handle.item, handle, now))
+        for node, jobs in by_entry.items():
+            node.put(jobs)
+
+    # -- routing (runs on worker threads) ------------------------------------------------------
+
+    def _route(self, node: Node, jobs: list[Job]) -> None:
+        successors = self._successors[node.name]
+        onward: list[Job] = []
+        now = monotonic()
+        for job in jobs:
+            item, handle, _ = job
+            if not successors or "result" not in item:
+                handle.end_branch(node.name, item, None)
+            elif len(successors) == 1:
+                item["data"] = item.pop("result")
+                onward.append((item, handle, now))
+            else:
+                self._fork(node, successors, item, handle, now)
+        if onward:
+            self._put(successors[0], onward)
+
+    def _fork(
+        self,
+        node: Node,
+        successors: tuple[Node, ...],
+        item: dict,
+        handle: RequestHandle,
+        now: float,
+    ) -> None:
+        handle.fork(len(successors) - 1)
+        result = item.pop("result")
+        for successor in successors:
+            branch = dict(item)
+            branch["data"] = result
+            self._put(successor, [(branch, handle, now)])
+
+    @staticmethod
+    def _put(node: Node, jobs: list[Job]) -> None:
+        try:
+            node.put(jobs)
+        except RequestError as error:
+            for item, handle, _ in jobs:
+                handle.end_branch(node.name, item, error)
+
+    # -- lifecycle and figures -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop intake, finish everything in flight, and join every worker thread."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for node in self._nodes.values():  # topological order: upstream drains first
+            node.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, NodeStats]:
+        """Per-node figures, keyed by node name, in pipeline order."""
+        return {name: node.stats() for name, node in self._nodes.items()}
+
+    def batch_range(self, node_name: str) -> tuple[int, int]:
+        """The (min, max) batch size a node settled on after its backends initialised."""
+        node = self._nodes[node_name]
+        return node.min_batch, node.max_batch
+
+    @property
+    def node_names(self) -> list[str]:
+        """Node names in pipeline order."""
+        return list(self._nodes)
+
+
+def pipe(config: str | Path | Mapping[str, Any]) -> Pipeline:
+    """Build and start a pipeline from a TOML file path or a dict of the same shape."""
+    return Pipeline(load_config(config))

@@ -1,0 +1,69 @@
+"""Completion state of one caller request as its item travels through the nodes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_allocate_lock = threading.Lock
+
+
+class RequestHandle:
+    """Tracks one request until every branch it took has ended, then wakes its caller once.
+
+    The wake-up is a plain lock held from creation and released on completion: the cheapest
+    blocking primitive CPython has (an Event costs a Condition and two more locks).
+    """
+
+    __slots__ = ("_branch_lock", "_done", "_on_done", "_pending", "branch_results", "error", "item")
+
+    def __init__(
+        self, item: dict[str, Any], on_done: Callable[[RequestHandle], None] | None = None
+    ):
+        self.item = item
+        self.error: BaseException | None = None
+        self.branch_results: dict[str, Any] | None = None
+        self._on_done = on_done
+        self._pending = 1
+        self._branch_lock: threading.Lock | None = None
+        self._done = _allocate_lock()
+        self._done.acquire()
+
+    def fork(self, extra_branches: int) -> None:
+        """The request splits: ``extra_branches`` more branches must end before it completes."""
+        if self._branch_lock is None:
+            self._branch_lock = _allocate_lock()
+            self.branch_results = {}
+        with self._branch_lock:
+            self._pending += extra_branches
+
+    def end_branch(self, node: str, item: dict[str, Any], error: BaseException | None) -> None:
+        """One branch ended at ``node`` (with its result in ``item``, or with ``error``)."""
+        if self._branch_lock is None:  # the common, unbranched case: no lock needed
+            self.error = error
+            self._complete()
+            return
+        with self._branch_lock:
+            if error is not None and self.error is None:
+                self.error = error
+            elif error is None and "result" in item:
+                self.branch_results[node] = item["result"]
+            self._pending -= 1
+            if self._pending:
+                return
+        if self.error is None and self.branch_results:
+            self.item["result"] = dict(self.branch_results)
+        self._complete()
+
+    def _complete(self) -> None:
+        if self._on_done is not None:
+            self._on_done(self)
+        self._done.release()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the request completed; False if ``timeout_s`` passed first."""
+        acquired = self._done.acquire(timeout=-1 if timeout_s is None else timeout_s)
+        if acquired:
+            self._done.release()  # let any later wait() return at once
+        return acquired
