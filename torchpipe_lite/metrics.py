@@ -28,6 +28,8 @@ class NodeStats:
     queue_time_ms_total: float = 0.0
     compute_time_ms_total: float = 0.0
     queue_length: int = 0
+    #: Where each instance computes (``Backend.placement()``), e.g. ``["cuda:0", "cuda:1"]``.
+    instance_placements: list[str | None] = field(default_factory=list)
 
     @property
     def mean_batch_size(self) -> float:

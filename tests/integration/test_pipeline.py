@@ -339,3 +339,22 @@ def test_bad_requests_are_refused_up_front():
             model({"no_data": 1})
         with pytest.raises(tp.errors.InvalidRequestError):
             model.submit("not a dict")
+
+
+def test_device_id_spreads_instances_round_robin_and_stats_show_it():
+    @register_backend("TestPlaced")
+    class Placed(Backend):
+        def init(self, params):
+            self.where = f"fake:{params['device_id']}"
+
+        def forward(self, batch):
+            for item in batch:
+                item["result"] = self.where
+
+        def placement(self):
+            return self.where
+
+    config = {"m": {"backend": "S[TestPlaced]", "instance_num": 4, "device_id": "0,1"}}
+    with tp.pipe(config) as model:
+        placements = model.stats()["m"].instance_placements
+    assert placements == ["fake:0", "fake:1", "fake:0", "fake:1"]

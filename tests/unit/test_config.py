@@ -103,6 +103,8 @@ def test_too_many_children():
         ("batching_timeout", "soon"),
         ("max_queue_size", -3),
         ("request_timeout", "nan"),
+        ("device_id", "0,x"),
+        ("device_id", -1),
     ],
 )
 def test_bad_numbers(key, value):

@@ -57,6 +57,17 @@ class Backend:
         """Largest batch this backend accepts (``UNBOUNDED_BATCH`` for any size)."""
         return UNBOUNDED_BATCH
 
+    def placement(self) -> str | None:
+        """Where this instance computes (e.g. ``"cuda:1"``), for stats; ``None``: no device.
+
+        The default reports the first child's placement, so wrappers need not override it.
+        """
+        for child in self.children:
+            where = child.placement()
+            if where is not None:
+                return where
+        return None
+
     def close(self) -> None:
         """Release resources; called on the worker thread when the pipeline closes."""
 
@@ -68,6 +79,21 @@ def param_int(params: dict[str, Any], key: str, default: int) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ValueError(f"parameter {key!r} must be an integer, got {value!r}") from None
+
+
+def param_device_ids(params: dict[str, Any]) -> list[int] | None:
+    """Read ``device_id`` as GPU indices: ``1``, ``"0,1"`` or ``[0, 1]``; ``None`` when absent."""
+    value = params.get("device_id")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parts = value if isinstance(value, list | tuple) else str(value).split(",")
+    try:
+        ids = [int(str(part).strip()) for part in parts]
+    except ValueError:
+        raise ValueError(f"device_id must be GPU indices like '0,1', got {value!r}") from None
+    if not ids or min(ids) < 0:
+        raise ValueError(f"device_id must be GPU indices like '0,1', got {value!r}")
+    return ids
 
 
 def param_float_list(params: dict[str, Any], key: str) -> list[float] | None:

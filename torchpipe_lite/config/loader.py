@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import param_device_ids
 from ..backends.registry import backend_class
 from ..errors import ConfigError
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
@@ -69,6 +70,10 @@ def _node(name: str, table: dict[str, Any]) -> NodeConfig:
         raise ConfigError(
             f"min ({min_batch}) is larger than max ({max_batch})", node=name, key="min"
         )
+    try:
+        param_device_ids(table)
+    except ValueError as error:
+        raise ConfigError(str(error), node=name, key="device_id") from None
     _warn_unknown_keys(name, table, spec)
     _check_files(name, table, spec)
     return NodeConfig(

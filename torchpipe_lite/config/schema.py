@@ -18,6 +18,7 @@ NODE_KEYS = frozenset(
         "next",
         "max_queue_size",
         "request_timeout",
+        "device_id",
     }
 )
 

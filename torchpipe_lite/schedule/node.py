@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
-from ..backends.base import UNBOUNDED_BATCH, Backend
+from ..backends.base import UNBOUNDED_BATCH, Backend, param_device_ids
 from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
 from ..errors import (
@@ -55,6 +55,7 @@ class Node:
         self.min_batch = 1
         self.max_batch = 1
         self._counters = [InstanceCounters() for _ in range(config.instance_num)]
+        self._placements: list[str | None] = [None] * config.instance_num
         self._threads: list[threading.Thread] = []
         self._go = threading.Event()
 
@@ -90,14 +91,16 @@ class Node:
             raise BackendInitError(
                 f"{type(failure).__name__}: {failure}", node=self.name, backend=self.backend_name
             ) from failure
+        places = sorted({str(place) for place in self._placements if place is not None})
         logger.info(
-            "node %s: %s x%d, batch %d..%d, batching_timeout %.3g ms",
+            "node %s: %s x%d, batch %d..%d, batching_timeout %.3g ms%s",
             self.name,
             self.backend_name,
             count,
             self.min_batch,
             self.max_batch,
             self.config.batching_timeout_ms,
+            f", on {', '.join(places)}" if places else "",
         )
         self._go.set()
 
@@ -180,12 +183,8 @@ class Node:
         backend = None
         try:
             backend = instantiate(self.config.backend)
-            params = {
-                **self.config.params,
-                "instance_index": index,
-                "instance_num": self.config.instance_num,
-            }
-            backend.init(params)
+            backend.init(self._instance_params(index))
+            self._placements[index] = backend.placement()
             backends[index] = backend
         except BaseException as error:  # reported to start(), which raises it in the caller
             errors[index] = error
@@ -201,6 +200,17 @@ class Node:
                 backend.close()
             except Exception:
                 logger.exception("node %s: closing instance %d failed", self.name, index)
+
+    def _instance_params(self, index: int) -> dict[str, Any]:
+        params = {
+            **self.config.params,
+            "instance_index": index,
+            "instance_num": self.config.instance_num,
+        }
+        device_ids = param_device_ids(params)
+        if device_ids is not None:  # spread instances over the listed GPUs, round-robin
+            params["device_id"] = device_ids[index % len(device_ids)]
+        return params
 
     def _serve(self, backend: Backend, counters: InstanceCounters) -> None:
         cond, queue = self._cond, self._queue
@@ -346,6 +356,7 @@ class Node:
             instances=self.config.instance_num,
             requests_rejected=self._rejected,
             queue_length=len(self._queue),
+            instance_placements=list(self._placements),
         )
         for counters in self._counters:
             counters.add_to(stats)
