@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import zlib
+from pathlib import Path
 
 from thrift.protocol import TBinaryProtocol
 from thrift.server import TServer
 from thrift.transport import TSocket, TTransport
 
+from benchmarks.server_process import ServerProcess, free_port
 from service.gen.inference import InferenceService, ttypes
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -61,9 +64,29 @@ class FakeHandler:
 
     def stats(self) -> ttypes.ServerStats:
         return ttypes.ServerStats(
-            handler="fake", device="none", uptime_s=0.0, requests_ok=self.ok,
-            requests_failed=self.failed, failures_by_code={}, nodes=[],
-        )  # fmt: skip
+            handler="fake",
+            device="none",
+            uptime_s=0.0,
+            requests_ok=self.ok,
+            requests_failed=self.failed,
+            failures_by_code={},
+            nodes=[],
+        )
+
+
+def start_fake_server(log_dir: Path, *extra_args: str) -> ServerProcess:
+    """Starts this server on a free port as a subprocess; returns once it answers ping."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tests.integration.fake_inference_server",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
+    server = ServerProcess(command, host="127.0.0.1", port=port, log_path=log_dir / "fake.log")
+    return server.start(ready_timeout_s=60.0)
 
 
 def main() -> None:
