@@ -1,0 +1,1 @@
+"""The Thrift image-classification service: server, the two handlers, model export, labels."""

@@ -1,0 +1,157 @@
+"""``python -m service``: start the Thrift classification server with either handler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from service.app import build_handler
+from service.handler import RequestLimits
+from service.server import ThriftServer, TransportLimits, fastbinary_available
+from service.service_config import DEFAULT_CONFIG
+
+logger = logging.getLogger("service")
+
+_MIB = 1 << 20
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="ResNet image classification over Thrift, with the locked baseline handler "
+        "or the pipelined (torchpipe_lite) handler on the same engine.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--handler", choices=("baseline", "pipelined"), default="pipelined")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument("--threads", type=int, default=20, help="RPC worker threads")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="pipeline TOML (its model node also defines the baseline's engine)",
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, help="model file; overrides the config's `model`"
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="architecture to export when the model file is missing "
+        "(default: from the file name, e.g. resnet18.onnx, else resnet50)",
+    )
+    parser.add_argument(
+        "--max-image-mb", type=float, default=16.0, help="larger images get TOO_LARGE"
+    )
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=1024,
+        help="longest infer_many list; longer calls get TOO_LARGE",
+    )
+    parser.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=64.0,
+        help="a request message over this is cut off and its connection closed",
+    )
+    parser.add_argument(
+        "--io-timeout-s",
+        type=float,
+        default=30.0,
+        help="longest stall inside one message before the connection is closed",
+    )
+    parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=60.0,
+        help="on SIGTERM/Ctrl-C, how long in-flight requests may take to finish",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several server processes may share the port",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    args = parser.parse_args(argv)
+    if args.max_image_mb > args.max_message_mb:
+        parser.error("--max-image-mb cannot exceed --max-message-mb")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the server; returns the exit code (0 after a clean SIGTERM or Ctrl-C)."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    request_limits = RequestLimits(
+        max_image_bytes=int(args.max_image_mb * _MIB), max_images_per_call=args.max_images
+    )
+    transport_limits = TransportLimits(
+        max_message_bytes=int(args.max_message_mb * _MIB),
+        # Lists may be a little longer than allowed, so that the handler can answer TOO_LARGE;
+        # far longer ones are refused by the protocol before anything is allocated.
+        max_container_items=max(16 * 1024, 2 * args.max_images),
+        io_timeout_s=args.io_timeout_s,
+    )
+    try:
+        handler, summary = build_handler(
+            args.handler, args.config, model=args.model, arch=args.arch, limits=request_limits
+        )
+    except Exception as exc:
+        logger.error("cannot start the %s handler: %s", args.handler, exc, exc_info=exc)
+        return 2
+    server = ThriftServer(
+        handler,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        limits=transport_limits,
+        reuse_port=args.reuse_port,
+    )
+    try:
+        port = server.listen()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        handler.close()
+        return 2
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info(
+            "%s: stopping (no new connections; in-flight requests finish; send it again to force)",
+            signal.Signals(signum).name,
+        )
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for line in summary:
+        logger.info("%s", line)
+    logger.info(
+        "limits: image %.0f MiB, %d images per call, message %.0f MiB; %d RPC threads; "
+        "accelerated binary protocol: %s",
+        args.max_image_mb,
+        args.max_images,
+        args.max_message_mb,
+        args.threads,
+        "yes" if fastbinary_available() else "NO (pure Python)",
+    )
+    logger.info("serving %s on %s:%d", args.handler, args.host, port)
+    drained = server.serve(drain_timeout_s=args.drain_timeout_s)
+    handler.close()
+    logger.info("stopped%s", "" if drained else " (some requests were cut off)")
+    return 0 if drained else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The Thrift interface both handlers share: validation, top-k, errors, counters, stats."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+import torchpipe_lite as tp
+from service.errors import (
+    code_name,
+    inference_error,
+    is_internal,
+    printable_uuid,
+    to_inference_error,
+)
+from service.gen.inference.ttypes import (
+    ErrorCode,
+    InferenceError,
+    InferenceParams,
+    InferenceResult,
+    ItemResult,
+    NodeStats,
+    Prediction,
+    ServerStats,
+)
+from service.predictions import top_k
+
+logger = logging.getLogger(__name__)
+
+#: Largest ``k`` a client may ask for (ImageNet has 1000 classes).
+MAX_TOP_K = 1000
+
+#: What ``classify`` returns per image: logits, ``None`` (no result: not an image), or the error.
+Outcome = torch.Tensor | None | BaseException
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one call may ask of a handler; over these, the call gets TOO_LARGE."""
+
+    max_image_bytes: int = 16 << 20
+    max_images_per_call: int = 1024
+
+
+def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
+    """The library's per-node figures as the wire struct (the fields the IDL has)."""
+    fields = dataclasses.asdict(stats)
+    wire = {spec[2]: fields[spec[2]] for spec in NodeStats.thrift_spec if spec is not None}
+    wire["batch_sizes"] = dict(wire["batch_sizes"])
+    return NodeStats(**wire)
+
+
+class ClassifierHandler(abc.ABC):
+    """Implements every RPC of ``InferenceService`` on top of ``classify``.
+
+    Subclasses provide the engine: ``classify`` (logits per image, each image failing on its
+    own), ``node_stats`` and ``close``. Every failure reaches the client as an
+    ``InferenceError`` and is logged once, with the request's uuid and code.
+    """
+
+    #: "baseline" or "pipelined": reported by ``stats()``.
+    handler_name: ClassVar[str]
+
+    def __init__(self, *, device: str, limits: RequestLimits | None = None):
+        self.device = device
+        self.limits = limits or RequestLimits()
+        self._started_s = time.monotonic()
+        self._counts_lock = threading.Lock()
+        self._requests_ok = 0
+        self._failures_by_code: Counter[int] = Counter()
+
+    # -- what a handler implements -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def classify(self, images: Sequence[bytes]) -> list[Outcome]:
+        """Logits of each image, in order. Must not raise for one image's failure: return it."""
+
+    @abc.abstractmethod
+    def node_stats(self) -> list[NodeStats]:
+        """Per-stage figures for ``stats()``."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release the engine; called once the server has stopped."""
+
+    # -- the RPCs ------------------------------------------------------------------------------
+
+    def ping(self) -> None:  # noqa: B027 - nothing to do: answering is the check
+        """Liveness check."""
+
+    def infer_batch(self, params: InferenceParams) -> InferenceResult:
+        """Top-1 of one image (the reference call)."""
+        best = self._predict_one(params, 1)[0]
+        return InferenceResult(label=best.label, score=best.score)
+
+    def infer_topk(self, params: InferenceParams, k: int) -> list[Prediction]:
+        """The ``k`` most probable classes of one image."""
+        self._check_k(k, params.uuid)
+        return self._predict_one(params, k)
+
+    def infer_many(self, params_list: list[InferenceParams], k: int) -> list[ItemResult]:
+        """Several images, each with its own outcome, in order."""
+        self._check_k(k, None)
+        if len(params_list) > self.limits.max_images_per_call:
+            raise self._failed(
+                inference_error(
+                    ErrorCode.TOO_LARGE,
+                    f"{len(params_list)} images in one call; the limit is "
+                    f"{self.limits.max_images_per_call}",
+                ),
+                None,
+            )
+        results = [ItemResult(uuid=getattr(params, "uuid", None)) for params in params_list]
+        pending: list[int] = []
+        for position, params in enumerate(params_list):
+            error = self._check_params(params)
+            if error is None:
+                pending.append(position)
+            else:
+                results[position].error = self._failed(error, None)
+        outcomes = self.classify([params_list[position].data for position in pending])
+        for position, outcome in zip(pending, outcomes, strict=True):
+            try:
+                uuid = params_list[position].uuid
+                results[position].predictions = self._predictions(outcome, k, uuid)
+            except InferenceError as error:
+                results[position].error = error
+        return results
+
+    def stats(self) -> ServerStats:
+        """The server's counters and per-stage figures."""
+        with self._counts_lock:
+            requests_ok = self._requests_ok
+            failures = dict(self._failures_by_code)
+        return ServerStats(
+            handler=self.handler_name,
+            device=self.device,
+            uptime_s=time.monotonic() - self._started_s,
+            requests_ok=requests_ok,
+            requests_failed=sum(failures.values()),
+            failures_by_code=failures,
+            nodes=self.node_stats(),
+        )
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    def _predict_one(self, params: InferenceParams, k: int) -> list[Prediction]:
+        error = self._check_params(params)
+        if error is not None:
+            raise self._failed(error, None)
+        (outcome,) = self.classify([params.data])  # params checked above
+        return self._predictions(outcome, k, params.uuid)
+
+    def _predictions(self, outcome: Outcome, k: int, uuid: str | None = None) -> list[Prediction]:
+        """Top-k of one image's outcome, counting it; raises its ``InferenceError``."""
+        if isinstance(outcome, BaseException):
+            raise self._failed(to_inference_error(outcome, uuid), outcome)
+        if outcome is None:
+            error = inference_error(ErrorCode.INVALID_IMAGE, "not a decodable image", uuid)
+            raise self._failed(error, None)
+        try:
+            predictions = top_k(outcome, k)
+        except Exception as exc:
+            raise self._failed(to_inference_error(exc, uuid), exc) from exc
+        with self._counts_lock:
+            self._requests_ok += 1
+        return predictions
+
+    def _check_params(self, params: InferenceParams | None) -> InferenceError | None:
+        if params is None:
+            return inference_error(ErrorCode.INVALID_ARGUMENT, "no params")
+        uuid = params.uuid
+        if not isinstance(params.data, bytes | bytearray):
+            return inference_error(ErrorCode.INVALID_IMAGE, "no image data", uuid)
+        if len(params.data) > self.limits.max_image_bytes:
+            return inference_error(
+                ErrorCode.TOO_LARGE,
+                f"image of {len(params.data)} bytes; the limit is {self.limits.max_image_bytes}",
+                uuid,
+            )
+        return None
+
+    def _check_k(self, k: int, uuid: str | None) -> None:
+        if not 1 <= k <= MAX_TOP_K:
+            error = inference_error(
+                ErrorCode.INVALID_ARGUMENT, f"k must be in 1..{MAX_TOP_K}, got {k}", uuid
+            )
+            raise self._failed(error, None)
+
+    def _failed(self, error: InferenceError, cause: BaseException | None) -> InferenceError:
+        """Count and log one failed request; returns ``error`` for raising or returning."""
+        with self._counts_lock:
+            self._failures_by_code[error.code] += 1
+        uuid, code = printable_uuid(error.uuid), code_name(error.code)
+        if is_internal(error):
+            logger.error("request failed uuid=%s code=%s", uuid, code, exc_info=cause)
+        else:
+            logger.info("request failed uuid=%s code=%s: %s", uuid, code, error.message)
+        return error

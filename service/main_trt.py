@@ -1,0 +1,102 @@
+"""The locked baseline handler: the reference's "pure TensorRT + lock" design, honestly.
+
+Per request, in the RPC thread: decode (cv2.imdecode), resize to 224x224 (bilinear), BGR->RGB,
+uint8 1x3xHxW tensor; then the engine at batch 1 under ONE ``threading.Lock``; softmax, top-k.
+Normalisation is not done here: the engine fuses mean/std (the very same work the pipeline's
+engine does), so the two handlers differ only in scheduling. The engine is the pipeline
+config's model node (``SyncTensor[TorchTensor]``, or ``SyncTensor[TensorrtTensor]`` where
+TensorRT exists): same backend, model file, precision, mean/std and device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import cv2
+import torch
+
+import torchpipe_lite as tp
+from service.gen.inference.ttypes import NodeStats
+from service.handler import ClassifierHandler, Outcome, RequestLimits, wire_node_stats
+from service.service_config import ServiceConfig
+from torchpipe_lite.backends.base import param_int
+from torchpipe_lite.backends.image_cpu import decode_bgr
+from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+
+logger = logging.getLogger(__name__)
+
+
+class BaselineHandler(ClassifierHandler):
+    """Preprocessing in the RPC threads, one engine at batch 1 behind one lock."""
+
+    handler_name = "baseline"
+
+    def __init__(self, config: ServiceConfig, *, device: str, limits: RequestLimits | None = None):
+        super().__init__(device=device, limits=limits)
+        pre = config.preprocess_params()
+        self._resize_hw = (param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224))
+        self._to_rgb = str(pre.get("color", "rgb")).strip().lower() == "rgb"
+        self._max_pixels = param_int(pre, "max_pixels", DEFAULT_MAX_PIXELS)
+        self._backend = config.engine_backend
+        logger.info("initialising the baseline engine %s at batch 1", self._backend)
+        self._engine = tp.create_backend(self._backend, config.engine_params(batch_size=1))
+        self._lock = threading.Lock()
+        # Updated only while holding the lock, so they need no lock of their own.
+        self._figures = tp.NodeStats(node="engine", backend=self._backend, instances=1)
+
+    def preprocess(self, data: bytes) -> torch.Tensor | None:
+        """JPEG bytes -> uint8 1x3xHxW RGB tensor (channels-last memory); None if no image."""
+        image = decode_bgr(data, self._max_pixels)
+        if image is None:
+            return None
+        height, width = self._resize_hw
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if self._to_rgb:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+
+    def classify(self, images: Sequence[bytes]) -> list[Outcome]:
+        return [self._classify_one(image) for image in images]
+
+    def _classify_one(self, data: bytes) -> Outcome:
+        try:
+            tensor = self.preprocess(data)
+            if tensor is None:
+                return None
+            item = {"data": tensor}
+            waited_s = time.perf_counter()
+            with self._lock:
+                started_s = time.perf_counter()
+                try:
+                    self._engine.forward([item])
+                except Exception:
+                    self._figures.requests_failed += 1
+                    raise
+                finally:
+                    self._count(started_s - waited_s, time.perf_counter() - started_s)
+            return item.get("result")
+        except Exception as exc:
+            return exc
+
+    def _count(self, queue_time_s: float, compute_time_s: float) -> None:
+        figures = self._figures
+        figures.inferences += 1
+        figures.executions += 1
+        figures.batch_sizes[1] = figures.batch_sizes.get(1, 0) + 1
+        figures.queue_time_ms_total += queue_time_s * 1000.0
+        figures.compute_time_ms_total += compute_time_s * 1000.0
+
+    def node_stats(self) -> list[NodeStats]:
+        with self._lock:
+            figures = wire_node_stats(self._figures)
+        figures.requests_ok = figures.inferences - figures.requests_failed
+        return [figures]
+
+    def close(self) -> None:
+        logger.info("closing the baseline engine")
+        with self._lock:
+            self._engine.close()

@@ -1,0 +1,101 @@
+"""Reads a pipeline TOML for the service: the model path, the engine's parameters, the resize."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+#: The default pipeline: CPU decode and resize, then the model stage.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "resnet50.toml"
+
+#: Node keys that steer the scheduler, not a backend (DESIGN.md section 4).
+_SCHEDULING_KEYS = frozenset(
+    {"backend", "next", "instance_num", "batching_timeout", "max_queue_size", "request_timeout"}
+)
+
+
+class ServiceConfigError(ValueError):
+    """The service cannot use this configuration file; says which file and why."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """A pipeline configuration plus what the service reads out of it."""
+
+    path: Path
+    #: The whole configuration, as ``tp.pipe`` takes it, with the model path made absolute.
+    pipeline: dict[str, Any]
+    #: The node that runs the model (the one with a ``model`` key).
+    model_node: str
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.pipeline[self.model_node]["model"])
+
+    @property
+    def engine_backend(self) -> str:
+        """The model node's backend expression, e.g. ``SyncTensor[TorchTensor]``."""
+        return str(self.node_params(self.model_node)["backend"])
+
+    def node_params(self, node: str) -> dict[str, Any]:
+        """A node's parameters: the top-level defaults overlaid with the node's own keys."""
+        defaults = {k: v for k, v in self.pipeline.items() if not isinstance(v, dict)}
+        return {**defaults, **self.pipeline[node]}
+
+    def engine_params(self, batch_size: int) -> dict[str, Any]:
+        """Parameters for one engine instance outside the pipeline (the locked baseline):
+        the model node's backend parameters, with the batch range pinned to ``batch_size``."""
+        params = {
+            key: value
+            for key, value in self.node_params(self.model_node).items()
+            if key not in _SCHEDULING_KEYS
+        }
+        params.update(min=batch_size, max=batch_size, instance_index=0, instance_num=1)
+        return params
+
+    def preprocess_params(self) -> dict[str, Any]:
+        """Parameters of the stages before the model (``resize_h``, ``color``...): the top-level
+        defaults overlaid with every other node's keys, the first node in the file winning."""
+        params = {k: v for k, v in self.pipeline.items() if not isinstance(v, dict)}
+        tables = [
+            t for n, t in self.pipeline.items() if isinstance(t, dict) and n != self.model_node
+        ]
+        for table in reversed(tables):
+            params.update(table)
+        return params
+
+
+def load_service_config(
+    path: str | Path, model_override: str | Path | None = None
+) -> ServiceConfig:
+    """Reads ``path``; ``model_override`` replaces the model node's ``model``. A relative model
+    path resolves against the current directory (TorchPipe's convention), here, once."""
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            pipeline = tomllib.load(file)
+    except OSError as exc:
+        raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ServiceConfigError(f"{path} is not valid TOML: {exc}") from exc
+    model_nodes = [
+        name for name, table in pipeline.items() if isinstance(table, dict) and "model" in table
+    ]
+    if len(model_nodes) != 1:
+        raise ServiceConfigError(
+            f"{path}: the service needs exactly one node with a `model` key, found "
+            f"{len(model_nodes)} ({', '.join(model_nodes) or 'none'})"
+        )
+    (model_node,) = model_nodes
+    if "backend" not in pipeline[model_node]:
+        raise ServiceConfigError(f"{path}: node [{model_node}] has no `backend`")
+    model = model_override if model_override is not None else pipeline[model_node]["model"]
+    pipeline[model_node]["model"] = str(Path(model).expanduser().absolute())
+    return ServiceConfig(path=path, pipeline=pipeline, model_node=model_node)
