@@ -1,0 +1,208 @@
+"""Cheap image header reading: an image's format and declared size, without decoding a pixel.
+
+Decoders allocate what a header declares, so a 100-byte file can claim 60000x60000 pixels
+(10.8 GB as BGR). ``read_header`` lets a decoder refuse such input before any allocation;
+OpenCV's own ``CV_IO_MAX_IMAGE_PIXELS`` (2^30 pixels by default) is only a last line of defence.
+
+JPEG, PNG, BMP, GIF and WebP headers are parsed here; other formats are sized by Pillow's lazy
+``Image.open`` (which reads only the header) when Pillow is installed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+#: Default ``max_pixels`` of the decoders: 50 megapixels (150 MB as 3-channel uint8).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers carry the frame size: SOF0-3, 5-7, 9-11, 13-15 (not DHT C4, JPG C8,
+# DAC CC).
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+# Markers without a length field: TEM and RST0-7.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header declares."""
+
+    format: str  # "jpeg", "png", "bmp", "gif", "webp", or Pillow's name in lower case
+    width: int
+    height: int
+    #: Colour components (JPEG only; 0 where not read).
+    channels: int = 0
+    #: EXIF orientation (JPEG only): 1 = stored upright, 2-8 = the TIFF/EXIF transforms.
+    orientation: int = 1
+
+    @property
+    def pixels(self) -> int:
+        """Declared width x height."""
+        return self.width * self.height
+
+
+def read_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
+    """The header of ``data``, or ``None`` when it is not an image whose size can be read."""
+    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if len(buf) < 8:
+        return None
+    head = bytes(buf[:16])
+    if head.startswith(b"\xff\xd8\xff"):
+        header = _jpeg(buf)
+    elif head.startswith(_PNG_SIGNATURE):
+        header = _png(buf)
+    elif head.startswith(b"BM"):
+        header = _bmp(buf)
+    elif head.startswith((b"GIF87a", b"GIF89a")):
+        header = _gif(buf)
+    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        header = _webp(buf)
+    else:
+        header = _pillow(buf)
+    if header is None or header.width <= 0 or header.height <= 0:
+        return None
+    return header
+
+
+def check_pixels(header: ImageHeader, max_pixels: int) -> None:
+    """Raise ``InvalidInputError`` when ``header`` declares more than ``max_pixels`` pixels."""
+    if header.pixels > max_pixels:
+        raise InvalidInputError(
+            f"{header.format.upper()} image declares {header.width}x{header.height} "
+            f"({header.pixels:,} pixels), over the limit of {max_pixels:,} pixels (max_pixels)"
+        )
+
+
+def _u16be(buf, pos: int) -> int:
+    return (buf[pos] << 8) | buf[pos + 1]
+
+
+def _u16le(buf, pos: int) -> int:
+    return buf[pos] | (buf[pos + 1] << 8)
+
+
+def _jpeg(buf) -> ImageHeader | None:
+    """Walk the marker segments up to the first start-of-frame."""
+    size = len(buf)
+    pos = 2
+    orientation = 1
+    while pos + 4 <= size:
+        if buf[pos] != 0xFF:
+            return None  # not at a marker: corrupt
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        pos += 2
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = _u16be(buf, pos)
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 8 > size:
+                return None
+            height, width, channels = _u16be(buf, pos + 3), _u16be(buf, pos + 5), buf[pos + 7]
+            return ImageHeader("jpeg", width, height, channels, orientation)
+        if marker == 0xE1 and bytes(buf[pos + 2 : pos + 8]) == b"Exif\x00\x00":
+            orientation = _exif_orientation(bytes(buf[pos + 8 : pos + length]))
+        pos += length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The orientation tag of an EXIF block's first IFD (1 when absent or unreadable)."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for index in range(count):
+        entry = ifd + 2 + 12 * index
+        if entry + 12 > len(tiff):
+            break
+        if int.from_bytes(tiff[entry : entry + 2], order) == _EXIF_ORIENTATION_TAG:
+            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _png(buf) -> ImageHeader | None:
+    # The IHDR chunk must come first: length (13), "IHDR", width, height (big-endian).
+    if len(buf) < 24 or bytes(buf[12:16]) != b"IHDR":
+        return None
+    width = int.from_bytes(bytes(buf[16:20]), "big")
+    height = int.from_bytes(bytes(buf[20:24]), "big")
+    return ImageHeader("png", width, height)
+
+
+def _bmp(buf) -> ImageHeader | None:
+    if len(buf) < 26:
+        return None
+    dib_size = int.from_bytes(bytes(buf[14:18]), "little")
+    if dib_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit dimensions
+        return ImageHeader("bmp", _u16le(buf, 18), _u16le(buf, 20))
+    if dib_size < 40:
+        return None
+    width = int.from_bytes(bytes(buf[18:22]), "little", signed=True)
+    height = int.from_bytes(bytes(buf[22:26]), "little", signed=True)
+    return ImageHeader("bmp", width, abs(height))  # a negative height means top-down rows
+
+
+def _gif(buf) -> ImageHeader | None:
+    return ImageHeader("gif", _u16le(buf, 6), _u16le(buf, 8)) if len(buf) >= 10 else None
+
+
+def _webp(buf) -> ImageHeader | None:
+    if len(buf) < 30:
+        return None
+    chunk = bytes(buf[12:16])
+    if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+        width = 1 + int.from_bytes(bytes(buf[24:27]), "little")
+        height = 1 + int.from_bytes(bytes(buf[27:30]), "little")
+    elif chunk == b"VP8L":  # lossless: 14-bit width-1 and height-1 packed after 0x2f
+        if buf[20] != 0x2F:
+            return None
+        b0, b1, b2, b3 = buf[21], buf[22], buf[23], buf[24]
+        width = 1 + (b0 | ((b1 & 0x3F) << 8))
+        height = 1 + ((b1 >> 6) | (b2 << 2) | ((b3 & 0x0F) << 10))
+    elif chunk == b"VP8 ":  # lossy: key frame start code, then 14-bit width and height
+        if bytes(buf[23:26]) != b"\x9d\x01\x2a":
+            return None
+        width = _u16le(buf, 26) & 0x3FFF
+        height = _u16le(buf, 28) & 0x3FFF
+    else:
+        return None
+    return ImageHeader("webp", width, height)
+
+
+def _pillow(buf) -> ImageHeader | None:
+    """Size any other format through Pillow's lazy open (header only)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        logger.debug("Pillow is not installed: only JPEG, PNG, BMP, GIF and WebP can be sized")
+        return None
+    try:
+        with Image.open(io.BytesIO(bytes(buf))) as image:
+            width, height = image.size
+            name = (image.format or "image").lower()
+    except Image.DecompressionBombError as error:
+        # Pillow refuses sizes over twice its own limit at open; that is beyond ours too.
+        raise InvalidInputError(f"image declares an absurd size: {error}") from None
+    except Exception:  # any format Pillow cannot identify: not an image we can size
+        return None
+    return ImageHeader(name, width, height)
