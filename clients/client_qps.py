@@ -164,9 +164,9 @@ def _start_workers(specs: list[WorkerSpec], images: list[bytes]) -> tuple[Any, A
         )
         runner.start()
         return messages, go, abort, [runner]
-    # fork shares the preloaded images with the children for free; elsewhere spawn pickles them.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # spawn, not fork: the caller may have threads (tqdm's monitor, the main job's samplers)
+    # whose locks a forked child would inherit held. The images are pickled to each child.
+    context = multiprocessing.get_context("spawn")
     messages, go, abort = context.Queue(), context.Event(), context.Event()
     runners = [
         context.Process(target=run_worker, args=(spec, images, messages, go, abort), daemon=True)

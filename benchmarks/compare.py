@@ -1,0 +1,342 @@
+"""The main job: the locked baseline and the pipelined server, side by side, as the reference did.
+
+    python -m benchmarks.compare                      # no GPU: a quick CPU run (the demo)
+    python -m benchmarks.compare --total-number 10000 --concurrency 10,20 --processes 4
+
+Exports the model if missing, starts each handler's server in turn on the same model and images,
+drives it at each concurrency with ``clients.client_qps``, samples the server's CPU, memory and
+GPU use, prints the reference-style table and writes JSON + PNG under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.gpu_monitor import GpuMonitor
+from benchmarks.report import (
+    REFERENCE_ROWS,
+    REFERENCE_SETUP,
+    format_table,
+    plot_bars,
+    write_json,
+    write_sweep,
+)
+from benchmarks.resource_sampler import ResourceSampler, ResourceUse
+from benchmarks.server_process import REPO_ROOT, ServerProcess, free_port, service_command
+from clients.client_qps import LoadResult, run_load
+from clients.connection import connect
+from clients.images import DEFAULT_IMG_DIR, load_images
+
+logger = logging.getLogger("benchmarks.compare")
+
+HANDLERS = ("baseline", "pipelined")
+SWEEP_LEVELS = (1, 2, 4, 8, 16, 32, 64)
+#: A full run; what the reference measured with.
+FULL = {"total_number": 10000, "warmup": 200, "processes": 4}
+#: The quick run (the default without a GPU): few requests, so that ResNet50 on a 2-core CPU
+#: ends in about two minutes (measured: ~10 QPS baseline, ~15 QPS pipelined there).
+QUICK = {"total_number": 200, "warmup": 20, "processes": 1}
+READY_TIMEOUT_S = 600.0  # a GPU server converts the model and captures CUDA graphs first
+
+
+def _levels(text: str) -> list[int]:
+    levels = [int(part) for part in text.split(",") if part.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of integers >= 1 is expected")
+    return levels
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; defaults that depend on the machine are resolved in ``resolve``."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=_levels, help="clients per run (default 10,20)")
+    parser.add_argument("--total-number", type=int, help="timed calls per run (full: 10000)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first (full: 200)")
+    parser.add_argument("--processes", type=int, help="client processes (full: 4; quick: 1)")
+    parser.add_argument("--config", type=Path, help="pipelined TOML (default: the service's)")
+    parser.add_argument("--model", type=Path, help="model file (default: models/<arch>.onnx)")
+    parser.add_argument(
+        "--arch", choices=("resnet50", "resnet18"), default="resnet50", help="model to export"
+    )
+    parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--threads", type=int, help="server RPC threads (default: max(20, c))")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
+    parser.add_argument("--quick", action="store_true", help="few requests (default w/o GPU)")
+    parser.add_argument("--sweep", action="store_true", help=f"concurrency {SWEEP_LEVELS}")
+    parser.add_argument("--ping-check", action="store_true", help="also measure ping QPS")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    return parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace, gpu: GpuMonitor) -> argparse.Namespace:
+    """Fills the defaults that depend on the machine: a quick CPU run where there is no GPU."""
+    args.quick = args.quick or not gpu.available
+    preset = QUICK if args.quick else FULL
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.concurrency is None:
+        args.concurrency = list(SWEEP_LEVELS) if args.sweep else [10, 20]
+    if args.model is None:
+        args.model = REPO_ROOT / "models" / f"{args.arch}.onnx"
+    if args.threads is None:
+        # Each server thread serves one connection at a time: fewer threads than clients would
+        # leave clients waiting for a thread, not for the model.
+        args.threads = max(20, *args.concurrency)
+    return args
+
+
+def export_model(model: Path, arch: str) -> None:
+    """Exports ``arch`` to ``model`` with the service's exporter when the file is missing."""
+    if model.exists():
+        logger.info("model %s present", model)
+        return
+    command = [sys.executable, "-m", "service.export_model", "--arch", arch]
+    command += ["--output", str(model)]
+    logger.info("exporting the model: %s", " ".join(command))
+    subprocess.run(command, check=True, cwd=REPO_ROOT)
+
+
+def device_slug(gpu: GpuMonitor) -> str:
+    """``cpu`` or the first GPU's name in lower case, e.g. ``nvidia-h100-80gb-hbm3``."""
+    if not gpu.available:
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", gpu.names[0].lower()).strip("-")
+
+
+def _row(handler: str, concurrency: int, load: LoadResult, use: ResourceUse | None) -> dict:
+    return {
+        "handler": handler,
+        "concurrency": concurrency,
+        "requests": load.requests,
+        "qps": load.qps,
+        "tp50_ms": load.tp50_ms,
+        "tp90_ms": load.tp90_ms,
+        "tp99_ms": load.tp99_ms,
+        "mean_ms": load.mean_ms,
+        "errors": load.errors,
+        "errors_by_code": load.errors_by_code,
+        "server_cpu_percent": use.cpu_percent if use else None,
+        "server_rss_mib": use.rss_mib_max if use else None,
+        "gpu_util_percent": use.gpu_util_percent if use else None,
+        "client_cpu_percent": load.client_cpu_percent,
+        "client_processes": load.processes,
+        "wall_s": load.wall_s,
+    }
+
+
+def _server_stats(port: int) -> dict[str, Any]:
+    """The server's own figures (device, per-node batch sizes) after its runs."""
+    with connect("127.0.0.1", port, timeout_s=30.0) as connection:
+        stats = connection.client.stats()
+    return {
+        "device": stats.device,
+        "requests_ok": stats.requests_ok,
+        "requests_failed": stats.requests_failed,
+        "nodes": [
+            {k: v for k, v in vars(node).items() if k != "batch_sizes"}
+            | {"batch_sizes": {str(size): n for size, n in sorted(node.batch_sizes.items())}}
+            for node in stats.nodes
+        ],
+    }
+
+
+def _batching_line(handler: str, stats: dict[str, Any]) -> str:
+    """How the server's busiest node batched (its own count, warm-up calls included)."""
+    if not stats["nodes"]:
+        return f"{handler} server ({stats['device']}): no node statistics"
+    node = max(stats["nodes"], key=lambda n: n["compute_time_ms_total"])
+    mean = node["inferences"] / node["executions"] if node["executions"] else 0.0
+    return (
+        f"{handler} server ({stats['device']}): node {node['node']!r} ran "
+        f"{node['inferences']} images in {node['executions']} batches (mean batch {mean:.2f})"
+    )
+
+
+def run_handler(
+    handler: str,
+    args: argparse.Namespace,
+    images: list[bytes],
+    gpu: GpuMonitor,
+    log_dir: Path,
+    ping_check: bool,
+) -> tuple[list[dict], list[dict], dict]:
+    """Starts one handler's server, drives it at every concurrency, stops it.
+
+    Returns (result rows, ping rows, the server's stats).
+    """
+    port = free_port()
+    command = service_command(
+        handler, port, threads=args.threads, config=args.config, model=args.model
+    )
+    rows: list[dict] = []
+    ping_rows: list[dict] = []
+    load_settings = {
+        "port": port,
+        "images": images,
+        "processes": args.processes,
+        "timeout_s": args.timeout_s,
+        "progress": not args.no_progress,
+    }
+    with ServerProcess(
+        command, host="127.0.0.1", port=port, log_path=log_dir / f"{handler}.log"
+    ) as server:
+        server.start(ready_timeout_s=READY_TIMEOUT_S)
+        for concurrency in args.concurrency if ping_check else ():
+            load = run_load(
+                method="ping",
+                request_client=concurrency,
+                total_number=args.total_number,
+                warmup=args.warmup,
+                **load_settings,
+            )
+            ping_rows.append(_row(f"ping ({handler} server)", concurrency, load, None))
+            logger.info("ping, %d clients: %.0f calls/s", concurrency, load.qps)
+        for concurrency in args.concurrency:
+            sampler = ResourceSampler(server.pid, gpu=gpu)
+            load = run_load(
+                request_client=concurrency,
+                total_number=args.total_number,
+                warmup=args.warmup,
+                on_timed_start=sampler.start,
+                on_timed_end=sampler.stop,
+                **load_settings,
+            )
+            rows.append(_row(handler, concurrency, load, sampler.result))
+            logger.info(
+                "%s, %d clients: %.1f QPS, TP50 %.1f ms, errors %d",
+                handler,
+                concurrency,
+                load.qps,
+                load.tp50_ms or float("nan"),
+                load.errors,
+            )
+        stats = _server_stats(port)
+    return rows, ping_rows, stats
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results are committed)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -> str:
+    where = f"GPU {gpu.names[0]}" if gpu.available else f"no GPU ({gpu.reason})"
+    mode = "quick" if args.quick else "full"
+    return (
+        f"{where}, {psutil.cpu_count()} logical CPU cores; {args.arch} ({_shown(args.model)}); "
+        f"{mode} run: {args.total_number} timed calls per row after {args.warmup} warm-up, "
+        f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}"
+    )
+
+
+def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
+    from service.service_config import DEFAULT_CONFIG
+
+    config_path = args.config or DEFAULT_CONFIG
+    return {
+        "pipelined_config": _shown(config_path),
+        "pipelined_config_text": Path(config_path).read_text(),
+        "model": _shown(args.model),
+        "arch": args.arch,
+        "quick": args.quick,
+        "concurrency": args.concurrency,
+        "total_number": args.total_number,
+        "warmup": args.warmup,
+        "client_processes": args.processes,
+        "server_threads": args.threads,
+        "img_dir": _shown(args.img_dir),
+        "images": len(images),
+        "image_mean_kib": sum(map(len, images)) / len(images) / 1024,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the comparison; exits 1 when a server failed or any call failed."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    gpu = GpuMonitor.open()
+    args = resolve(args, gpu)
+    if not gpu.available:
+        logger.info(
+            "%s: quick CPU run with %s and %d calls per row; GPU utilisation is recorded as null",
+            gpu.reason,
+            args.arch,
+            args.total_number,
+        )
+    export_model(args.model, args.arch)
+    images = load_images(args.img_dir)
+    setup = _setup_text(args, gpu, images)
+    logger.info("%s", setup)
+    log_dir = Path(tempfile.mkdtemp(prefix="compare-logs-"))
+    logger.info("server logs: %s", log_dir)
+    rows: list[dict] = []
+    ping_rows: list[dict] = []
+    server_stats: dict[str, Any] = {}
+    for index, handler in enumerate(HANDLERS):
+        handler_rows, handler_pings, server_stats[handler] = run_handler(
+            handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
+        )
+        rows += handler_rows
+        ping_rows += handler_pings
+    print(format_table(rows, setup=setup))
+    for handler, stats in server_stats.items():
+        print(_batching_line(handler, stats))
+    for row in ping_rows:
+        print(
+            f"{row['handler']}, {row['concurrency']} clients: {row['qps']:.0f} calls/s "
+            f"(client CPU {row['client_cpu_percent']:.0f}%)"
+        )
+    today = datetime.date.today().isoformat()
+    stem = f"{today}-{device_slug(gpu)}"
+    record = {
+        "date": today,
+        "device": device_slug(gpu),
+        "gpu": gpu.names[0] if gpu.available else None,
+        "gpu_count": len(gpu.names),
+        "gpu_note": gpu.reason,
+        "cpu_count": psutil.cpu_count(),
+        "cpu_model": platform.processor() or platform.machine(),
+        "config": _config_record(args, images),
+        "command": shlex.join(["python", "-m", "benchmarks.compare", *(argv or sys.argv[1:])]),
+        "results": rows,
+        "ping_check": ping_rows or None,
+        "server_stats": server_stats,
+        "reference": {"setup": REFERENCE_SETUP, "results": list(REFERENCE_ROWS)},
+        "setup": setup,
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.results_dir / f"{stem}.json", record)
+    plot_bars(args.results_dir / f"{stem}.png", rows, title=setup)
+    if args.sweep:
+        write_sweep(
+            args.results_dir / f"{stem}-sweep.csv",
+            args.results_dir / f"{stem}-sweep.png",
+            rows,
+            title=setup,
+        )
+    errors = sum(row["errors"] for row in rows + ping_rows)
+    if errors:
+        logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

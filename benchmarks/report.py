@@ -1,0 +1,176 @@
+"""The main job's outputs: the reference-style table, the JSON record, bar chart and sweep curve."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import textwrap
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: The reference's published figures (RTX 3080, 36 cores, 20 concurrent clients); the reference
+#: did not publish GPU/CPU/memory figures alongside these, so they stay empty here.
+REFERENCE_SETUP = "RTX 3080 + 36 CPU cores, 20 concurrent clients (TorchPipe's published table)"
+REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
+    {"handler": "baseline", "concurrency": 20, "qps": 747.92, "tp50_ms": 26.74, "tp99_ms": 35.24},
+    {"handler": "torchpipe", "concurrency": 20, "qps": 2172.54, "tp50_ms": 8.89, "tp99_ms": 14.28},
+)
+
+#: One row of results per handler and concurrency: the keys every row of the JSON has.
+ROW_KEYS = (
+    "handler",
+    "concurrency",
+    "requests",
+    "qps",
+    "tp50_ms",
+    "tp90_ms",
+    "tp99_ms",
+    "mean_ms",
+    "errors",
+    "server_cpu_percent",
+    "server_rss_mib",
+    "gpu_util_percent",
+)
+
+SWEEP_COLUMNS = ("handler", "concurrency", "qps", "tp50_ms", "tp90_ms", "tp99_ms", "mean_ms")
+
+
+def _cell(value: Any, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _line(label: str, row: dict[str, Any]) -> str:
+    return (
+        f"{label:<24}{row['concurrency']:>6}{_cell(row.get('qps'), '.2f'):>10}"
+        f"{_cell(row.get('tp50_ms'), '.2f'):>9}{_cell(row.get('tp99_ms'), '.2f'):>9}"
+        f"{_cell(row.get('gpu_util_percent'), '.0f', '%'):>9}"
+        f"{_cell(row.get('server_cpu_percent'), '.0f', '%'):>9}"
+        f"{_cell(row.get('server_rss_mib'), '.0f', ' MiB'):>11}"
+        f"{_cell(row.get('errors'), 'd'):>8}"
+    )
+
+
+def format_table(rows: list[dict[str, Any]], *, setup: str) -> str:
+    """This run's rows beside the reference's, one line per handler and concurrency."""
+    header = (
+        f"{'method':<24}{'conc.':>6}{'QPS':>10}{'TP50 ms':>9}{'TP99 ms':>9}{'GPU util':>9}"
+        f"{'CPU util':>9}{'memory':>11}{'errors':>8}"
+    )
+    lines = [f"this run: {setup}", header, "-" * len(header)]
+    lines += [_line(row["handler"], row) for row in rows]
+    by_key = {(row["handler"], row["concurrency"]): row for row in rows}
+    for row in rows:
+        baseline = by_key.get(("baseline", row["concurrency"]))
+        if row["handler"] == "pipelined" and baseline and baseline["qps"] and row["qps"]:
+            lines.append(
+                f"  pipelined / baseline at {row['concurrency']}: "
+                f"{row['qps'] / baseline['qps']:.2f}x QPS"
+            )
+    lines += ["", f"reference: {REFERENCE_SETUP}", header, "-" * len(header)]
+    lines += [_line(row["handler"], row) for row in REFERENCE_ROWS]
+    ratio = REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]
+    lines.append(f"  torchpipe / baseline at 20: {ratio:.2f}x QPS")
+    lines.append("CPU util: server process tree, % of one core; memory: its peak RSS.")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Writes the run's record (``date``, ``device``, ... ``results``) as indented JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    logger.info("wrote %s", path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _speedups(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """pipelined QPS / baseline QPS at each concurrency both ran, then the reference's."""
+    by_key = {(r["handler"], r["concurrency"]): r for r in rows}
+    pairs = []
+    for (handler, concurrency), row in by_key.items():
+        baseline = by_key.get(("baseline", concurrency))
+        if handler == "pipelined" and baseline and baseline["qps"] and row["qps"]:
+            pairs.append((f"c={concurrency}", row["qps"] / baseline["qps"]))
+    pairs.append(("reference\nc=20", REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]))
+    return pairs
+
+
+def plot_bars(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """Bar charts of this run: QPS, TP50/TP99 per handler and concurrency, and the speed-up of
+    pipelined over baseline beside the reference's (the figure comparable across machines)."""
+    plt = _pyplot()
+    names = [f"{r['handler']}\nc={r['concurrency']}" for r in rows]
+    colors = ["tab:gray" if r["handler"] == "baseline" else "tab:blue" for r in rows]
+    positions = list(range(len(rows)))
+    fig, (ax_qps, ax_lat, ax_gain) = plt.subplots(
+        1, 3, figsize=(max(12, 2.2 * len(rows) + 5), 4.8), width_ratios=(2, 2, 1)
+    )
+    ax_qps.bar(positions, [r["qps"] or 0 for r in rows], color=colors)
+    ax_qps.set_title("throughput (QPS, higher is better)", fontsize=10)
+    width = 0.4
+    for offset, key, alpha in ((-width / 2, "tp50_ms", 1.0), (width / 2, "tp99_ms", 0.45)):
+        values = [r.get(key) or 0 for r in rows]
+        ax_lat.bar([p + offset for p in positions], values, width, color=colors, alpha=alpha)
+    ax_lat.set_title("latency ms (TP50 solid, TP99 pale)", fontsize=10)
+    for ax in (ax_qps, ax_lat):
+        ax.set_xticks(positions, names, fontsize=8)
+    gains = _speedups(rows)
+    ax_gain.bar(
+        range(len(gains)),
+        [g for _, g in gains],
+        color=["tab:blue"] * (len(gains) - 1) + ["tab:orange"],
+    )
+    ax_gain.axhline(1.0, color="black", linewidth=0.8)
+    ax_gain.set_xticks(range(len(gains)), [n for n, _ in gains], fontsize=8)
+    ax_gain.set_title("pipelined / baseline QPS", fontsize=10)
+    for index, (_, gain) in enumerate(gains):
+        ax_gain.annotate(f"{gain:.2f}x", (index, gain), ha="center", va="bottom", fontsize=8)
+    fig.suptitle(textwrap.fill(title, 140), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    logger.info("wrote %s", path)
+
+
+def write_sweep(csv_path: Path, png_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """The concurrency sweep as CSV and as throughput/latency curves per handler."""
+    with csv_path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=SWEEP_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    logger.info("wrote %s", csv_path)
+    plt = _pyplot()
+    fig, (ax_qps, ax_lat) = plt.subplots(1, 2, figsize=(10, 4.5))
+    handlers = list(dict.fromkeys(row["handler"] for row in rows))
+    for handler, color in zip(handlers, ("tab:gray", "tab:blue", "tab:green"), strict=False):
+        mine = sorted((r for r in rows if r["handler"] == handler), key=lambda r: r["concurrency"])
+        levels = [r["concurrency"] for r in mine]
+        ax_qps.plot(levels, [r["qps"] for r in mine], marker="o", color=color, label=handler)
+        for key, style in (("tp50_ms", "-"), ("tp99_ms", "--")):
+            values = [float("nan") if r[key] is None else r[key] for r in mine]
+            label = f"{handler} {key[:4].upper()}"
+            ax_lat.plot(levels, values, style, marker="o", color=color, label=label)
+    ax_qps.set(title="throughput", xlabel="concurrent clients", ylabel="QPS")
+    ax_lat.set(title="latency", xlabel="concurrent clients", ylabel="ms")
+    all_levels = sorted({row["concurrency"] for row in rows})
+    for ax in (ax_qps, ax_lat):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_levels, [str(level) for level in all_levels])
+        ax.minorticks_off()
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+    logger.info("wrote %s", png_path)

@@ -1,0 +1,91 @@
+"""The main job's pieces that need no server: table, JSON/PNG/CSV writers, samplers, defaults."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from benchmarks.compare import QUICK, SWEEP_LEVELS, parse_args, resolve
+from benchmarks.gpu_monitor import GpuMonitor
+from benchmarks.report import ROW_KEYS, format_table, plot_bars, write_sweep
+from benchmarks.resource_sampler import ResourceSampler
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for handler, qps in (("baseline", 100.0), ("pipelined", 250.0)):
+        for concurrency in (10, 20):
+            row = dict.fromkeys(ROW_KEYS)
+            row.update(
+                handler=handler,
+                concurrency=concurrency,
+                requests=50,
+                qps=qps * concurrency / 10,
+                tp50_ms=10.0,
+                tp90_ms=12.0,
+                tp99_ms=15.0,
+                mean_ms=10.5,
+                errors=0,
+                server_cpu_percent=180.0,
+                server_rss_mib=900.0,
+            )
+            rows.append(row)
+    return rows
+
+
+def test_table_shows_this_run_and_the_reference():
+    table = format_table(_rows(), setup="test machine")
+    assert "this run: test machine" in table
+    assert "2.50x QPS" in table  # pipelined / baseline, from the rows
+    assert "747.92" in table and "2172.54" in table and "2.90x QPS" in table
+    assert "180%" in table and "900 MiB" in table
+
+
+def test_bar_chart_and_sweep_files(tmp_path):
+    rows = _rows()
+    plot_bars(tmp_path / "bars.png", rows, title="test")
+    write_sweep(tmp_path / "sweep.csv", tmp_path / "sweep.png", rows, title="test")
+    for name in ("bars.png", "sweep.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    with (tmp_path / "sweep.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [(r["handler"], r["concurrency"]) for r in table] == [
+        ("baseline", "10"),
+        ("baseline", "20"),
+        ("pipelined", "10"),
+        ("pipelined", "20"),
+    ]
+    assert float(table[3]["qps"]) == 500.0
+
+
+def test_sampler_measures_this_process():
+    sampler = ResourceSampler(os.getpid(), interval_s=0.05)
+    sampler.start()
+    sum(i * i for i in range(1_000_000))  # CPU work inside the window (psutil ticks: 10 ms)
+    use = sampler.stop()
+    assert use is sampler.result
+    assert use.cpu_percent > 0 and use.rss_mib_max > 10
+    assert use.gpu_util_percent is None and use.samples >= 2
+
+
+def test_quick_cpu_defaults_without_gpu():
+    no_gpu = GpuMonitor(reason="no NVML here")
+    args = resolve(parse_args([]), no_gpu)
+    assert args.quick and args.arch == "resnet50"
+    assert (args.total_number, args.processes) == (QUICK["total_number"], QUICK["processes"])
+    assert args.concurrency == [10, 20] and args.threads == 20
+    assert args.model.name == "resnet50.onnx"
+    swept = resolve(parse_args(["--sweep", "--total-number", "7"]), no_gpu)
+    assert swept.concurrency == list(SWEEP_LEVELS) and swept.threads == 64
+    assert swept.total_number == 7
+
+
+def test_gpu_monitor_says_what_it_sees():
+    monitor = GpuMonitor.open()
+    if monitor.available:
+        assert monitor.names and monitor.reason is None
+        assert 0.0 <= monitor.utilization_percent(0) <= 100.0
+    else:
+        assert monitor.reason and monitor.names == []
