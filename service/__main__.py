@@ -10,6 +10,7 @@ from pathlib import Path
 
 from service.app import build_handler
 from service.handler import RequestLimits
+from service.model_file import EXPORTABLE_ARCHS
 from service.server import ThriftServer, TransportLimits, fastbinary_available
 from service.service_config import DEFAULT_CONFIG
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--arch",
+        choices=EXPORTABLE_ARCHS,
         default=None,
         help="architecture to export when the model file is missing "
         "(default: from the file name, e.g. resnet18.onnx, else resnet50)",

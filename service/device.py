@@ -1,4 +1,4 @@
-"""Names the device the engine runs on, by the rule TorchTensor applies to its ``device`` key."""
+"""Names the device the engine runs on, by the very rule TorchTensor applies to its params."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ from typing import Any
 
 import torch
 
+from torchpipe_lite.backends.params import param_device
+
 
 def engine_device(params: dict[str, Any]) -> str:
-    """``"cuda:0 (NVIDIA H100 80GB HBM3)"`` or ``"cpu"``: the node's ``device`` when set,
-    otherwise CUDA when available (TorchTensor's default)."""
-    requested = str(params.get("device", "")).strip()
-    if not requested:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    """``"cuda:0 (NVIDIA H100 80GB HBM3)"`` or ``"cpu"`` for a model node's parameters."""
+    device = param_device(params)
     if device.type != "cuda":
         return str(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device} ({torch.cuda.get_device_name(device)})"

@@ -103,11 +103,12 @@ class ClassifierHandler(abc.ABC):
 
     def infer_topk(self, params: InferenceParams, k: int) -> list[Prediction]:
         """The ``k`` most probable classes of one image."""
-        self._check_k(k, params.uuid)
+        self._check_k(k, getattr(params, "uuid", None))
         return self._predict_one(params, k)
 
     def infer_many(self, params_list: list[InferenceParams], k: int) -> list[ItemResult]:
         """Several images, each with its own outcome, in order."""
+        logger.debug("infer_many received: %d images", len(params_list))
         self._check_k(k, None)
         if len(params_list) > self.limits.max_images_per_call:
             raise self._failed(
@@ -153,6 +154,8 @@ class ClassifierHandler(abc.ABC):
     # -- shared steps --------------------------------------------------------------------------
 
     def _predict_one(self, params: InferenceParams, k: int) -> list[Prediction]:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request received uuid=%s", printable_uuid(getattr(params, "uuid", None)))
         error = self._check_params(params)
         if error is not None:
             raise self._failed(error, None)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from service.export_model import ARCHS as EXPORTABLE_ARCHS
 
-#: torchvision architectures ``service.export_model`` can write.
-EXPORTABLE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+logger = logging.getLogger(__name__)
 
 
 def arch_for(model_path: Path, arch: str | None) -> str:
@@ -37,19 +37,20 @@ def ensure_model(model_path: Path, arch: str | None = None) -> bool:
     from service.export_model import export_resnet
 
     chosen = arch_for(model_path, arch)
-    banner = "!" * 78
     logger.warning(
-        "%s\nmodel file %s is missing: exporting torchvision %s with SEEDED RANDOM WEIGHTS.\n"
-        "Its labels and scores are meaningless. For trained weights run:\n"
-        "  python -m service.export_model --arch %s --weights PATH --output %s\n%s",
-        banner,
+        "model file %s is missing: exporting torchvision %s with random weights (nothing is "
+        "downloaded). For a real classifier: python -m service.export_model --arch %s "
+        "--weights PATH --output %s",
         model_path,
         chosen,
         chosen,
         model_path,
-        banner,
     )
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    export_resnet(chosen, model_path)
-    logger.warning("exported %s (%d bytes)", model_path, model_path.stat().st_size)
+    # Written aside, then renamed: an interrupted export must not leave a truncated model.
+    partial = model_path.with_name(f".{model_path.name}.{os.getpid()}.partial.onnx")
+    try:
+        export_resnet(chosen, partial)
+        os.replace(partial, model_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return True

@@ -122,6 +122,8 @@ class ThriftServer:
         self._listener: socket.socket | None = None
         self._clients: queue.Queue[TSocket | None] = queue.Queue()
         self._stopping = threading.Event()
+        #: Set once the listening socket is closed: from then on connecting is refused.
+        self.stopped_accepting = threading.Event()
         self._wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         self._wake_w: int | None = wake_w
@@ -171,6 +173,7 @@ class ThriftServer:
             self._accept_until_stopped()
         finally:
             self._listener.close()
+            self.stopped_accepting.set()
             for _ in workers:
                 self._clients.put(None)
         logger.info("stopped accepting; finishing in-flight requests")
@@ -253,6 +256,7 @@ class ThriftServer:
                 if exc.type != TTransportException.END_OF_FILE:
                     logger.warning("closing a connection: transport error: %s", exc)
                 return
-            except TProtocolException as exc:
+            except (TProtocolException, OverflowError, ValueError) as exc:
+                # OverflowError: the C decoder's way of refusing a length over the limits.
                 logger.warning("closing a connection: malformed or oversized request: %s", exc)
                 return

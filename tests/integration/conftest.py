@@ -1,0 +1,104 @@
+"""Service test fixtures: a small exported model, the photographs, live servers."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clients.connection import Connection, connect
+from service.app import build_handler
+from service.handler import ClassifierHandler, RequestLimits
+from service.server import ThriftServer, TransportLimits
+from service.service_config import DEFAULT_CONFIG
+
+IMAGES_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
+
+#: Upper bound for anything that should happen soon; never reached when the tests pass.
+WAIT_S = 60.0
+
+
+@dataclass
+class LiveService:
+    """A server running in this process on a free loopback port."""
+
+    handler: ClassifierHandler
+    server: ThriftServer
+    port: int
+
+    def connect(self, timeout_s: float = WAIT_S) -> Connection:
+        """A new client connection (close it, or use it as a context manager)."""
+        return connect("127.0.0.1", self.port, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    handler: ClassifierHandler, *, threads: int = 8, limits: TransportLimits | None = None
+) -> Iterator[LiveService]:
+    """Serve ``handler`` from a background thread; stops the server (not the handler) on exit."""
+    server = ThriftServer(handler, host="127.0.0.1", port=0, threads=threads, limits=limits)
+    port = server.listen()
+    thread = threading.Thread(target=server.serve, name="test-thrift-server", daemon=True)
+    thread.start()
+    try:
+        yield LiveService(handler, server, port)
+    finally:
+        server.stop()
+        thread.join(WAIT_S)
+        assert not thread.is_alive(), "the server did not stop"
+
+
+@contextlib.contextmanager
+def live_service(
+    handler_name: str,
+    model: Path,
+    *,
+    config: Path = DEFAULT_CONFIG,
+    request_limits: RequestLimits | None = None,
+    transport_limits: TransportLimits | None = None,
+) -> Iterator[LiveService]:
+    """Build the ``handler_name`` handler on ``model`` and serve it; closes both on exit."""
+    handler, _summary = build_handler(handler_name, config, model=model, limits=request_limits)
+    try:
+        with serve_in_thread(handler, limits=transport_limits) as service:
+            yield service
+    finally:
+        handler.close()
+
+
+@pytest.fixture(scope="session")
+def resnet18_onnx(tmp_path_factory) -> Path:
+    """A ResNet18 with seeded random weights, exported once per test session."""
+    from service.export_model import export_resnet
+
+    return export_resnet("resnet18", tmp_path_factory.mktemp("models") / "resnet18.onnx")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, bytes]:
+    """The sample photographs (tests/data/images), by file stem."""
+    found = {path.stem: path.read_bytes() for path in sorted(IMAGES_DIR.glob("*.jpg"))}
+    assert len(found) >= 5, f"expected the sample photographs in {IMAGES_DIR}"
+    return found
+
+
+@pytest.fixture(scope="session")
+def baseline_service(resnet18_onnx) -> Iterator[LiveService]:
+    with live_service("baseline", resnet18_onnx) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def pipelined_service(resnet18_onnx) -> Iterator[LiveService]:
+    with live_service("pipelined", resnet18_onnx) as service:
+        yield service
+
+
+@pytest.fixture(params=["baseline", "pipelined"])
+def service(request) -> LiveService:
+    """Each handler in turn."""
+    return request.getfixturevalue(f"{request.param}_service")

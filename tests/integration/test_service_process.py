@@ -1,0 +1,125 @@
+"""``python -m service`` as users run it: start-up, model export, SIGTERM and Ctrl-C."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.server_process import free_port
+from clients.connection import connect
+from service.gen.inference.ttypes import InferenceParams
+
+REPO = Path(__file__).resolve().parents[2]
+START_S = 180.0  # start-up includes exporting the model in one case
+CLIENTS = 3
+
+
+class ServiceProcess:
+    """``python -m service`` in a subprocess, its merged output read line by line."""
+
+    def __init__(self, *args: str):
+        self.port = free_port()
+        command = [sys.executable, "-m", "service", "--port", str(self.port), *args]
+        self.process = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, text: str, count: int = 1, timeout_s: float = START_S) -> None:
+        """Block until ``count`` more output lines contain ``text``."""
+        deadline_s = time.monotonic() + timeout_s
+        while count:
+            line = self.lines.get(timeout=max(0.0, deadline_s - time.monotonic()))
+            if line is None:
+                pytest.fail(f"the server exited waiting for {text!r}:\n{''.join(self.log)}")
+            self.log.append(line)
+            count -= text in line
+
+    def finish(self, timeout_s: float = 60.0) -> int:
+        """Wait for the exit; collect the rest of the output; return the exit code."""
+        code = self.process.wait(timeout=timeout_s)
+        while (line := self.lines.get(timeout=timeout_s)) is not None:
+            self.log.append(line)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("handler", "signum", "model_exists"),
+    [
+        pytest.param("pipelined", signal.SIGTERM, False, id="pipelined-SIGTERM-fresh-model"),
+        pytest.param("baseline", signal.SIGINT, True, id="baseline-SIGINT"),
+    ],
+)
+def test_signal_finishes_in_flight_requests(
+    handler, signum, model_exists, resnet18_onnx, photos, tmp_path
+):
+    model = resnet18_onnx if model_exists else tmp_path / "fresh" / "resnet18.onnx"
+    args = ["--handler", handler, "--model", str(model), "--threads", "4", "--log-level", "debug"]
+    server = ServiceProcess(*args)
+    try:
+        server.wait_for("serving")
+        if not model_exists:
+            assert model.is_file()
+            assert any("is missing: exporting torchvision resnet18" in line for line in server.log)
+        items = [InferenceParams(uuid=name, data=data) for name, data in photos.items()]
+        answered_s: list[float] = []
+        results: list[list] = []
+
+        def client() -> None:
+            with connect("127.0.0.1", server.port, timeout_s=120) as connection:
+                results.append(connection.client.infer_many(items, 1))
+                answered_s.append(time.monotonic())
+
+        clients = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for thread in clients:
+            thread.start()
+        server.wait_for("infer_many received", count=CLIENTS, timeout_s=60)
+        signalled_s = time.monotonic()
+        server.process.send_signal(signum)
+        for thread in clients:
+            thread.join(120)
+        code = server.finish()
+    finally:
+        server.kill()
+    assert code == 0, "".join(server.log)
+    assert len(results) == CLIENTS
+    for result in results:
+        assert [item.uuid for item in result] == list(photos)
+        assert all(item.error is None and len(item.predictions) == 1 for item in result)
+    assert max(answered_s) > signalled_s, "nothing was in flight when the signal came"
+    output = "".join(server.log)
+    assert "stopped accepting" in output and "stopped\n" in output
+
+
+def test_unreadable_config_fails_clearly(tmp_path):
+    missing = tmp_path / "nope.toml"
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "--config", str(missing), "--port", str(free_port())],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert f"cannot read the pipeline config {missing}" in run.stderr
