@@ -1,3 +1,3 @@
 """Built-in backends: importing this package registers every one of them by name."""
 
-from . import builtin, testing  # noqa: F401  (imported for their registrations)
+from . import builtin, image_cpu, image_gpu, sync_tensor, tensorrt_tensor, testing, torch_tensor  # noqa: F401  (imported for their registrations)

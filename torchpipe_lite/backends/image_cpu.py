@@ -182,6 +182,9 @@ class Mat2Tensor(Backend):
         self._torch = torch
         self.device = param_device(params) if "device" in params else torch.device("cpu")
 
+    def placement(self) -> str | None:
+        return str(self.device) if self.device.type != "cpu" else None
+
     def forward(self, batch: list[dict[str, Any]]) -> None:
         torch = self._torch
         for item in batch:

@@ -1,0 +1,88 @@
+"""The tensor image stages' arithmetic, checked on CPU tensors against OpenCV: EXIF
+orientation, ResizeTensor, CvtColorTensor. (nvJPEG itself is covered by tests/gpu.)"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import torchpipe_lite as tp
+from tests.image_samples import IMAGES_DIR
+from torchpipe_lite.backends.image_gpu import apply_orientation
+from torchpipe_lite.backends.image_header import read_header
+from torchpipe_lite.errors import ConfigError, InvalidInputError
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_opencv(orientation: int) -> None:
+    pil = pytest.importorskip("PIL.Image")
+    pixels = np.random.default_rng(orientation).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = pil.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    pil.fromarray(pixels).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    data = np.frombuffer(buffer.getvalue(), np.uint8)
+    upright = cv2.imdecode(data, cv2.IMREAD_COLOR)  # OpenCV applies EXIF orientation
+    stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert read_header(buffer.getvalue()).orientation == orientation
+    turned = apply_orientation(torch.from_numpy(stored).permute(2, 0, 1), orientation)
+    np.testing.assert_array_equal(turned.permute(1, 2, 0).numpy(), upright)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (100, 300), (600, 451)])
+def test_resize_tensor_is_within_two_levels_of_resize_mat(size: tuple[int, int]) -> None:
+    bgr = cv2.imread(str(IMAGES_DIR / "chelsea.jpg"), cv2.IMREAD_COLOR)
+    height, width = size
+    expected = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    tensor = torch.from_numpy(bgr).permute(2, 0, 1).unsqueeze(0)
+    out = {"data": tensor}
+    tp.create_backend("ResizeTensor", {"resize_h": height, "resize_w": width}).forward([out])
+    resized = out["result"]
+    assert resized.dtype == torch.uint8 and tuple(resized.shape) == (1, 3, height, width)
+    difference = np.abs(resized[0].permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
+    assert difference.max() <= 2
+
+
+def test_resize_tensor_keeps_float_dtype_and_same_size_inputs() -> None:
+    backend = tp.create_backend("ResizeTensor", {"resize_h": 4, "resize_w": 6})
+    same = torch.rand(1, 3, 4, 6)
+    batch = [{"data": same}, {"data": torch.rand(3, 8, 12)}]
+    backend.forward(batch)
+    assert batch[0]["result"] is same
+    assert batch[1]["result"].dtype == torch.float32 and batch[1]["result"].shape == (1, 3, 4, 6)
+
+
+def test_cvtcolor_tensor_swaps_only_when_needed() -> None:
+    rgb = torch.randint(0, 256, (1, 3, 5, 7), dtype=torch.uint8)
+    backend = tp.create_backend("CvtColorTensor", {"color": "bgr"})
+    untagged = {"data": rgb}  # tensors default to RGB
+    tagged = {"data": rgb, "color": "bgr"}
+    backend.forward([untagged, tagged])
+    torch.testing.assert_close(untagged["result"], rgb.flip(1))
+    assert tagged["result"] is rgb
+    assert untagged["color"] == tagged["color"] == "bgr"
+
+
+def test_tensor_stages_reject_non_images() -> None:
+    for expression, params in [
+        ("ResizeTensor", {"resize_h": 4, "resize_w": 4}),
+        ("CvtColorTensor", {"color": "rgb"}),
+    ]:
+        backend = tp.create_backend(expression, params)
+        for data in (b"bytes", np.zeros((4, 4, 3), np.uint8), torch.zeros(2, 3, 4, 4)):
+            with pytest.raises(InvalidInputError, match="image tensor"):
+                backend.forward([{"data": data}])
+    with pytest.raises(InvalidInputError, match="1x3xHxW"):
+        tp.create_backend("CvtColorTensor", {"color": "rgb"}).forward(
+            [{"data": torch.zeros(1, 1, 4, 4)}]
+        )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_decode_tensor_needs_cuda() -> None:
+    with pytest.raises(ConfigError, match="CUDA"):
+        tp.create_backend("DecodeTensor", {})

@@ -1,0 +1,68 @@
+"""SyncTensor[X]: gives its instance thread a CUDA stream of its own, runs X on it, syncs after."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .base import Backend, param_int
+from .registry import register_backend
+
+logger = logging.getLogger(__name__)
+
+_warned_no_cuda = False
+
+
+@register_backend("SyncTensor")
+class SyncTensor(Backend):
+    """Wraps one child. With CUDA, it creates a stream on device ``device_id`` (default 0),
+    initialises the child on it (so CUDA graphs are captured there) and runs every
+    ``forward`` on it, synchronising the stream before returning: the batch's tensors are
+    ready when the request moves on. Without CUDA it logs that once and runs the child plainly.
+    Its batch range is the child's.
+    """
+
+    PARAMS = frozenset({"device_id"})
+    MAX_CHILDREN = 1
+
+    def init(self, params: dict[str, Any]) -> None:
+        global _warned_no_cuda
+
+        if len(self.children) != 1:
+            raise ValueError("SyncTensor needs exactly one child backend: SyncTensor[X]")
+        import torch
+
+        self._torch = torch
+        self.stream = None
+        if not torch.cuda.is_available():
+            if not _warned_no_cuda:
+                _warned_no_cuda = True
+                logger.warning("SyncTensor: no CUDA device here; running its child plainly")
+            self.children[0].init(params)
+            return
+        device_id = param_int(params, "device_id", 0)
+        # The current device is per thread; the instance thread keeps this one.
+        torch.cuda.set_device(device_id)
+        self.stream = torch.cuda.Stream(device=device_id)
+        with torch.cuda.stream(self.stream):
+            self.children[0].init(params)
+        self.stream.synchronize()
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        if self.stream is None:
+            self.children[0].forward(batch)
+            return
+        try:
+            with self._torch.cuda.stream(self.stream):
+                self.children[0].forward(batch)
+        finally:
+            self.stream.synchronize()
+
+    def min(self) -> int:
+        return self.children[0].min()
+
+    def max(self) -> int:
+        return self.children[0].max()
+
+    def close(self) -> None:
+        self.children[0].close()
