@@ -12,7 +12,8 @@ from service.app import build_handler
 from service.handler import RequestLimits
 from service.model_file import EXPORTABLE_ARCHS
 from service.server import ThriftServer, TransportLimits, fastbinary_available
-from service.service_config import DEFAULT_CONFIG
+from service.service_config import DEFAULT_CONFIG, ServiceConfigError
+from torchpipe_lite.errors import ConfigError
 
 logger = logging.getLogger("service")
 
@@ -39,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model", type=Path, default=None, help="model file; overrides the config's `model`"
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="engine device (cpu, cuda, cuda:1); overrides the config "
+        "(default there: cuda when available, else cpu)",
     )
     parser.add_argument(
         "--arch",
@@ -107,10 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         handler, summary = build_handler(
-            args.handler, args.config, model=args.model, arch=args.arch, limits=request_limits
+            args.handler,
+            args.config,
+            model=args.model,
+            device=args.device,
+            arch=args.arch,
+            limits=request_limits,
         )
     except Exception as exc:
-        logger.error("cannot start the %s handler: %s", args.handler, exc, exc_info=exc)
+        # A configuration mistake needs its message, not a traceback; anything else gets both.
+        expected = isinstance(exc, ServiceConfigError | ConfigError | FileNotFoundError)
+        logger.error(
+            "cannot start the %s handler: %s", args.handler, exc, exc_info=None if expected else exc
+        )
         return 2
     server = ThriftServer(
         handler,

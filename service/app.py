@@ -20,32 +20,34 @@ def build_handler(
     config_path: str | Path = DEFAULT_CONFIG,
     *,
     model: str | Path | None = None,
+    device: str | None = None,
     arch: str | None = None,
     limits: RequestLimits | None = None,
 ) -> tuple[ClassifierHandler, list[str]]:
     """The ``name`` handler ("baseline" or "pipelined") on the engine ``config_path`` defines,
-    and the lines of a start-up summary. Exports the model first when its file is missing."""
+    and the lines of a start-up summary. ``model`` and ``device`` override the config's model
+    node. Exports the model first when its file is missing."""
     if name not in HANDLERS:
         raise ValueError(f"unknown handler {name!r}; choose one of {', '.join(HANDLERS)}")
-    config = load_service_config(config_path, model)
+    config = load_service_config(config_path, model, device)
     exported = ensure_model(config.model_path, arch)
     engine_params = config.node_params(config.model_node)
-    device = engine_device(engine_params)
+    engine = engine_device(engine_params)
     if name == "baseline":
         from service.main_trt import BaselineHandler
 
-        handler: ClassifierHandler = BaselineHandler(config, device=device, limits=limits)
+        handler: ClassifierHandler = BaselineHandler(config, device=engine, limits=limits)
     else:
         from service.main_torchpipe import PipelinedHandler
 
-        handler = PipelinedHandler(config, device=device, limits=limits)
+        handler = PipelinedHandler(config, device=engine, limits=limits)
     precision = str(engine_params.get("precision", "fp32"))
-    if precision == "fp16" and device == "cpu":
+    if precision == "fp16" and engine == "cpu":
         precision = "fp16 requested, fp32 on the CPU"
     summary = [
         f"handler: {name}",
         f"config: {config.path}",
         f"model: {config.model_path}" + (" (just exported, RANDOM WEIGHTS)" if exported else ""),
-        f"engine: {config.engine_backend}, precision {precision}, device {device}",
+        f"engine: {config.engine_backend}, precision {precision}, device {engine}",
     ]
     return handler, summary

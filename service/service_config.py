@@ -73,10 +73,13 @@ class ServiceConfig:
 
 
 def load_service_config(
-    path: str | Path, model_override: str | Path | None = None
+    path: str | Path,
+    model_override: str | Path | None = None,
+    device_override: str | None = None,
 ) -> ServiceConfig:
-    """Reads ``path``; ``model_override`` replaces the model node's ``model``. A relative model
-    path resolves against the current directory (TorchPipe's convention), here, once."""
+    """Reads ``path``; ``model_override`` replaces the model node's ``model`` and
+    ``device_override`` its ``device``. A relative model path resolves against the current
+    directory (TorchPipe's convention), here, once."""
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -98,4 +101,6 @@ def load_service_config(
         raise ServiceConfigError(f"{path}: node [{model_node}] has no `backend`")
     model = model_override if model_override is not None else pipeline[model_node]["model"]
     pipeline[model_node]["model"] = str(Path(model).expanduser().absolute())
+    if device_override is not None:
+        pipeline[model_node]["device"] = device_override
     return ServiceConfig(path=path, pipeline=pipeline, model_node=model_node)
