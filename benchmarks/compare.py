@@ -34,8 +34,14 @@ from benchmarks.report import (
     write_sweep,
 )
 from benchmarks.resource_sampler import ResourceSampler, ResourceUse
-from benchmarks.server_process import REPO_ROOT, ServerProcess, free_port, service_command
-from clients.client_qps import LoadResult, run_load
+from benchmarks.server_process import (
+    REPO_ROOT,
+    ServerProcess,
+    ServerStartError,
+    free_port,
+    service_command,
+)
+from clients.client_qps import LoadResult, LoadTestError, run_load
 from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR, load_images
 
@@ -274,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = GpuMonitor.open()
     args = resolve(args, gpu)
+    if args.total_number < max(args.concurrency):
+        logger.error(
+            "--total-number %d is below the concurrency %d: some clients would send nothing",
+            args.total_number,
+            max(args.concurrency),
+        )
+        return 2
     if not gpu.available:
         logger.info(
             "%s: quick CPU run with %s and %d calls per row; GPU utilisation is recorded as null",
@@ -281,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             args.arch,
             args.total_number,
         )
-    export_model(args.model, args.arch)
+    try:
+        export_model(args.model, args.arch)
+    except subprocess.CalledProcessError as exc:
+        logger.error("model export failed (exit %d): see its output above", exc.returncode)
+        return 1
     images = load_images(args.img_dir)
     setup = _setup_text(args, gpu, images)
     logger.info("%s", setup)
@@ -291,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     ping_rows: list[dict] = []
     server_stats: dict[str, Any] = {}
     for index, handler in enumerate(HANDLERS):
-        handler_rows, handler_pings, server_stats[handler] = run_handler(
-            handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
-        )
+        try:
+            handler_rows, handler_pings, server_stats[handler] = run_handler(
+                handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
+            )
+        except (ServerStartError, LoadTestError) as exc:
+            logger.error("%s server: %s", handler, exc)
+            return 1
         rows += handler_rows
         ping_rows += handler_pings
     print(format_table(rows, setup=setup))

@@ -204,6 +204,9 @@ def run_load(
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if request_client < 1 or request_batch < 1 or total_number < 1 or warmup < 0:
         raise ValueError("request_client, request_batch, total_number must be >= 1, warmup >= 0")
+    if total_number < request_client:
+        # Idle clients would make the run's concurrency a lie.
+        raise ValueError(f"total_number {total_number} < request_client {request_client}")
     if images is None:
         images = load_images(img_dir)
     processes = max(1, min(processes, request_client))

@@ -86,7 +86,12 @@ def test_broken_responses_are_errors(tmp_path, images):
 
 def test_unreachable_server_is_a_clear_error(images):
     with pytest.raises(LoadTestError, match="cannot connect"):
-        _load(free_port(), images, total_number=5)
+        _load(free_port(), images, request_client=2, total_number=5)
+
+
+def test_every_client_must_get_a_call(images):
+    with pytest.raises(ValueError, match="request_client"):
+        _load(free_port(), images, request_client=8, total_number=5)
 
 
 def test_cli_prints_summary_and_writes_json(fake_server, tmp_path, capsys):
