@@ -29,9 +29,7 @@ from benchmarks.report import (
     REFERENCE_ROWS,
     REFERENCE_SETUP,
     format_table,
-    plot_bars,
-    write_json,
-    write_sweep,
+    write_outputs,
 )
 from benchmarks.resource_sampler import ResourceSampler, ResourceUse
 from benchmarks.server_process import (
@@ -343,16 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": {"setup": REFERENCE_SETUP, "results": list(REFERENCE_ROWS)},
         "setup": setup,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    write_json(args.results_dir / f"{stem}.json", record)
-    plot_bars(args.results_dir / f"{stem}.png", rows, title=setup)
-    if args.sweep:
-        write_sweep(
-            args.results_dir / f"{stem}-sweep.csv",
-            args.results_dir / f"{stem}-sweep.png",
-            rows,
-            title=setup,
-        )
+    write_outputs(record, args.results_dir / f"{stem}.json", sweep=args.sweep)
     errors = sum(row["errors"] for row in rows + ping_rows)
     if errors:
         logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)

@@ -1,10 +1,15 @@
-"""The main job's outputs: the reference-style table, the JSON record, bar chart and sweep curve."""
+"""The main job's outputs: the reference-style table, the JSON record, bar chart and sweep curve.
+
+python -m benchmarks.report RESULT.json [--sweep]   # (re)draws the PNGs of a record
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -142,13 +147,17 @@ def plot_bars(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
     logger.info("wrote %s", path)
 
 
-def write_sweep(csv_path: Path, png_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
-    """The concurrency sweep as CSV and as throughput/latency curves per handler."""
-    with csv_path.open("w", newline="") as out:
+def write_sweep_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The concurrency sweep as CSV, one line per handler and concurrency."""
+    with path.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=SWEEP_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    logger.info("wrote %s", csv_path)
+    logger.info("wrote %s", path)
+
+
+def plot_sweep(png_path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+    """The concurrency sweep as throughput and latency curves per handler."""
     plt = _pyplot()
     fig, (ax_qps, ax_lat) = plt.subplots(1, 2, figsize=(10, 4.5))
     handlers = list(dict.fromkeys(row["handler"] for row in rows))
@@ -174,3 +183,43 @@ def write_sweep(csv_path: Path, png_path: Path, rows: list[dict[str, Any]], *, t
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
     logger.info("wrote %s", png_path)
+
+
+def write_outputs(record: dict[str, Any], json_path: Path, *, sweep: bool) -> None:
+    """Writes the record's JSON, its bar chart beside it (``.png``) and, for a sweep, the
+    ``-sweep.csv`` and ``-sweep.png``. Without matplotlib the PNGs are skipped, loudly."""
+    write_json(json_path, record)
+    stem = json_path.with_suffix("")
+    if sweep:
+        write_sweep_csv(Path(f"{stem}-sweep.csv"), record["results"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        logger.error(
+            "matplotlib is not installed here: no PNG written. Draw them where it is with: "
+            "python -m benchmarks.report %s%s",
+            json_path,
+            " --sweep" if sweep else "",
+        )
+        return
+    title = record.get("setup", "")
+    plot_bars(json_path.with_suffix(".png"), record["results"], title=title)
+    if sweep:
+        plot_sweep(Path(f"{stem}-sweep.png"), record["results"], title=title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """(Re)draws the charts of a record written by ``benchmarks.compare``."""
+    parser = argparse.ArgumentParser(description="Draw the PNGs of a benchmarks.compare JSON.")
+    parser.add_argument("record", type=Path, help="results/<date>-<device>.json")
+    parser.add_argument("--sweep", action="store_true", help="also the sweep CSV and curve")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    record = json.loads(args.record.read_text())
+    print(format_table(record["results"], setup=record.get("setup", "")))
+    write_outputs(record, args.record, sweep=args.sweep)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import sys
+import types
 
-from benchmarks.compare import QUICK, SWEEP_LEVELS, parse_args, resolve
+from benchmarks.compare import QUICK, SWEEP_LEVELS, device_slug, parse_args, resolve
 from benchmarks.gpu_monitor import GpuMonitor
-from benchmarks.report import ROW_KEYS, format_table, plot_bars, write_sweep
+from benchmarks.report import (
+    ROW_KEYS,
+    format_table,
+    plot_bars,
+    plot_sweep,
+    write_outputs,
+    write_sweep_csv,
+)
+from benchmarks.report import main as report_main
 from benchmarks.resource_sampler import ResourceSampler
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +57,8 @@ def test_table_shows_this_run_and_the_reference():
 def test_bar_chart_and_sweep_files(tmp_path):
     rows = _rows()
     plot_bars(tmp_path / "bars.png", rows, title="test")
-    write_sweep(tmp_path / "sweep.csv", tmp_path / "sweep.png", rows, title="test")
+    write_sweep_csv(tmp_path / "sweep.csv", rows)
+    plot_sweep(tmp_path / "sweep.png", rows, title="test")
     for name in ("bars.png", "sweep.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     with (tmp_path / "sweep.csv").open() as f:
@@ -89,3 +101,68 @@ def test_gpu_monitor_says_what_it_sees():
         assert 0.0 <= monitor.utilization_percent(0) <= 100.0
     else:
         assert monitor.reason and monitor.names == []
+
+
+def test_report_redraws_a_record(tmp_path, capsys):
+    record_path = tmp_path / "2026-01-01-cpu.json"
+    write_outputs({"results": _rows(), "setup": "test"}, record_path, sweep=False)
+    assert not (tmp_path / "2026-01-01-cpu-sweep.csv").exists()
+    assert report_main([str(record_path), "--sweep"]) == 0
+    assert "2.50x QPS" in capsys.readouterr().out
+    for name in ("2026-01-01-cpu.png", "2026-01-01-cpu-sweep.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "2026-01-01-cpu-sweep.csv").read_text().startswith("handler,")
+
+
+def test_without_matplotlib_the_json_is_written_and_the_missing_png_said(
+    tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    record_path = tmp_path / "r.json"
+    write_outputs({"results": _rows(), "setup": "test"}, record_path, sweep=True)
+    assert json.loads(record_path.read_text())["results"][0]["handler"] == "baseline"
+    assert (tmp_path / "r-sweep.csv").exists() and not (tmp_path / "r.png").exists()
+    assert "matplotlib is not installed" in caplog.text
+
+
+class _FakeNvml(types.ModuleType):
+    """Two GPUs; the process 4242 computes on the second; every GPU reads 42% busy."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        super().__init__("pynvml")
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return "NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [types.SimpleNamespace(pid=4242)] if handle == 1 else []
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return types.SimpleNamespace(gpu=42)
+
+
+def test_gpu_path_with_a_fake_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = GpuMonitor.open()
+    assert gpu.available and gpu.names == ["NVIDIA H100 80GB HBM3"] * 2
+    assert device_slug(gpu) == "nvidia-h100-80gb-hbm3"
+    assert (gpu.index_of(4242), gpu.index_of(1)) == (1, 0)
+    sampler = ResourceSampler(os.getpid(), gpu=gpu, interval_s=0.05)
+    sampler.start()
+    assert sampler.stop().gpu_util_percent == 42.0
+    args = resolve(parse_args([]), gpu)
+    assert not args.quick
+    assert (args.total_number, args.warmup, args.processes) == (10000, 200, 4)
