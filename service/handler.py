@@ -108,6 +108,8 @@ class ClassifierHandler(abc.ABC):
 
     def infer_many(self, params_list: list[InferenceParams], k: int) -> list[ItemResult]:
         """Several images, each with its own outcome, in order."""
+        if params_list is None:
+            raise self._failed(inference_error(ErrorCode.INVALID_ARGUMENT, "no params"), None)
         logger.debug("infer_many received: %d images", len(params_list))
         self._check_k(k, None)
         if len(params_list) > self.limits.max_images_per_call:
@@ -192,7 +194,7 @@ class ClassifierHandler(abc.ABC):
         return None
 
     def _check_k(self, k: int, uuid: str | None) -> None:
-        if not 1 <= k <= MAX_TOP_K:
+        if not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
             error = inference_error(
                 ErrorCode.INVALID_ARGUMENT, f"k must be in 1..{MAX_TOP_K}, got {k}", uuid
             )

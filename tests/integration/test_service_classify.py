@@ -93,7 +93,7 @@ def test_topk_is_ranked_and_labelled(service, photos):
         assert re.fullmatch(rf"{p.index} \S.*", p.label)
 
 
-@pytest.mark.parametrize("k", [0, -1, 1001])
+@pytest.mark.parametrize("k", [0, -1, 1001, None])
 def test_topk_out_of_range(service, photos, k):
     with service.connect() as connection:
         with pytest.raises(InferenceError) as caught:

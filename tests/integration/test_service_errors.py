@@ -58,6 +58,19 @@ def test_bad_images_get_invalid_image(service, photos):
         assert 0 < result.score <= 1
 
 
+def test_missing_arguments_get_invalid_argument(service):
+    with service.connect() as connection:
+        for call in (
+            lambda: connection.client.infer_batch(None),
+            lambda: connection.client.infer_topk(None, 3),
+            lambda: connection.client.infer_many(None, 3),
+        ):
+            with pytest.raises(InferenceError) as caught:
+                call()
+            assert caught.value.code == ErrorCode.INVALID_ARGUMENT
+        connection.client.ping()
+
+
 def test_bad_images_do_not_disturb_concurrent_requests(pipelined_service, photos):
     """Good and bad requests from many clients at once share the pipeline's batches."""
     good = list(photos.items())[:4]
