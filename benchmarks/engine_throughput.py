@@ -9,8 +9,8 @@ Three figures per batch size, all on one ``SyncTensor[TorchTensor]`` instance, n
 - forward: ``backend.forward(batch)`` with CPU uint8 1x3x224x224 rows in (as Mat2Tensor gives
   them) and CPU float32 logits out: batch assembly, one host-to-device copy, graph replay, one
   device-to-host copy;
-- replay: the instance's CUDA graph alone, replayed back to back (the raw ceiling, re-measured
-  here);
+- replay: the instance's CUDA graph alone, 10 replays back to back then one stream sync (the
+  raw ceiling, re-measured here);
 - two instances: ``forward`` on two instances from two threads at once (what a node with
   ``instance_num = 2`` can reach).
 
