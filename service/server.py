@@ -181,16 +181,15 @@ class ThriftServer:
         for worker in workers:
             worker.join(max(0.0, deadline_s - time.monotonic()))
         stuck = sum(worker.is_alive() for worker in workers)
-        if not stuck:
-            wake_r, wake_w = self._wake_r, self._wake_w
-            self._wake_w = None
-            os.close(wake_w)
-            os.close(wake_r)
-        if stuck:
+        if stuck:  # their threads still poll the wake pipe: leave it open
             logger.error(
                 "%d connection(s) still busy after %.0f s; giving up", stuck, drain_timeout_s
             )
             return False
+        wake_r, wake_w = self._wake_r, self._wake_w
+        self._wake_w = None
+        os.close(wake_w)
+        os.close(wake_r)
         return True
 
     def _accept_until_stopped(self) -> None:
@@ -227,6 +226,11 @@ class ThriftServer:
                 client.close()
 
     def _serve_connection(self, client: TSocket) -> None:
+        try:
+            host, port = client.handle.getpeername()[:2]
+            peer = f"{host}:{port}"
+        except OSError:
+            return  # the client is already gone
         budget = _ByteBudget(client, self._limits.max_message_bytes)
         itrans = TBufferedTransport(budget)
         otrans = TBufferedTransport(client)
@@ -250,13 +254,15 @@ class ThriftServer:
             try:
                 self._processor.process(iprot, oprot)
             except MessageTooLargeError as exc:
-                logger.warning("closing a connection: %s", exc)
+                logger.warning("closing the connection from %s: %s", peer, exc)
                 return
             except TTransportException as exc:
                 if exc.type != TTransportException.END_OF_FILE:
-                    logger.warning("closing a connection: transport error: %s", exc)
+                    logger.warning("closing the connection from %s: %s", peer, exc)
                 return
             except (TProtocolException, OverflowError, ValueError) as exc:
                 # OverflowError: the C decoder's way of refusing a length over the limits.
-                logger.warning("closing a connection: malformed or oversized request: %s", exc)
+                logger.warning(
+                    "closing the connection from %s: malformed or oversized request: %s", peer, exc
+                )
                 return
