@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format gen bench install clean
+.PHONY: demo test lint format gen bench bench-scheduler sweep install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m benchmarks.scheduler_overhead
+	$(PY) -m benchmarks.compare
 
 test: $(STAMP)
 	./scripts/install_test_tools.sh
@@ -38,7 +38,14 @@ gen:
 	rm -f service/gen/inference/InferenceService-remote service/gen/__init__.py
 	touch service/gen/__init__.py
 
+# The reference setting, for a GPU machine (see benchmarks/README.md).
 bench: $(STAMP)
+	$(PY) -m benchmarks.compare --total-number 10000 --concurrency 10,20 --processes 4 --ping-check
+
+sweep: $(STAMP)
+	$(PY) -m benchmarks.compare --sweep --processes 4
+
+bench-scheduler: $(STAMP)
 	$(PY) -m benchmarks.scheduler_overhead
 
 clean:
