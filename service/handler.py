@@ -54,7 +54,8 @@ class RequestLimits:
 def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
     """The library's per-node figures as the wire struct (the fields the IDL has)."""
     fields = dataclasses.asdict(stats)
-    wire = {spec[2]: fields[spec[2]] for spec in NodeStats.thrift_spec if spec is not None}
+    names = (spec[2] for spec in NodeStats.thrift_spec if spec is not None)
+    wire = {name: fields[name] for name in names if name in fields}
     wire["batch_sizes"] = dict(wire["batch_sizes"])
     return NodeStats(**wire)
 
