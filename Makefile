@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format gen bench bench-scheduler sweep install clean
+.PHONY: demo test lint format gen bench bench-scheduler sweep serve gpu-check install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ sweep: $(STAMP)
 
 bench-scheduler: $(STAMP)
 	$(PY) -m benchmarks.scheduler_overhead
+
+# The service in the foreground: `make serve HANDLER=baseline PORT=8889`.
+serve: $(STAMP)
+	$(PY) -m service --handler $(or $(HANDLER),pipelined) --port $(or $(PORT),8888)
+
+# On a CUDA machine: both handlers on the GPU against a CPU reference of the same model file.
+gpu-check: $(STAMP)
+	$(PY) -m service.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
