@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format gen bench bench-scheduler sweep serve gpu-check install clean
+.PHONY: demo test lint format gen bench bench-scheduler sweep serve gpu-check bench-engine install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m benchmarks.compare --sweep --processes 4
+
+bench-engine: $(STAMP)
+	$(PY) -m benchmarks.engine_throughput
 
 bench-scheduler: $(STAMP)
 	$(PY) -m benchmarks.scheduler_overhead
