@@ -59,6 +59,19 @@ struct NodeStats {
   11: required double queue_time_ms_total;
   12: required double compute_time_ms_total;
   13: required i32 queue_length;
+  // Compute time as the requests saw it: each request counts its whole batch's time
+  // (Triton's per-request convention; compute_time_ms_total counts a batch once).
+  14: optional double request_compute_time_ms_total;
+}
+
+// One GPU of the server's machine, read through NVML when the stats are asked for.
+struct GpuStats {
+  1: required i32 index;
+  2: required string uuid;
+  3: required string name;
+  4: required double utilization;      // share of the last sample period a kernel ran, 0..1
+  5: required i64 memory_used_bytes;
+  6: required i64 memory_total_bytes;
 }
 
 struct ServerStats {
@@ -69,6 +82,8 @@ struct ServerStats {
   5: required i64 requests_failed;
   6: required map<ErrorCode, i64> failures_by_code;
   7: required list<NodeStats> nodes;
+  8: optional list<GpuStats> gpus;      // absent where NVML or a GPU is missing
+  9: optional bool ready;               // warmed up and not draining (what /health/ready says)
 }
 
 service InferenceService {

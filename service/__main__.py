@@ -6,13 +6,18 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from service.app import build_handler
-from service.handler import RequestLimits
+from service.gpu_stats import GpuReader
+from service.handler import ClassifierHandler, RequestLimits
 from service.model_file import EXPORTABLE_ARCHS
+from service.ops_server import OpsServer, ServiceState
+from service.prometheus_export import MetricsRenderer
 from service.server import ThriftServer, TransportLimits, fastbinary_available
 from service.service_config import DEFAULT_CONFIG, ServiceConfigError
+from service.warmup import connect_host, warm_up
 from torchpipe_lite.errors import ConfigError
 
 logger = logging.getLogger("service")
@@ -82,6 +87,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="on SIGTERM/Ctrl-C, how long in-flight requests may take to finish",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="HTTP port (on --host) for /metrics, /health/live and /health/ready; 0: off",
+    )
+    parser.add_argument(
+        "--shutdown-delay-s",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, keep accepting this long while /health/ready answers 503, so load "
+        "balancers stop sending first; then stop accepting and drain",
+    )
+    parser.add_argument(
+        "--warmup-timeout-s",
+        type=float,
+        default=300.0,
+        help="longest the start-up warm-up inference may take before the server gives up",
+    )
+    parser.add_argument(
         "--reuse-port",
         action="store_true",
         help="SO_REUSEPORT: several server processes may share the port",
@@ -112,6 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         max_container_items=max(16 * 1024, 2 * args.max_images),
         io_timeout_s=args.io_timeout_s,
     )
+    state = ServiceState()
+    handler: ClassifierHandler | None = None
+    ops: OpsServer | None = None
+    if args.metrics_port:
+        # Up before the models load: liveness answers during a long start, readiness says 503.
+        renderer = MetricsRenderer(lambda: None if handler is None else handler.stats())
+        try:
+            ops = OpsServer(state, renderer.render, host=args.host, port=args.metrics_port)
+        except OSError as exc:
+            logger.error("cannot listen on %s:%d (metrics): %s", args.host, args.metrics_port, exc)
+            return 2
+        ops.start()
     try:
         handler, summary = build_handler(
             args.handler,
@@ -127,7 +163,25 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(
             "cannot start the %s handler: %s", args.handler, exc, exc_info=None if expected else exc
         )
+        if ops is not None:
+            ops.close()
         return 2
+    handler.observe(state=state, gpu_reader=GpuReader())
+    code = _serve(args, handler, state, summary, transport_limits)
+    handler.close()
+    if ops is not None:
+        ops.close()
+    return code
+
+
+def _serve(
+    args: argparse.Namespace,
+    handler: ClassifierHandler,
+    state: ServiceState,
+    summary: list[str],
+    transport_limits: TransportLimits,
+) -> int:
+    """Listen, warm up, serve until a signal, drain; returns the exit code."""
     server = ThriftServer(
         handler,
         host=args.host,
@@ -140,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         port = server.listen()
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
-        handler.close()
         return 2
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -149,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             signal.Signals(signum).name,
         )
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-        server.stop()
+        state.mark_draining()
+        if args.shutdown_delay_s > 0:
+            logger.info("not ready; still accepting for %.1f s", args.shutdown_delay_s)
+            timer = threading.Timer(args.shutdown_delay_s, server.stop)
+            timer.daemon = True
+            timer.start()
+        else:
+            server.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -165,9 +225,29 @@ def main(argv: list[str] | None = None) -> int:
         "yes" if fastbinary_available() else "NO (pure Python)",
     )
     logger.info("serving %s on %s:%d", args.handler, args.host, port)
+    warmup_failed = threading.Event()
+
+    def warm() -> None:
+        state.set_detail("starting: warm-up inference in progress")
+        try:
+            warm_up(connect_host(args.host), port, timeout_s=args.warmup_timeout_s)
+        except Exception as exc:
+            if state.draining:  # stopped during the warm-up: nothing is wrong with the model
+                logger.info("warm-up interrupted by the stop: %s", exc)
+                return
+            logger.error("warm-up inference failed, stopping: %s", exc, exc_info=exc)
+            warmup_failed.set()
+            state.mark_draining()
+            server.stop()
+            return
+        state.mark_ready()
+        logger.info("ready: warmed up and accepting on %s:%d", args.host, port)
+
+    threading.Thread(target=warm, name="warmup", daemon=True).start()
     drained = server.serve(drain_timeout_s=args.drain_timeout_s)
-    handler.close()
     logger.info("stopped%s", "" if drained else " (some requests were cut off)")
+    if warmup_failed.is_set():
+        return 2
     return 0 if drained else 1
 
 

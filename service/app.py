@@ -8,7 +8,7 @@ from pathlib import Path
 from service.device import engine_device
 from service.handler import ClassifierHandler, RequestLimits
 from service.model_file import ensure_model
-from service.service_config import DEFAULT_CONFIG, load_service_config
+from service.service_config import DEFAULT_CONFIG, ServiceConfig, load_service_config
 
 logger = logging.getLogger(__name__)
 
@@ -49,5 +49,34 @@ def build_handler(
         f"config: {config.path}",
         f"model: {config.model_path}" + (" (just exported, RANDOM WEIGHTS)" if exported else ""),
         f"engine: {config.engine_backend}, precision {precision}, device {engine}",
+        *describe_nodes(handler, config),
     ]
     return handler, summary
+
+
+def describe_nodes(handler: ClassifierHandler, config: ServiceConfig) -> list[str]:
+    """One line per node: backend, instances, batch range, placement, precision, limits."""
+    lines = []
+    for figures in handler.node_figures():
+        params = config.node_params(figures.node) if figures.node in config.pipeline else {}
+        low, high = handler.batch_range(figures.node)
+        places = sorted({str(place) for place in figures.instance_placements if place})
+        parts = [
+            f"node {figures.node}: {figures.backend} x{figures.instances}",
+            f"batch {low}..{high}",
+            f"on {', '.join(places) or 'cpu'}",
+        ]
+        if "precision" in params:
+            wanted = str(params["precision"])
+            on_cpu = all(place.startswith("cpu") for place in places) if places else True
+            parts.append(
+                f"precision fp32 ({wanted} requested; CPU)"
+                if wanted == "fp16" and on_cpu
+                else f"precision {wanted}"
+            )
+        if handler.handler_name == "pipelined":  # the baseline has no queue to bound
+            parts.append(f"max_queue_size {params.get('max_queue_size') or 'unbounded'}")
+            timeout_ms = params.get("request_timeout")
+            parts.append(f"request_timeout {f'{timeout_ms} ms' if timeout_ms else 'none'}")
+        lines.append(", ".join(parts))
+    return lines

@@ -32,6 +32,8 @@ from service.gen.inference.ttypes import (
     Prediction,
     ServerStats,
 )
+from service.gpu_stats import GpuReader
+from service.ops_server import ServiceState
 from service.predictions import top_k
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class ClassifierHandler(abc.ABC):
     """Implements every RPC of ``InferenceService`` on top of ``classify``.
 
     Subclasses provide the engine: ``classify`` (logits per image, each image failing on its
-    own), ``node_stats`` and ``close``. Every failure reaches the client as an
+    own), ``node_figures`` and ``close``. Every failure reaches the client as an
     ``InferenceError`` and is logged once, with the request's uuid and code.
     """
 
@@ -78,6 +80,13 @@ class ClassifierHandler(abc.ABC):
         self._counts_lock = threading.Lock()
         self._requests_ok = 0
         self._failures_by_code: Counter[int] = Counter()
+        self._state: ServiceState | None = None
+        self._gpu_reader: GpuReader | None = None
+
+    def observe(self, *, state: ServiceState | None, gpu_reader: GpuReader | None) -> None:
+        """Let ``stats()`` report readiness (``state``) and the GPUs (``gpu_reader``)."""
+        self._state = state
+        self._gpu_reader = gpu_reader
 
     # -- what a handler implements -----------------------------------------------------------
 
@@ -86,8 +95,16 @@ class ClassifierHandler(abc.ABC):
         """Logits of each image, in order. Must not raise for one image's failure: return it."""
 
     @abc.abstractmethod
+    def node_figures(self) -> list[tp.NodeStats]:
+        """Per-stage figures (the library's, with each instance's placement), in order."""
+
+    def batch_range(self, node: str) -> tuple[int, int]:
+        """The (min, max) batch size ``node`` runs with (1..1 unless the handler batches)."""
+        return 1, 1
+
     def node_stats(self) -> list[NodeStats]:
-        """Per-stage figures for ``stats()``."""
+        """Per-stage figures as ``stats()`` sends them."""
+        return [wire_node_stats(figures) for figures in self.node_figures()]
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release the engine; called once the server has stopped."""
@@ -152,6 +169,8 @@ class ClassifierHandler(abc.ABC):
             requests_failed=sum(failures.values()),
             failures_by_code=failures,
             nodes=self.node_stats(),
+            gpus=None if self._gpu_reader is None else self._gpu_reader.read(),
+            ready=None if self._state is None else self._state.ready,
         )
 
     # -- shared steps --------------------------------------------------------------------------

@@ -6,8 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import torchpipe_lite as tp
-from service.gen.inference.ttypes import NodeStats
-from service.handler import ClassifierHandler, Outcome, RequestLimits, wire_node_stats
+from service.handler import ClassifierHandler, Outcome, RequestLimits
 from service.service_config import ServiceConfig
 
 logger = logging.getLogger(__name__)
@@ -50,8 +49,12 @@ class PipelinedHandler(ClassifierHandler):
                 outcomes.append(exc)
         return outcomes
 
-    def node_stats(self) -> list[NodeStats]:
-        return [wire_node_stats(stats) for stats in self._pipeline.stats().values()]
+    def node_figures(self) -> list[tp.NodeStats]:
+        return list(self._pipeline.stats().values())
+
+    def batch_range(self, node: str) -> tuple[int, int]:
+        """The batch range ``node`` settled on."""
+        return self._pipeline.batch_range(node)
 
     def close(self) -> None:
         logger.info("closing the pipeline")

@@ -10,6 +10,7 @@ TensorRT exists): same backend, model file, precision, mean/std and device.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,8 +20,7 @@ import cv2
 import torch
 
 import torchpipe_lite as tp
-from service.gen.inference.ttypes import NodeStats
-from service.handler import ClassifierHandler, Outcome, RequestLimits, wire_node_stats
+from service.handler import ClassifierHandler, Outcome, RequestLimits
 from service.service_config import ServiceConfig
 from torchpipe_lite.backends.base import param_int
 from torchpipe_lite.backends.image_cpu import decode_bgr
@@ -43,9 +43,13 @@ class BaselineHandler(ClassifierHandler):
         self._backend = config.engine_backend
         logger.info("initialising the baseline engine %s at batch 1", self._backend)
         self._engine = tp.create_backend(self._backend, config.engine_params(batch_size=1))
+        self._placement = self._engine.placement()
         self._lock = threading.Lock()
-        # Updated only while holding the lock, so they need no lock of their own.
-        self._figures = tp.NodeStats(node="engine", backend=self._backend, instances=1)
+        # Updated only while holding the lock, so they need no lock of their own. Named after
+        # the config's model node, as the pipelined handler's engine node is.
+        self._figures = tp.NodeStats(node=config.model_node, backend=self._backend, instances=1)
+        self._waiting_lock = threading.Lock()
+        self._waiting = 0  # requests waiting for the engine lock: the baseline's queue
 
     def preprocess(self, data: bytes) -> torch.Tensor | None:
         """JPEG bytes -> uint8 1x3xHxW RGB tensor (channels-last memory); None if no image."""
@@ -69,8 +73,12 @@ class BaselineHandler(ClassifierHandler):
                 return None
             item = {"data": tensor}
             waited_s = time.perf_counter()
+            with self._waiting_lock:
+                self._waiting += 1
             with self._lock:
                 started_s = time.perf_counter()
+                with self._waiting_lock:
+                    self._waiting -= 1
                 try:
                     self._engine.forward([item])
                 except Exception:
@@ -89,11 +97,17 @@ class BaselineHandler(ClassifierHandler):
         figures.batch_sizes[1] = figures.batch_sizes.get(1, 0) + 1
         figures.queue_time_ms_total += queue_time_s * 1000.0
         figures.compute_time_ms_total += compute_time_s * 1000.0
+        figures.request_compute_time_ms_total += compute_time_s * 1000.0  # batch 1: the same
 
-    def node_stats(self) -> list[NodeStats]:
+    def node_figures(self) -> list[tp.NodeStats]:
         with self._lock:
-            figures = wire_node_stats(self._figures)
+            figures = dataclasses.replace(
+                self._figures, batch_sizes=dict(self._figures.batch_sizes)
+            )
         figures.requests_ok = figures.inferences - figures.requests_failed
+        figures.instance_placements = [self._placement]
+        with self._waiting_lock:
+            figures.queue_length = self._waiting
         return [figures]
 
     def close(self) -> None:

@@ -27,6 +27,9 @@ class NodeStats:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     queue_time_ms_total: float = 0.0
     compute_time_ms_total: float = 0.0
+    #: Compute time as each request saw it: a batch's time counted once per request in it
+    #: (Triton's per-request ``compute_infer`` convention; ``compute_time_ms_total`` counts it once).
+    request_compute_time_ms_total: float = 0.0
     queue_length: int = 0
     #: Where each instance computes (``Backend.placement()``), e.g. ``["cuda:0", "cuda:1"]``.
     instance_placements: list[str | None] = field(default_factory=list)
@@ -46,6 +49,7 @@ class InstanceCounters:
         "executions",
         "inferences",
         "queue_time_s",
+        "request_compute_time_s",
         "requests_failed",
         "requests_ok",
         "requests_timed_out",
@@ -60,6 +64,7 @@ class InstanceCounters:
         self.batch_sizes: Counter[int] = Counter()
         self.queue_time_s = 0.0
         self.compute_time_s = 0.0
+        self.request_compute_time_s = 0.0
 
     def add_to(self, stats: NodeStats) -> None:
         """Add these counters into ``stats`` (a racy but consistent-enough read)."""
@@ -72,3 +77,4 @@ class InstanceCounters:
             stats.batch_sizes[size] = stats.batch_sizes.get(size, 0) + count
         stats.queue_time_ms_total += self.queue_time_s * 1000.0
         stats.compute_time_ms_total += self.compute_time_s * 1000.0
+        stats.request_compute_time_ms_total += self.request_compute_time_s * 1000.0

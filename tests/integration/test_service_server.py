@@ -30,7 +30,7 @@ class GatedHandler(ClassifierHandler):
         assert self.release.wait(WAIT_S), "the test never released the handler"
         return [torch.arange(10, dtype=torch.float32) for _ in images]
 
-    def node_stats(self) -> list:
+    def node_figures(self) -> list:
         return []
 
 

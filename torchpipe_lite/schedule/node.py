@@ -291,6 +291,7 @@ class Node:
         failures = self._forward(backend, items, counters)
         end = monotonic()
         counters.compute_time_s += end - start
+        counters.request_compute_time_s += (end - start) * len(jobs)
         counters.queue_time_s += sum(start - job[2] for job in jobs)
         counters.inferences += len(jobs)
         counters.batch_sizes[len(jobs)] += 1

@@ -481,11 +481,12 @@ class NodeStats(object):
      - queue_time_ms_total
      - compute_time_ms_total
      - queue_length
+     - request_compute_time_ms_total
 
     """
 
 
-    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None,):
+    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None,):
         self.node = node
         self.backend = backend
         self.instances = instances
@@ -499,6 +500,7 @@ class NodeStats(object):
         self.queue_time_ms_total = queue_time_ms_total
         self.compute_time_ms_total = compute_time_ms_total
         self.queue_length = queue_length
+        self.request_compute_time_ms_total = request_compute_time_ms_total
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -580,6 +582,11 @@ class NodeStats(object):
                     self.queue_length = iprot.readI32()
                 else:
                     iprot.skip(ftype)
+            elif fid == 14:
+                if ftype == TType.DOUBLE:
+                    self.request_compute_time_ms_total = iprot.readDouble()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -646,6 +653,10 @@ class NodeStats(object):
             oprot.writeFieldBegin('queue_length', TType.I32, 13)
             oprot.writeI32(self.queue_length)
             oprot.writeFieldEnd()
+        if self.request_compute_time_ms_total is not None:
+            oprot.writeFieldBegin('request_compute_time_ms_total', TType.DOUBLE, 14)
+            oprot.writeDouble(self.request_compute_time_ms_total)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -690,6 +701,130 @@ class NodeStats(object):
         return not (self == other)
 
 
+class GpuStats(object):
+    """
+    Attributes:
+     - index
+     - uuid
+     - name
+     - utilization
+     - memory_used_bytes
+     - memory_total_bytes
+
+    """
+
+
+    def __init__(self, index=None, uuid=None, name=None, utilization=None, memory_used_bytes=None, memory_total_bytes=None,):
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.utilization = utilization
+        self.memory_used_bytes = memory_used_bytes
+        self.memory_total_bytes = memory_total_bytes
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I32:
+                    self.index = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.STRING:
+                    self.uuid = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.STRING:
+                    self.name = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.DOUBLE:
+                    self.utilization = iprot.readDouble()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.memory_used_bytes = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.I64:
+                    self.memory_total_bytes = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('GpuStats')
+        if self.index is not None:
+            oprot.writeFieldBegin('index', TType.I32, 1)
+            oprot.writeI32(self.index)
+            oprot.writeFieldEnd()
+        if self.uuid is not None:
+            oprot.writeFieldBegin('uuid', TType.STRING, 2)
+            oprot.writeString(self.uuid.encode('utf-8') if sys.version_info[0] == 2 else self.uuid)
+            oprot.writeFieldEnd()
+        if self.name is not None:
+            oprot.writeFieldBegin('name', TType.STRING, 3)
+            oprot.writeString(self.name.encode('utf-8') if sys.version_info[0] == 2 else self.name)
+            oprot.writeFieldEnd()
+        if self.utilization is not None:
+            oprot.writeFieldBegin('utilization', TType.DOUBLE, 4)
+            oprot.writeDouble(self.utilization)
+            oprot.writeFieldEnd()
+        if self.memory_used_bytes is not None:
+            oprot.writeFieldBegin('memory_used_bytes', TType.I64, 5)
+            oprot.writeI64(self.memory_used_bytes)
+            oprot.writeFieldEnd()
+        if self.memory_total_bytes is not None:
+            oprot.writeFieldBegin('memory_total_bytes', TType.I64, 6)
+            oprot.writeI64(self.memory_total_bytes)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.index is None:
+            raise TProtocolException(message='Required field index is unset!')
+        if self.uuid is None:
+            raise TProtocolException(message='Required field uuid is unset!')
+        if self.name is None:
+            raise TProtocolException(message='Required field name is unset!')
+        if self.utilization is None:
+            raise TProtocolException(message='Required field utilization is unset!')
+        if self.memory_used_bytes is None:
+            raise TProtocolException(message='Required field memory_used_bytes is unset!')
+        if self.memory_total_bytes is None:
+            raise TProtocolException(message='Required field memory_total_bytes is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
 class ServerStats(object):
     """
     Attributes:
@@ -700,11 +835,13 @@ class ServerStats(object):
      - requests_failed
      - failures_by_code
      - nodes
+     - gpus
+     - ready
 
     """
 
 
-    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None,):
+    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None, gpus=None, ready=None,):
         self.handler = handler
         self.device = device
         self.uptime_s = uptime_s
@@ -712,6 +849,8 @@ class ServerStats(object):
         self.requests_failed = requests_failed
         self.failures_by_code = failures_by_code
         self.nodes = nodes
+        self.gpus = gpus
+        self.ready = ready
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -769,6 +908,22 @@ class ServerStats(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.LIST:
+                    self.gpus = []
+                    (_etype32, _size29) = iprot.readListBegin()
+                    for _i33 in range(_size29):
+                        _elem34 = GpuStats()
+                        _elem34.read(iprot)
+                        self.gpus.append(_elem34)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 9:
+                if ftype == TType.BOOL:
+                    self.ready = iprot.readBool()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -802,17 +957,28 @@ class ServerStats(object):
         if self.failures_by_code is not None:
             oprot.writeFieldBegin('failures_by_code', TType.MAP, 6)
             oprot.writeMapBegin(TType.I32, TType.I64, len(self.failures_by_code))
-            for kiter29, viter30 in self.failures_by_code.items():
-                oprot.writeI32(kiter29)
-                oprot.writeI64(viter30)
+            for kiter35, viter36 in self.failures_by_code.items():
+                oprot.writeI32(kiter35)
+                oprot.writeI64(viter36)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.nodes is not None:
             oprot.writeFieldBegin('nodes', TType.LIST, 7)
             oprot.writeListBegin(TType.STRUCT, len(self.nodes))
-            for iter31 in self.nodes:
-                iter31.write(oprot)
+            for iter37 in self.nodes:
+                iter37.write(oprot)
             oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.gpus is not None:
+            oprot.writeFieldBegin('gpus', TType.LIST, 8)
+            oprot.writeListBegin(TType.STRUCT, len(self.gpus))
+            for iter38 in self.gpus:
+                iter38.write(oprot)
+            oprot.writeListEnd()
+            oprot.writeFieldEnd()
+        if self.ready is not None:
+            oprot.writeFieldBegin('ready', TType.BOOL, 9)
+            oprot.writeBool(self.ready)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -893,6 +1059,17 @@ NodeStats.thrift_spec = (
     (11, TType.DOUBLE, 'queue_time_ms_total', None, None, ),  # 11
     (12, TType.DOUBLE, 'compute_time_ms_total', None, None, ),  # 12
     (13, TType.I32, 'queue_length', None, None, ),  # 13
+    (14, TType.DOUBLE, 'request_compute_time_ms_total', None, None, ),  # 14
+)
+all_structs.append(GpuStats)
+GpuStats.thrift_spec = (
+    None,  # 0
+    (1, TType.I32, 'index', None, None, ),  # 1
+    (2, TType.STRING, 'uuid', 'UTF8', None, ),  # 2
+    (3, TType.STRING, 'name', 'UTF8', None, ),  # 3
+    (4, TType.DOUBLE, 'utilization', None, None, ),  # 4
+    (5, TType.I64, 'memory_used_bytes', None, None, ),  # 5
+    (6, TType.I64, 'memory_total_bytes', None, None, ),  # 6
 )
 all_structs.append(ServerStats)
 ServerStats.thrift_spec = (
@@ -904,6 +1081,8 @@ ServerStats.thrift_spec = (
     (5, TType.I64, 'requests_failed', None, None, ),  # 5
     (6, TType.MAP, 'failures_by_code', (TType.I32, None, TType.I64, None, False), None, ),  # 6
     (7, TType.LIST, 'nodes', (TType.STRUCT, [NodeStats, None], False), None, ),  # 7
+    (8, TType.LIST, 'gpus', (TType.STRUCT, [GpuStats, None], False), None, ),  # 8
+    (9, TType.BOOL, 'ready', None, None, ),  # 9
 )
 fix_spec(all_structs)
 del all_structs

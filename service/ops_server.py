@@ -1,0 +1,151 @@
+"""The operations port: ``/metrics`` (Prometheus), ``/health/live`` and ``/health/ready``."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+#: Content type of the Prometheus text exposition format, version 0.0.4.
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: How long one ops connection may stall before it is dropped (scrapers and probes are quick).
+_CONNECTION_TIMEOUT_S = 10.0
+
+
+class ServiceState:
+    """What the health endpoints report: the life stages of the server process.
+
+    ``starting`` (models loading, warm-up not yet done) -> ``ready`` (warmed up, Thrift port
+    accepting) -> ``draining`` (SIGTERM received: finishing in-flight requests). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        self._draining = False
+        self._detail = "starting: loading the models"
+
+    def set_detail(self, detail: str) -> None:
+        """A human line for the readiness body while not ready (e.g. "warming up")."""
+        with self._lock:
+            self._detail = detail
+
+    def mark_ready(self) -> None:
+        """Warm-up done and the port answers: ready, unless draining already began."""
+        with self._lock:
+            if not self._draining:
+                self._ready = True
+                self._detail = "ready"
+
+    def mark_draining(self) -> None:
+        """Draining began: never ready again in this process."""
+        with self._lock:
+            self._draining = True
+            self._ready = False
+            self._detail = "draining: finishing in-flight requests"
+
+    @property
+    def ready(self) -> bool:
+        with self._lock:
+            return self._ready
+
+    @property
+    def draining(self) -> bool:
+        with self._lock:
+            return self._draining
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, one-line explanation), read together."""
+        with self._lock:
+            return self._ready, self._detail
+
+
+class OpsServer:
+    """A small threaded HTTP server for probes and scrapes, separate from the Thrift port.
+
+    ``render_metrics`` is called at scrape time and returns the exposition text, so no metric
+    is updated on the request path.
+    """
+
+    def __init__(
+        self,
+        state: ServiceState,
+        render_metrics: Callable[[], str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        self.state = state
+        self._render_metrics = render_metrics
+        handler = _make_request_handler(self)
+        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return self._httpd.server_address[1]
+
+    def start(self) -> None:
+        """Serve from a background thread."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="ops-http", daemon=True
+        )
+        self._thread.start()
+        logger.info("ops port %d: /metrics, /health/live, /health/ready", self.port)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+
+    def respond(self, path: str) -> tuple[int, str, str]:
+        """(status, content type, body) for a GET of ``path``."""
+        path = path.split("?", 1)[0]
+        if path == "/health/live":
+            return 200, "text/plain; charset=utf-8", "live\n"
+        if path == "/health/ready":
+            ready, detail = self.state.readiness()
+            return (200 if ready else 503), "text/plain; charset=utf-8", detail + "\n"
+        if path == "/metrics":
+            try:
+                return 200, PROMETHEUS_CONTENT_TYPE, self._render_metrics()
+            except Exception:  # a broken scrape must not take the ops port down
+                logger.exception("rendering /metrics failed")
+                return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
+        return 404, "text/plain; charset=utf-8", "not found; try /metrics or /health/ready\n"
+
+
+def _make_request_handler(ops: OpsServer) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = _CONNECTION_TIMEOUT_S  # bounds a client that opens and then stalls
+        server_version = "torchpipe-lite-ops"
+
+        def do_GET(self) -> None:  # the name http.server dispatches to
+            status, content_type, body = ops.respond(self.path)
+            self._send(status, content_type, body.encode())
+
+        def do_HEAD(self) -> None:
+            status, content_type, body = ops.respond(self.path)
+            self._send(status, content_type, body.encode(), with_body=False)
+
+        def _send(self, status: int, content_type: str, body: bytes, with_body=True) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            # Probes and scrapes come every few seconds: keep them out of the info log.
+            logger.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

@@ -1,0 +1,188 @@
+"""Renders the server's stats as Prometheus text with Triton Inference Server's metric names.
+
+Each pipeline node is a Triton "model" (label ``model`` = node name, ``version`` = "1"), so
+dashboards and alerts written for Triton work unchanged. Triton's counters carry no ``_total``
+suffix; prometheus-client's counter families always add one, so the Triton families are written
+here in the text format (0.0.4) directly, and prometheus-client adds the process figures (RSS,
+CPU, open files). Everything is read from ``ServerStats`` at scrape time: the request path
+updates no metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from service.errors import code_name
+from service.gen.inference.ttypes import GpuStats, NodeStats, ServerStats
+
+#: Triton's failure reasons, in its order.
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+_US_PER_MS = 1000.0
+
+#: (name, type, help, value of a node) for each per-node Triton family besides failures.
+_NODE_FAMILIES: tuple[tuple[str, str, str, Callable[[NodeStats], float]], ...] = (
+    (
+        "nv_inference_request_success",
+        "counter",
+        "Number of successful inference requests, all batch sizes",
+        lambda n: n.requests_ok,
+    ),
+    (
+        "nv_inference_count",
+        "counter",
+        "Number of inferences performed (one per request item)",
+        lambda n: n.inferences,
+    ),
+    (
+        "nv_inference_exec_count",
+        "counter",
+        "Number of model executions performed (batches; count/exec_count = mean batch size)",
+        lambda n: n.executions,
+    ),
+    (
+        "nv_inference_request_duration_us",
+        "counter",
+        "Cumulative inference request duration in microseconds (queue + compute, per request)",
+        lambda n: (n.queue_time_ms_total + _request_compute_ms(n)) * _US_PER_MS,
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "counter",
+        "Cumulative inference queuing duration in microseconds",
+        lambda n: n.queue_time_ms_total * _US_PER_MS,
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "counter",
+        "Cumulative compute inference duration in microseconds (a batch's time per request)",
+        lambda n: _request_compute_ms(n) * _US_PER_MS,
+    ),
+    (
+        "nv_inference_pending_request_count",
+        "gauge",
+        "Instantaneous number of pending requests awaiting execution per model",
+        lambda n: n.queue_length,
+    ),
+)
+
+_GPU_FAMILIES: tuple[tuple[str, str, Callable[[GpuStats], float]], ...] = (
+    ("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", lambda g: g.utilization),
+    ("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", lambda g: g.memory_total_bytes),
+    ("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", lambda g: g.memory_used_bytes),
+)
+
+
+def _request_compute_ms(node: NodeStats) -> float:
+    # Servers predating the per-request figure leave it unset: a batch's time once is the
+    # closest figure they have.
+    value = node.request_compute_time_ms_total
+    return node.compute_time_ms_total if value is None else value
+
+
+def _label_value(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: object) -> str:
+    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items()) + "}"
+
+
+def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> str:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {float(value)!r}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def failures_by_reason(node: NodeStats) -> dict[str, int]:
+    """A node's failed requests in Triton's reasons: REJECTED = refused by the scheduler (queue
+    full) or expired in its queue (request_timeout); BACKEND = failed in the backend; the
+    library has no cancellation, and nothing else fails inside a node."""
+    return {
+        "REJECTED": node.requests_rejected + node.requests_timed_out,
+        "CANCELED": 0,
+        "BACKEND": node.requests_failed,
+        "OTHER": 0,
+    }
+
+
+def render_triton(stats: ServerStats) -> str:
+    """The Triton-named families (per node, per GPU) and the service's own ``tp_`` families."""
+    nodes = stats.nodes or []
+    parts = []
+    for name, kind, help_text, value in _NODE_FAMILIES:
+        samples = [(_labels(model=n.node, version="1"), value(n)) for n in nodes]
+        parts.append(_family(name, kind, help_text, samples))
+    failure_samples = [
+        (_labels(model=n.node, reason=reason, version="1"), count)
+        for n in nodes
+        for reason, count in failures_by_reason(n).items()
+    ]
+    parts.append(
+        _family(
+            "nv_inference_request_failure",
+            "counter",
+            "Number of failed inference requests, all batch sizes",
+            failure_samples,
+        )
+    )
+    if stats.gpus:  # absent without NVML or a GPU: not exported at all, as Triton does
+        for name, help_text, value in _GPU_FAMILIES:
+            samples = [(_labels(gpu_uuid=g.uuid), value(g)) for g in stats.gpus]
+            parts.append(_family(name, "gauge", help_text, samples))
+    parts.append(_service_families(stats))
+    return "".join(parts)
+
+
+def _service_families(stats: ServerStats) -> str:
+    """Whole-service figures that Triton has no name for (requests as the client saw them)."""
+    handler = _labels(handler=stats.handler)
+    failures = sorted((stats.failures_by_code or {}).items())
+    parts = [
+        _family(
+            "tp_requests_success",
+            "counter",
+            "Images answered with predictions, over every RPC",
+            [(handler, stats.requests_ok)],
+        ),
+        _family(
+            "tp_requests_failure",
+            "counter",
+            "Images answered with an InferenceError, by error code",
+            [(_labels(handler=stats.handler, code=code_name(c)), n) for c, n in failures],
+        ),
+        _family(
+            "tp_uptime_seconds",
+            "gauge",
+            "Seconds since the handler was built",
+            [(handler, stats.uptime_s)],
+        ),
+    ]
+    if stats.ready is not None:
+        parts.append(
+            _family(
+                "tp_ready",
+                "gauge",
+                "1 when warmed up and not draining (what /health/ready reports)",
+                [(handler, 1 if stats.ready else 0)],
+            )
+        )
+    return "".join(parts)
+
+
+class MetricsRenderer:
+    """``render()`` gives the whole /metrics body; ``stats`` is read on each call."""
+
+    def __init__(self, stats: Callable[[], ServerStats | None]):
+        self._stats = stats
+        self._process = CollectorRegistry()
+        ProcessCollector(registry=self._process)
+
+    def render(self) -> str:
+        """The exposition text (only process figures while the models are still loading)."""
+        current = self._stats()
+        triton = "" if current is None else render_triton(current)
+        return triton + generate_latest(self._process).decode()
