@@ -228,7 +228,6 @@ def _serve(
     warmup_failed = threading.Event()
 
     def warm() -> None:
-        state.set_detail("starting: warm-up inference in progress")
         try:
             warm_up(connect_host(args.host), port, timeout_s=args.warmup_timeout_s)
         except Exception as exc:
@@ -243,6 +242,7 @@ def _serve(
         state.mark_ready()
         logger.info("ready: warmed up and accepting on %s:%d", args.host, port)
 
+    state.set_detail("starting: warm-up inference in progress")
     threading.Thread(target=warm, name="warmup", daemon=True).start()
     drained = server.serve(drain_timeout_s=args.drain_timeout_s)
     logger.info("stopped%s", "" if drained else " (some requests were cut off)")

@@ -1,0 +1,255 @@
+"""The ops port and the metrics: health states, Triton names, the same figures as stats()."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.gen.inference.ttypes import (
+    ErrorCode,
+    GpuStats,
+    InferenceError,
+    InferenceParams,
+    NodeStats,
+    ServerStats,
+)
+from service.gpu_stats import GpuReader
+from service.ops_server import PROMETHEUS_CONTENT_TYPE, OpsServer, ServiceState
+from service.prometheus_export import FAILURE_REASONS, MetricsRenderer, render_triton
+from tests.integration.conftest import WAIT_S
+
+TRITON_NODE_FAMILIES = {
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_pending_request_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+}
+
+
+def get(port: int, path: str) -> tuple[int, str, str]:
+    """(status, content type, body) of an HTTP GET on the loopback ops port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=WAIT_S) as reply:
+            return reply.status, reply.headers["Content-Type"], reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def samples(text: str) -> dict[str, list]:
+    """Family name -> its samples, through prometheus-client's parser (so the text is valid)."""
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def value(found: dict[str, list], family: str, **labels: str) -> float:
+    matching = [s.value for s in found[family] if labels.items() <= s.labels.items()]
+    assert len(matching) == 1, f"{family} {labels}: {matching}"
+    return matching[0]
+
+
+@pytest.fixture
+def ops():
+    state = ServiceState()
+    calls = {"fail": False}
+
+    def render() -> str:
+        if calls["fail"]:
+            raise RuntimeError("broken collector")
+        return "# HELP x y\n# TYPE x gauge\nx 1.0\n"
+
+    server = OpsServer(state, render, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        yield server, state, calls
+    finally:
+        server.close()
+
+
+def test_health_follows_the_life_of_the_server(ops):
+    server, state, _calls = ops
+    assert get(server.port, "/health/live")[0] == 200
+    status, _type, body = get(server.port, "/health/ready")
+    assert (status, body) == (503, "starting: loading the models\n")
+    state.set_detail("starting: warm-up inference in progress")
+    status, _type, body = get(server.port, "/health/ready")
+    assert (status, body) == (503, "starting: warm-up inference in progress\n")
+    state.mark_ready()
+    assert get(server.port, "/health/ready")[0] == 200
+    state.mark_draining()
+    assert get(server.port, "/health/ready")[0] == 503
+    state.mark_ready()  # a late warm-up must not make a draining server ready again
+    assert get(server.port, "/health/ready")[0] == 503
+    assert get(server.port, "/health/live")[0] == 200
+
+
+def test_metrics_path_and_errors(ops):
+    server, _state, calls = ops
+    status, content_type, body = get(server.port, "/metrics")
+    assert (status, content_type) == (200, PROMETHEUS_CONTENT_TYPE)
+    assert "x 1.0" in body
+    assert get(server.port, "/nope")[0] == 404
+    calls["fail"] = True
+    assert get(server.port, "/metrics")[0] == 500
+    assert get(server.port, "/health/live")[0] == 200  # a broken scrape harms nothing else
+
+
+def test_pipelined_metrics_match_stats(pipelined_service, photos):
+    """/metrics renders exactly what the Thrift stats() call returns, under Triton's names."""
+    with pipelined_service.connect() as connection:
+        for name, data in list(photos.items())[:3]:
+            connection.client.infer_batch(InferenceParams(uuid=name, data=data))
+        with pytest.raises(InferenceError):
+            connection.client.infer_batch(InferenceParams(uuid="bad", data=b"not an image"))
+        stats = connection.client.stats()
+    found = samples(render_triton(stats))
+    assert set(found) >= TRITON_NODE_FAMILIES
+    assert not any(name.startswith("nv_gpu") for name in found)  # no GPU here: not exported
+    assert [n.node for n in stats.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet50"]
+    for node in stats.nodes:
+        labels = {"model": node.node, "version": "1"}
+        assert value(found, "nv_inference_request_success", **labels) == node.requests_ok
+        assert value(found, "nv_inference_count", **labels) == node.inferences
+        assert value(found, "nv_inference_exec_count", **labels) == node.executions
+        assert value(found, "nv_inference_queue_duration_us", **labels) == pytest.approx(
+            node.queue_time_ms_total * 1000
+        )
+        compute_us = value(found, "nv_inference_compute_infer_duration_us", **labels)
+        assert compute_us == pytest.approx(node.request_compute_time_ms_total * 1000)
+        # Per request, a batch's time counts once per request in it: never less than per batch.
+        assert node.request_compute_time_ms_total >= node.compute_time_ms_total - 1e-9
+        assert value(found, "nv_inference_request_duration_us", **labels) == pytest.approx(
+            compute_us + node.queue_time_ms_total * 1000
+        )
+        for reason in FAILURE_REASONS:
+            assert value(found, "nv_inference_request_failure", reason=reason, **labels) == 0
+    model = next(n for n in stats.nodes if n.node == "resnet50")
+    # The bad image ended at the decoder (no result), so the model ran the good ones only.
+    assert model.inferences >= 3 and model.requests_ok >= 3
+    assert value(found, "tp_requests_success", handler="pipelined") == stats.requests_ok
+    invalid = value(found, "tp_requests_failure", handler="pipelined", code="INVALID_IMAGE")
+    assert invalid == stats.failures_by_code[ErrorCode.INVALID_IMAGE] >= 1
+
+
+def test_baseline_exports_its_engine_under_the_model_node_name(baseline_service, photos):
+    with baseline_service.connect() as connection:
+        connection.client.infer_batch(InferenceParams(uuid="a", data=photos["coffee"]))
+        stats = connection.client.stats()
+    (node,) = stats.nodes
+    assert node.node == "resnet50" and node.queue_length == 0
+    found = samples(render_triton(stats))
+    labels = {"model": "resnet50", "version": "1"}
+    assert value(found, "nv_inference_count", **labels) == node.inferences >= 1
+    assert value(found, "nv_inference_exec_count", **labels) == node.executions
+    assert value(found, "nv_inference_pending_request_count", **labels) == 0
+
+
+def test_failure_reasons_and_gpus_from_figures():
+    node = NodeStats(
+        node="m",
+        backend="B",
+        instances=1,
+        requests_ok=5,
+        requests_failed=2,
+        requests_rejected=3,
+        requests_timed_out=4,
+        inferences=7,
+        executions=3,
+        batch_sizes={},
+        queue_time_ms_total=1.5,
+        compute_time_ms_total=2.0,
+        queue_length=6,
+        request_compute_time_ms_total=5.0,
+    )
+    gpu = GpuStats(
+        index=0,
+        uuid="GPU-1234",
+        name="Test GPU",
+        utilization=0.25,
+        memory_used_bytes=1 << 30,
+        memory_total_bytes=80 << 30,
+    )
+    stats = ServerStats(
+        handler="pipelined",
+        device="cuda:0",
+        uptime_s=1.0,
+        requests_ok=5,
+        requests_failed=9,
+        failures_by_code={ErrorCode.OVERLOADED: 3, ErrorCode.TIMEOUT: 4, ErrorCode.INTERNAL: 2},
+        nodes=[node],
+        gpus=[gpu],
+        ready=True,
+    )
+    found = samples(render_triton(stats))
+    labels = {"model": "m", "version": "1"}
+    failures = {
+        r: value(found, "nv_inference_request_failure", reason=r, **labels) for r in FAILURE_REASONS
+    }
+    assert failures == {"REJECTED": 7, "CANCELED": 0, "BACKEND": 2, "OTHER": 0}
+    assert value(found, "nv_inference_pending_request_count", **labels) == 6
+    assert value(found, "nv_inference_request_duration_us", **labels) == 6500
+    assert value(found, "nv_gpu_utilization", gpu_uuid="GPU-1234") == 0.25
+    assert value(found, "nv_gpu_memory_used_bytes", gpu_uuid="GPU-1234") == 1 << 30
+    assert value(found, "nv_gpu_memory_total_bytes", gpu_uuid="GPU-1234") == 80 << 30
+    assert value(found, "tp_ready", handler="pipelined") == 1
+    assert value(found, "tp_requests_failure", code="OVERLOADED") == 3
+
+
+def test_renderer_before_the_models_load_has_process_figures_only():
+    found = samples(MetricsRenderer(lambda: None).render())
+    assert "process_resident_memory_bytes" in found
+    assert not any(name.startswith(("nv_", "tp_")) for name in found)
+
+
+class FakeNvml:
+    """The few pynvml calls GpuReader makes, for one GPU."""
+
+    class NVMLError(Exception):
+        pass
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"handle-{index}"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return types.SimpleNamespace(used=3 << 30, total=80 << 30)
+
+    def nvmlDeviceGetUUID(self, handle) -> bytes:
+        return b"GPU-fake"
+
+    def nvmlDeviceGetName(self, handle) -> str:
+        return "Fake H100"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return types.SimpleNamespace(gpu=42)
+
+
+def test_gpu_reader_through_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    reader = GpuReader()
+    assert reader.available and reader.reason is None
+    (gpu,) = reader.read()
+    assert (gpu.uuid, gpu.name, gpu.utilization) == ("GPU-fake", "Fake H100", 0.42)
+    assert (gpu.memory_used_bytes, gpu.memory_total_bytes) == (3 << 30, 80 << 30)
+
+
+def test_gpu_reader_without_nvml_says_why(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    with caplog.at_level(logging.INFO, logger="service.gpu_stats"):
+        reader = GpuReader()
+    assert not reader.available and reader.read() is None
+    assert "nvidia-ml-py is not installed" in reader.reason
+    assert [r.message for r in caplog.records] == [f"GPU metrics not exported: {reader.reason}"]
