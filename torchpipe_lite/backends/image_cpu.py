@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from .base import Backend
 from .image_header import DEFAULT_MAX_PIXELS, check_pixels, read_header
+from .jpeg_scan import check_jpeg_scan
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
 
@@ -60,6 +61,8 @@ def decode_bgr(data: Any, max_pixels: int) -> np.ndarray | None:
         logger.debug("not an image (%d bytes, starts %r): no result", len(buf), bytes(buf[:8]))
         return None
     check_pixels(header, max_pixels)
+    if header.format == "jpeg":
+        check_jpeg_scan(buf)  # libjpeg would decode corrupt scan data as noise, only warning
     image = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         logger.debug("%s header read but OpenCV could not decode it: no result", header.format)

@@ -17,6 +17,7 @@ from ..errors import ConfigError, InvalidInputError
 from .base import Backend
 from .image_cpu import ChannelSwap, as_bytes, decode_bgr
 from .image_header import DEFAULT_MAX_PIXELS, check_pixels, read_header
+from .jpeg_scan import check_jpeg_scan
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
 
@@ -116,6 +117,8 @@ class DecodeTensor(Backend):
                 logger.debug("not an image (%d bytes): no result", len(buf))
                 continue
             check_pixels(header, self.max_pixels)
+            if header.format == "jpeg":
+                check_jpeg_scan(buf)  # as DecodeMat: corrupt scan data is not an image
             if header.format == "jpeg" and header.channels in (1, 3):
                 jpegs.append((item, buf, header.orientation))
             else:
