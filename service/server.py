@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from thrift.protocol.TBinaryProtocol import TBinaryProtocolAcceleratedFactory
+from thrift.protocol.TBinaryProtocol import TBinaryProtocolAccelerated
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TTransportBase, TTransportException
@@ -115,10 +115,7 @@ class ThriftServer:
         self._reuse_port = reuse_port
         # The string limit is the message limit: an oversized image inside an acceptable
         # message reaches the handler, which answers TOO_LARGE instead of dropping the client.
-        self._protocol_factory = TBinaryProtocolAcceleratedFactory(
-            string_length_limit=self._limits.max_message_bytes,
-            container_length_limit=self._limits.max_container_items,
-        )
+        self._string_length_limit = self._limits.max_message_bytes
         self._listener: socket.socket | None = None
         self._clients: queue.Queue[TSocket | None] = queue.Queue()
         self._stopping = threading.Event()
@@ -132,6 +129,18 @@ class ThriftServer:
                 "thrift.protocol.fastbinary (the C extension) is missing: using the pure-Python "
                 "binary protocol, several times slower; reinstall thrift with a C compiler present"
             )
+
+    def _protocol(self, trans: TTransportBase) -> TBinaryProtocolAccelerated:
+        # strictRead: a message must open with the binary protocol's version word, as every
+        # thrift client writes it. Without it, the first 4 bytes of anything else (a framed
+        # client's frame size, an HTTP request) read as a method-name length and the connection
+        # would wait, holding a worker thread, for bytes that never come.
+        return TBinaryProtocolAccelerated(
+            trans,
+            strictRead=True,
+            string_length_limit=self._string_length_limit,
+            container_length_limit=self._limits.max_container_items,
+        )
 
     @property
     def port(self) -> int:
@@ -234,8 +243,8 @@ class ThriftServer:
         budget = _ByteBudget(client, self._limits.max_message_bytes)
         itrans = TBufferedTransport(budget)
         otrans = TBufferedTransport(client)
-        iprot = self._protocol_factory.getProtocol(itrans)
-        oprot = self._protocol_factory.getProtocol(otrans)
+        iprot = self._protocol(itrans)
+        oprot = self._protocol(otrans)
         conn_fd = client.handle.fileno()
         poller = select.poll()
         poller.register(conn_fd, select.POLLIN | select.POLLPRI)
