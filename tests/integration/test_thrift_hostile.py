@@ -16,11 +16,12 @@ import pytest
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport.TSocket import TSocket
-from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer
+from thrift.transport.TTransport import TBufferedTransport
 
 from service.gen.inference.ttypes import InferenceParams
 from service.server import TransportLimits
 from tests.integration.conftest import WAIT_S, live_service
+from tests.integration.test_service_errors import raw_call
 
 MAX_MESSAGE_BYTES = 1 << 20
 #: A refusal by the length checks takes milliseconds; waiting for bytes would take IO_TIMEOUT_S.
@@ -35,16 +36,6 @@ def server(resnet18_onnx):
     )
     with live_service("baseline", resnet18_onnx, transport_limits=limits) as service:
         yield service
-
-
-def call_message(method: str, write_fields) -> bytes:
-    """A binary-protocol CALL of ``method`` whose argument fields ``write_fields`` writes."""
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, TMessageType.CALL, 1)
-    protocol.writeStructBegin("args")
-    write_fields(protocol)
-    return buffer.getvalue()
 
 
 def params_with_data_length(declared: int):
@@ -74,7 +65,7 @@ def complete_call(photo: bytes) -> bytes:
         protocol.writeFieldEnd()
         protocol.writeFieldStop()
 
-    return call_message("infer_batch", write)
+    return raw_call("infer_batch", write)
 
 
 def assert_cut_off(port: int, payload: bytes, *, half_close: bool = False) -> float:
@@ -103,10 +94,10 @@ def assert_still_serving(service, photo: bytes) -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        pytest.param(call_message("infer_batch", params_with_data_length(2**31 - 1)), id="2GB"),
-        pytest.param(call_message("infer_batch", params_with_data_length(-5)), id="negative"),
-        pytest.param(call_message("infer_many", list_of(10**9)), id="list-of-1e9"),
-        pytest.param(call_message("infer_many", list_of(65)), id="list-over-limit"),
+        pytest.param(raw_call("infer_batch", params_with_data_length(2**31 - 1)), id="2GB"),
+        pytest.param(raw_call("infer_batch", params_with_data_length(-5)), id="negative"),
+        pytest.param(raw_call("infer_many", list_of(10**9)), id="list-of-1e9"),
+        pytest.param(raw_call("infer_many", list_of(65)), id="list-over-limit"),
         pytest.param(b"\x80\x01\x00\x01" + b"\x7f\xff\xff\xff" + b"x" * 8, id="2GB-method-name"),
     ],
 )
@@ -145,7 +136,7 @@ def test_unknown_method_gets_an_application_error(server, photos):
     protocol = TBinaryProtocol(transport)
     transport.open()
     try:
-        transport.write(call_message("no_such_method", lambda p: p.writeFieldStop()))
+        transport.write(raw_call("no_such_method", lambda p: p.writeFieldStop()))
         transport.flush()
         name, kind, _seqid = protocol.readMessageBegin()
         assert (name, kind) == ("no_such_method", TMessageType.EXCEPTION)
