@@ -1,0 +1,172 @@
+"""Overload: 10x more clients than a deliberately slow server can serve.
+
+The pipeline has a ``Sleep`` stage (one request per SLEEP_MS, one instance) before a small
+ResNet18 at 64x64, so its capacity is known: about 1000 / SLEEP_MS requests per second. Excess
+requests must get OVERLOADED (queue full) or TIMEOUT (waited too long) quickly, admitted ones
+keep a bounded latency, and the server serves normally once the load drops.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from clients.connection import connect
+from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.main_torchpipe import PipelinedHandler
+from service.service_config import load_service_config
+from tests.integration.conftest import WAIT_S, serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+SLEEP_MS = 40
+QUEUE = 3  # max_queue_size of the slow stage
+CAPACITY_CLIENTS = 1  # the slow stage serves one request at a time
+CLIENTS = 10 * (QUEUE + CAPACITY_CLIENTS)
+LOAD_S = 3.0
+
+
+def slow_config(tmp_path: Path, model: Path, **slow_keys: object) -> Path:
+    """The service's pipeline with a one-instance Sleep stage before the model."""
+    extra = "".join(f"{key} = {value}\n" for key, value in slow_keys.items())
+    path = tmp_path / "slow.toml"
+    path.write_text(
+        f"""
+[cpu_decoder]
+backend = "DecodeMat"
+instance_num = 2
+next = "cpu_posdecoder"
+
+[cpu_posdecoder]
+backend = "Sequential[ResizeMat,CvtColorMat,Mat2Tensor]"
+resize_h = 64
+resize_w = 64
+color = "rgb"
+next = "slow"
+
+[slow]
+backend = "Sleep"
+sleep_ms = {SLEEP_MS}
+instance_num = 1
+{extra}next = "resnet50"
+
+[resnet50]
+backend = "TorchTensor"
+model = "{model}"
+max = 4
+mean = "123.675, 116.28, 103.53"
+std = "58.395, 57.120, 57.375"
+"""
+    )
+    return path
+
+
+def run_load(port: int, image: bytes, clients: int, duration_s: float) -> dict[str, list[float]]:
+    """``clients`` threads calling back to back for ``duration_s``: latencies by outcome."""
+    outcomes: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client(index: int) -> None:
+        with connect("127.0.0.1", port, timeout_s=WAIT_S) as connection:
+            start.wait(WAIT_S)
+            deadline_s = time.monotonic() + duration_s
+            while time.monotonic() < deadline_s:
+                began_s = time.perf_counter()
+                try:
+                    connection.client.infer_batch(InferenceParams(uuid=str(index), data=image))
+                    kind = "ok"
+                except InferenceError as error:
+                    kind = ErrorCode._VALUES_TO_NAMES[error.code]
+                with lock:
+                    outcomes[kind].append(time.perf_counter() - began_s)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return dict(outcomes)
+
+
+def p(values: list[float], quantile: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(quantile * len(values)))]
+
+
+def quiet_latencies(port: int, image: bytes, count: int = 10) -> list[float]:
+    """One client alone: every call must succeed; returns their latencies."""
+    latencies = []
+    with connect("127.0.0.1", port, timeout_s=WAIT_S) as connection:
+        for _ in range(count):
+            began_s = time.perf_counter()
+            connection.client.infer_batch(InferenceParams(uuid="quiet", data=image))
+            latencies.append(time.perf_counter() - began_s)
+    return latencies
+
+
+def serve_slow(tmp_path: Path, model: Path, **slow_keys: object):
+    config = load_service_config(slow_config(tmp_path, model, **slow_keys))
+    handler = PipelinedHandler(config, device="cpu")
+    # More RPC threads than clients: the pipeline's queue, not the accept queue, meets the load.
+    return handler, serve_in_thread(handler, threads=CLIENTS + 8)
+
+
+def test_full_queue_refuses_fast_and_admitted_latency_holds(tmp_path, resnet18_small_onnx, photos):
+    handler, serving = serve_slow(tmp_path, resnet18_small_onnx, max_queue_size=QUEUE)
+    image = photos["coffee"]
+    try:
+        with serving as service:
+            before = quiet_latencies(service.port, image)
+            load = run_load(service.port, image, CLIENTS, LOAD_S)
+            after = quiet_latencies(service.port, image)
+            with service.connect() as connection:
+                stats = connection.client.stats()
+    finally:
+        handler.close()
+    ok, refused = load.get("ok", []), load.get("OVERLOADED", [])
+    print(
+        f"quiet p50 {statistics.median(before) * 1e3:.0f} ms; under {CLIENTS} clients: "
+        f"{len(ok)} ok (p50 {p(ok, 0.5) * 1e3:.0f}, p99 {p(ok, 0.99) * 1e3:.0f} ms), "
+        f"{len(refused)} OVERLOADED (p50 {p(refused, 0.5) * 1e3:.1f}, "
+        f"p99 {p(refused, 0.99) * 1e3:.1f} ms); after p50 {statistics.median(after) * 1e3:.0f} ms"
+    )
+    assert set(load) <= {"ok", "OVERLOADED"}, load.keys()
+    # Throughput stays at capacity: the slow stage never idles while requests are refused.
+    assert len(ok) >= 0.6 * LOAD_S * 1000 / SLEEP_MS
+    assert len(refused) > 5 * len(ok), "10x the clients: most should be refused"
+    # Refusals do not wait behind the queue: they cost only the stages before the full one
+    # (decode, resize), which on 2 cores shared with 40 client threads is tens of ms.
+    assert statistics.median(refused) < statistics.median(ok) / 2
+    # Admitted requests wait behind at most QUEUE others: bounded by the queue, not the load.
+    bound_s = statistics.median(before) + (QUEUE + 2) * SLEEP_MS / 1000
+    assert p(ok, 0.95) < 2 * bound_s, f"admitted p95 {p(ok, 0.95):.3f} s vs bound {bound_s:.3f}"
+    # Recovery: alone again, as fast as before the load.
+    assert statistics.median(after) < 2 * statistics.median(before) + SLEEP_MS / 1000
+    slow = next(node for node in stats.nodes if node.node == "slow")
+    assert slow.requests_rejected == len(refused) and slow.queue_length == 0
+
+
+def test_request_timeout_fails_waiters_unrun(tmp_path, resnet18_small_onnx, photos):
+    timeout_ms = 3 * SLEEP_MS
+    handler, serving = serve_slow(tmp_path, resnet18_small_onnx, request_timeout=timeout_ms)
+    image = photos["coffee"]
+    try:
+        with serving as service:
+            load = run_load(service.port, image, CLIENTS, LOAD_S)
+            after = quiet_latencies(service.port, image, count=3)
+            with service.connect() as connection:
+                stats = connection.client.stats()
+    finally:
+        handler.close()
+    ok, timed_out = load.get("ok", []), load.get("TIMEOUT", [])
+    assert set(load) <= {"ok", "TIMEOUT"}, load.keys()
+    assert len(timed_out) > len(ok) > 0
+    # A request that expires was never run: the slow stage ran only the ones answered ok
+    # (plus the three quiet ones after the load).
+    slow = next(node for node in stats.nodes if node.node == "slow")
+    assert slow.inferences == len(ok) + len(after)
+    assert slow.requests_timed_out == len(timed_out)
+    assert len(after) == 3
