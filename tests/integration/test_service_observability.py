@@ -129,8 +129,17 @@ def test_pipelined_metrics_match_stats(pipelined_service, photos):
         assert value(found, "nv_inference_request_duration_us", **labels) == pytest.approx(
             compute_us + node.queue_time_ms_total * 1000
         )
-        for reason in FAILURE_REASONS:
-            assert value(found, "nv_inference_request_failure", reason=reason, **labels) == 0
+        failures = {
+            reason: value(found, "nv_inference_request_failure", reason=reason, **labels)
+            for reason in FAILURE_REASONS
+        }
+        # Other tests share this server: compare with its figures rather than with zero.
+        assert failures == {
+            "REJECTED": node.requests_rejected + node.requests_timed_out,
+            "CANCELED": 0,
+            "BACKEND": node.requests_failed,
+            "OTHER": 0,
+        }
     model = next(n for n in stats.nodes if n.node == "resnet50")
     # The bad image ended at the decoder (no result), so the model ran the good ones only.
     assert model.inferences >= 3 and model.requests_ok >= 3
