@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from service.gen.inference.ttypes import InferenceParams
 REPO = Path(__file__).resolve().parents[2]
 START_S = 180.0  # start-up includes exporting the model in one case
 CLIENTS = 3
+DRAIN_TIMEOUT_S = 30.0
 
 
 class ServiceProcess:
@@ -76,6 +78,7 @@ def test_signal_finishes_in_flight_requests(
 ):
     model = resnet18_onnx if model_exists else tmp_path / "fresh" / "resnet18.onnx"
     args = ["--handler", handler, "--model", str(model), "--threads", "4", "--log-level", "debug"]
+    args += ["--drain-timeout-s", str(DRAIN_TIMEOUT_S)]
     server = ServiceProcess(*args)
     try:
         server.wait_for("serving")
@@ -97,9 +100,13 @@ def test_signal_finishes_in_flight_requests(
         server.wait_for("infer_many received", count=CLIENTS, timeout_s=60)
         signalled_s = time.monotonic()
         server.process.send_signal(signum)
+        server.wait_for("stopped accepting", timeout_s=DRAIN_TIMEOUT_S)
+        with pytest.raises(ConnectionRefusedError):  # new clients are refused while draining
+            socket.create_connection(("127.0.0.1", server.port), timeout=10).close()
         for thread in clients:
             thread.join(120)
         code = server.finish()
+        exited_s = time.monotonic()
     finally:
         server.kill()
     assert code == 0, "".join(server.log)
@@ -108,6 +115,7 @@ def test_signal_finishes_in_flight_requests(
         assert [item.uuid for item in result] == list(photos)
         assert all(item.error is None and len(item.predictions) == 1 for item in result)
     assert max(answered_s) > signalled_s, "nothing was in flight when the signal came"
+    assert exited_s - signalled_s < DRAIN_TIMEOUT_S
     output = "".join(server.log)
     assert "stopped accepting" in output and "stopped\n" in output
 
