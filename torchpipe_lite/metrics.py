@@ -28,7 +28,7 @@ class NodeStats:
     queue_time_ms_total: float = 0.0
     compute_time_ms_total: float = 0.0
     #: Compute time as each request saw it: a batch's time counted once per request in it
-    #: (Triton's per-request ``compute_infer`` convention; ``compute_time_ms_total`` counts it once).
+    #: (Triton's per-request ``compute_infer`` convention; ``compute_time_ms_total``: once).
     request_compute_time_ms_total: float = 0.0
     queue_length: int = 0
     #: Where each instance computes (``Backend.placement()``), e.g. ``["cuda:0", "cuda:1"]``.

@@ -358,3 +358,29 @@ def test_device_id_spreads_instances_round_robin_and_stats_show_it():
     with tp.pipe(config) as model:
         placements = model.stats()["m"].instance_placements
     assert placements == ["fake:0", "fake:1", "fake:0", "fake:1"]
+
+
+def test_no_wait_for_a_fuller_batch_when_nothing_is_upstream(gate):
+    @register_backend("TestBlockOn")
+    class BlockOn(Backend):
+        def forward(self, batch):
+            if any(item["data"] == "block" for item in batch):
+                Gate.entered.release()
+                assert Gate.gate.wait(WAIT_S)
+            for item in batch:
+                item["result"] = item["data"]
+
+    config = {
+        "a": {"backend": "Identity", "next": "b"},
+        # A 60 s batching window would hold a lone request for a minute, were it applied while
+        # the other instance is busy and nothing more can arrive from upstream.
+        "b": {"backend": "TestBlockOn", "instance_num": 2, "max": 8, "batching_timeout": 60_000},
+    }
+    with tp.pipe(config) as model:
+        blocked = model.submit({"data": "block"})
+        assert gate.entered.acquire(timeout=WAIT_S)  # one instance of b is now busy
+        request = {"data": "free"}
+        model(request, timeout_s=WAIT_S)
+        assert request["result"] == "free"
+        gate.gate.set()
+        assert blocked.result(timeout=WAIT_S)["result"] == "block"

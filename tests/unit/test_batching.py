@@ -61,3 +61,15 @@ def test_draining_sends_partial_batches_without_waiting():
 
 def test_draining_still_respects_min():
     assert decide(1, min_batch=2, draining=True) == BatchDecision(0, None)
+
+
+def test_partial_batch_goes_when_nothing_is_on_its_way_from_upstream():
+    assert decide(3, busy=1, upstream_pending=0) == BatchDecision(3)
+
+
+def test_partial_batch_waits_while_upstream_stages_hold_requests():
+    assert decide(3, busy=1, oldest_wait_s=0.001, upstream_pending=2).size == 0
+
+
+def test_entry_node_with_unknown_upstream_keeps_the_timeout_rule():
+    assert decide(3, busy=1, oldest_wait_s=0.001, upstream_pending=None).size == 0

@@ -26,18 +26,26 @@ def decide_batch(
     max_batch: int,
     batching_timeout_s: float,
     draining: bool = False,
+    upstream_pending: int | None = None,
 ) -> BatchDecision:
     """Decide what an idle instance does with the queue.
 
     A batch goes out when the queue holds ``max_batch`` requests; when no other instance is
     busy (nothing is computing, so waiting would only add latency: a lone request never waits);
-    when the oldest request has waited ``batching_timeout_s``; or when the node is draining.
+    when nothing is on its way from the upstream stages (``upstream_pending == 0``: waiting
+    cannot fill the batch; ``None`` for an entry node, whose callers cannot be counted); when
+    the oldest request has waited ``batching_timeout_s``; or when the node is draining.
     Never more than ``max_batch``, never fewer than ``min_batch``.
     """
     if queued < max(min_batch, 1):
         return WAIT_FOR_CHANGE
     if queued >= max_batch:
         return BatchDecision(max_batch)
-    if busy_instances == 0 or draining or oldest_wait_s >= batching_timeout_s:
+    if (
+        busy_instances == 0
+        or upstream_pending == 0
+        or draining
+        or oldest_wait_s >= batching_timeout_s
+    ):
         return BatchDecision(queued)
     return BatchDecision(0, batching_timeout_s - oldest_wait_s)

@@ -47,6 +47,11 @@ class Node:
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._busy = 0
+        self._in_service = 0  # items taken from the queue whose batch has not finished yet
+        self._timed_waiters = 0  # workers waiting for a batch to fill, with a deadline
+        #: Every node whose requests will reach this one (set by the pipeline); ``None`` for an
+        #: entry node, whose callers cannot be counted.
+        self.upstream: tuple[Node, ...] | None = None
         self._accepting = True
         self._draining = False
         self._rejected = 0
@@ -174,7 +179,14 @@ class Node:
             after = before + len(jobs)
             # Wake a worker only when the decision can change: the queue was empty (start the
             # batching timer), it reached the minimum, or it holds a full batch.
-            if before == 0 or after >= self.max_batch or before < self.min_batch <= after:
+            # A worker waiting for its batch to fill is woken too: the arrival may be the last
+            # one upstream, after which waiting cannot fill the batch any more.
+            if (
+                before == 0
+                or after >= self.max_batch
+                or before < self.min_batch <= after
+                or self._timed_waiters
+            ):
                 cond.notify()
 
     # -- workers -------------------------------------------------------------------------------
@@ -238,10 +250,12 @@ class Node:
                         max_batch=self.max_batch,
                         batching_timeout_s=self._batching_timeout_s,
                         draining=self._draining,
+                        upstream_pending=self._upstream_pending(),
                     )
                     if decision.size:
                         jobs = [queue.popleft() for _ in range(decision.size)]
                         self._busy += 1
+                        self._in_service += decision.size
                         if queue:
                             cond.notify()  # more work: let another idle instance look
                         break
@@ -249,7 +263,12 @@ class Node:
                         leftovers = list(queue)  # fewer than min_batch: they can never run
                         queue.clear()
                         break
-                    cond.wait(decision.wait_s)
+                    if decision.wait_s is None:
+                        cond.wait()
+                    else:
+                        self._timed_waiters += 1
+                        cond.wait(decision.wait_s)
+                        self._timed_waiters -= 1
             ran_batch = bool(jobs)
             if expired:
                 self._fail_expired(expired, counters)
@@ -258,6 +277,12 @@ class Node:
             else:
                 self._fail_leftovers(leftovers, counters)
                 return
+
+    def _upstream_pending(self) -> int | None:
+        """Requests queued or running in the stages that feed this one (a racy, cheap read)."""
+        if self.upstream is None:
+            return None
+        return sum(len(node._queue) + node._in_service for node in self.upstream)
 
     def _fail_expired(self, jobs: list[Job], counters: InstanceCounters) -> None:
         counters.requests_timed_out += len(jobs)
@@ -290,6 +315,8 @@ class Node:
         start = monotonic()
         failures = self._forward(backend, items, counters)
         end = monotonic()
+        with self._cond:  # before routing, so downstream sees them leave here as they arrive
+            self._in_service -= len(jobs)
         counters.compute_time_s += end - start
         counters.request_compute_time_s += (end - start) * len(jobs)
         counters.queue_time_s += sum(start - job[2] for job in jobs)

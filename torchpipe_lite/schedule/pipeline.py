@@ -40,6 +40,9 @@ class Pipeline:
             self._successors[node_config.name] = tuple(
                 self._nodes[name] for name in node_config.next_nodes
             )
+        for name, node in self._nodes.items():
+            feeders = _transitive_predecessors(config, name)
+            node.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
         started: list[Node] = []
         try:
             for node in self._nodes.values():
@@ -192,6 +195,22 @@ class Pipeline:
     def node_names(self) -> list[str]:
         """Node names in pipeline order."""
         return list(self._nodes)
+
+
+def _transitive_predecessors(config: PipelineConfig, name: str) -> list[str]:
+    """Every node from which requests can reach ``name``."""
+    feeders = {node.name: [] for node in config.nodes}
+    for node in config.nodes:
+        for target in node.next_nodes:
+            feeders[target].append(node.name)
+    found: list[str] = []
+    pending = list(feeders[name])
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.append(current)
+            pending.extend(feeders[current])
+    return found
 
 
 def pipe(config: str | Path | Mapping[str, Any]) -> Pipeline:
