@@ -18,6 +18,7 @@ from service.prometheus_export import MetricsRenderer
 from service.server import ThriftServer, TransportLimits, fastbinary_available
 from service.service_config import DEFAULT_CONFIG, ServiceConfigError
 from service.warmup import connect_host, warm_up
+from service.workers import run_workers
 from torchpipe_lite.errors import ConfigError
 
 logger = logging.getLogger("service")
@@ -106,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="longest the start-up warm-up inference may take before the server gives up",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), each with its own pipeline on "
+        "the same device; more than one sidesteps the interpreter lock",
+    )
+    parser.add_argument(
         "--reuse-port",
         action="store_true",
         help="SO_REUSEPORT: several server processes may share the port",
@@ -114,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.max_image_mb > args.max_message_mb:
         parser.error("--max-image-mb cannot exceed --max-message-mb")
     return args
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.workers > 1:
+        return run_workers(sys.argv[1:] if argv is None else argv, args)
     request_limits = RequestLimits(
         max_image_bytes=int(args.max_image_mb * _MIB), max_images_per_call=args.max_images
     )

@@ -1,0 +1,197 @@
+"""``--workers N``: N server processes sharing one port, under a supervisor.
+
+One Python process is bound by its interpreter lock long before the CPU or the GPU is: each
+request costs about half a millisecond of lock time (measured with py-spy on the H100 box,
+benchmarks/README.md). Several processes, each with its own pipeline and engine on the same
+GPU, share the Thrift port through SO_REUSEPORT (the kernel spreads new connections over them).
+
+The supervisor starts the workers, forwards SIGTERM/SIGINT so each drains, and exits with the
+worst exit code. With ``--metrics-port`` it serves the ops endpoints for the whole group: ready
+only when every worker is ready, and /metrics as the sum of the workers' figures (each worker
+serves its own on a private port the supervisor scrapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from service.ops_server import OpsServer, ServiceState
+
+logger = logging.getLogger("service.workers")
+
+#: Families whose value is the same device seen by every worker: report it once, not summed.
+_SHARED_PREFIXES = ("nv_gpu_",)
+#: Per-process figures that do not add up across processes.
+_MAX_ONLY = ("process_start_time_seconds", "process_max_fds")
+_PROBE_TIMEOUT_S = 2.0
+
+
+def worker_command(argv: Sequence[str], metrics_port: int) -> list[str]:
+    """The command line of one worker: the supervisor's own, as a single SO_REUSEPORT server.
+
+    argparse keeps the last value of a repeated flag, so appending overrides what was given.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "service",
+        *argv,
+        "--workers",
+        "1",
+        "--reuse-port",
+        "--metrics-port",
+        str(metrics_port),
+    ]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except (urllib.error.URLError, OSError):
+        return 0, ""
+
+
+def merge_metrics(texts: Sequence[str]) -> str:
+    """Sum the workers' Prometheus expositions sample by sample (same name and labels).
+
+    The workers render the same families with the same label order, so a sample is keyed by its
+    text up to the value. GPU families are the same device seen by each worker and are reported
+    once (the largest value); process start time and fd limit take the largest value too.
+    Names are kept exactly (Triton's counters have no ``_total`` suffix).
+    """
+    headers: dict[str, list[str]] = {}  # family name -> its HELP/TYPE lines, first seen
+    values: dict[str, float] = {}  # sample key (name and labels) -> value
+    family_of: dict[str, str] = {}  # sample key -> family name
+    for text in texts:
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    lines = headers.setdefault(family, [])
+                    if len(lines) < 2 and line not in lines:
+                        lines.append(line)
+                continue
+            key, _, number = line.rpartition(" ")
+            if not key:
+                continue
+            value = float(number)
+            name = key.split("{", 1)[0]
+            if key in values:
+                shared = name.startswith(_SHARED_PREFIXES) or name in _MAX_ONLY
+                values[key] = max(values[key], value) if shared else values[key] + value
+            else:
+                values[key] = value
+                family_of[key] = family or name
+    out: list[str] = []
+    for family, lines in headers.items():
+        out.extend(lines)
+        out.extend(f"{key} {values[key]!r}" for key in values if family_of[key] == family)
+    out.extend(f"{key} {values[key]!r}" for key in values if family_of[key] not in headers)
+    return "\n".join(out) + "\n"
+
+
+class WorkerGroup:
+    """The worker processes and what the supervisor knows of them."""
+
+    def __init__(self, argv: Sequence[str], count: int, host: str, with_metrics: bool):
+        probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
+        self._probe_host = probe_host
+        self.processes = [
+            subprocess.Popen(worker_command(argv, port)) for port in self.metrics_ports
+        ]
+
+    def all_ready(self) -> bool:
+        """Every worker answers 200 on /health/ready."""
+        return all(
+            _get(f"http://{self._probe_host}:{port}/health/ready")[0] == 200
+            for port in self.metrics_ports
+        )
+
+    def metrics(self) -> str:
+        """The workers' /metrics, summed."""
+        texts = []
+        for port in self.metrics_ports:
+            status, text = _get(f"http://{self._probe_host}:{port}/metrics")
+            if status == 200:
+                texts.append(text)
+        return merge_metrics(texts)
+
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to every worker still running."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def first_exit(self) -> int | None:
+        """The exit code of a worker that has ended, if any has."""
+        for process in self.processes:
+            code = process.poll()
+            if code is not None:
+                return code
+        return None
+
+
+def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
+    """Supervise ``args.workers`` servers; returns the worst exit code."""
+    state = ServiceState()
+    group = WorkerGroup(argv, args.workers, args.host, with_metrics=bool(args.metrics_port))
+    logger.info(
+        "started %d workers sharing port %d (pids %s)",
+        args.workers,
+        args.port,
+        ", ".join(str(process.pid) for process in group.processes),
+    )
+    ops = None
+    if args.metrics_port:
+        ops = OpsServer(state, group.metrics, host=args.host, port=args.metrics_port)
+        ops.start()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("%s: stopping every worker", signal.Signals(signum).name)
+        state.mark_draining()
+        stopping.set()
+        group.signal_all(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.is_set():
+        code = group.first_exit()
+        if code is not None:
+            # A worker that dies leaves the group short: stop the rest and let the process
+            # manager restart the whole server rather than serve on quietly at lower capacity.
+            logger.error("a worker exited with code %s: stopping the others", code)
+            state.mark_draining()
+            group.signal_all(signal.SIGTERM)
+            break
+        if not state.ready and args.metrics_port and group.all_ready():
+            state.mark_ready()
+            logger.info("ready: all %d workers warmed up", args.workers)
+        stopping.wait(0.5)
+    codes = [process.wait() for process in group.processes]
+    if ops is not None:
+        ops.close()
+    worst = max(codes, key=lambda code: (code != 0, abs(code)))
+    logger.info("workers exited with codes %s", codes)
+    return worst
