@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="pipelined server processes sharing the port (service --workers); the baseline "
+        "stays one process, as the reference's",
+    )
     parser.add_argument("--threads", type=int, help="server RPC threads (default: max(20, c))")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
     parser.add_argument("--quick", action="store_true", help="few requests (default w/o GPU)")
@@ -188,6 +195,11 @@ def run_handler(
     command = service_command(
         handler, port, threads=args.threads, config=args.config, model=args.model
     )
+    ready_url = None
+    if handler == "pipelined" and args.workers > 1:
+        metrics_port = free_port()
+        command += ["--workers", str(args.workers), "--metrics-port", str(metrics_port)]
+        ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
     rows: list[dict] = []
     ping_rows: list[dict] = []
     load_settings = {
@@ -200,7 +212,7 @@ def run_handler(
     with ServerProcess(
         command, host="127.0.0.1", port=port, log_path=log_dir / f"{handler}.log"
     ) as server:
-        server.start(ready_timeout_s=READY_TIMEOUT_S)
+        server.start(ready_timeout_s=READY_TIMEOUT_S, ready_url=ready_url)
         for concurrency in args.concurrency if ping_check else ():
             load = run_load(
                 method="ping",
@@ -241,12 +253,16 @@ def _shown(path: Path) -> str:
 
 
 def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -> str:
+    from service.service_config import DEFAULT_CONFIG
+
     where = f"GPU {gpu.names[0]}" if gpu.available else f"no GPU ({gpu.reason})"
     mode = "quick" if args.quick else "full"
     return (
         f"{where}, {psutil.cpu_count()} logical CPU cores; {args.arch} ({_shown(args.model)}); "
         f"{mode} run: {args.total_number} timed calls per row after {args.warmup} warm-up, "
-        f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}"
+        f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}; "
+        f"pipelined server: {args.workers} process(es), "
+        f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: 1 process"
     )
 
 
@@ -265,6 +281,7 @@ def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, A
         "warmup": args.warmup,
         "client_processes": args.processes,
         "server_threads": args.threads,
+        "pipelined_workers": args.workers,
         "img_dir": _shown(args.img_dir),
         "images": len(images),
         "image_mean_kib": sum(map(len, images)) / len(images) / 1024,

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from thrift.transport.TTransport import TTransportException
@@ -67,8 +69,12 @@ class ServerProcess:
         assert self._process is not None, "server not started"
         return self._process.pid
 
-    def start(self, *, ready_timeout_s: float = 300.0) -> ServerProcess:
-        """Starts the server and returns once it answers ``ping``.
+    def start(
+        self, *, ready_timeout_s: float = 300.0, ready_url: str | None = None
+    ) -> ServerProcess:
+        """Starts the server and returns once it answers ``ping`` (and, with ``ready_url``,
+        once that health endpoint answers 200: with several workers sharing the port, a ping
+        reaches only one of them).
 
         Raises ``ServerStartError`` when it exits first or is still silent after
         ``ready_timeout_s`` (a GPU server converts the model and captures CUDA graphs first).
@@ -85,7 +91,7 @@ class ServerProcess:
             )
         deadline_s = time.monotonic() + ready_timeout_s
         while True:
-            if self._answers_ping():
+            if self._answers_ping() and (ready_url is None or _answers_200(ready_url)):
                 logger.info("server pid %d ready on %s:%d", self.pid, self.host, self.port)
                 return self
             try:
@@ -141,3 +147,11 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
