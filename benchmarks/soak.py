@@ -95,15 +95,17 @@ def _server_memory(pid: int, port: int) -> dict[str, Any]:
     }
 
 
-def _scrape_ms(metrics_port: int) -> float:
-    """Fetches /metrics once (the ops port under load is part of the soak); its latency."""
+def _scrape(metrics_port: int) -> tuple[float, list[str]]:
+    """Fetches /metrics once (the ops port under load is part of the soak): its latency in ms
+    and the Triton-named sample lines."""
     started_s = time.perf_counter()
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=30) as reply:
-        body = reply.read()
-    if b"nv_inference_count" not in body:
+        body = reply.read().decode()
+    took_ms = (time.perf_counter() - started_s) * 1000.0
+    if "nv_inference_count" not in body:
         raise RuntimeError("/metrics lacks nv_inference_count")
-    return (time.perf_counter() - started_s) * 1000.0
+    return took_ms, [line for line in body.splitlines() if line.startswith("nv_")]
 
 
 def _wait_ready(metrics_port: int, timeout_s: float = 600.0) -> None:
@@ -151,7 +153,7 @@ def soak(args: argparse.Namespace, images: list[bytes], log_path: Path) -> dict[
             sample = _server_memory(server.pid, port)
             previous = rounds[-1] if rounds else start
             sample["requests_ok_delta"] = sample["requests_ok"] - previous["requests_ok"]
-            sample["scrape_ms"] = _scrape_ms(metrics_port)
+            sample["scrape_ms"], metrics = _scrape(metrics_port)
             sample.update(
                 qps=load.qps, tp50_ms=load.tp50_ms, tp99_ms=load.tp99_ms, errors=load.errors,
                 errors_by_code=load.errors_by_code, elapsed_s=sample["time_s"] - start["time_s"],
@@ -163,7 +165,13 @@ def soak(args: argparse.Namespace, images: list[bytes], log_path: Path) -> dict[
                 sample["rss_bytes"] >> 20, _growth_pct(start["rss_bytes"], sample["rss_bytes"]),
             )  # fmt: skip
         exit_code = server.stop(timeout_s=120)
-    return {"start": start, "rounds": rounds, "server_exit_code": exit_code, "command": command}
+    return {
+        "start": start,
+        "rounds": rounds,
+        "server_exit_code": exit_code,
+        "command": command,
+        "last_metrics": metrics if rounds else [],
+    }
 
 
 def verdict(record: dict[str, Any], limit_pct: float) -> list[str]:
