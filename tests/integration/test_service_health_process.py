@@ -56,6 +56,13 @@ def test_ready_after_warmup_and_not_ready_once_draining(resnet18_onnx):
     output = "".join(server.log)
     assert code == 0, output
     assert "not ready; still accepting for 5.0 s" in output and "stopped accepting" in output
+    # The start-up summary has a line per node: backend, instances, batch range, placement,
+    # precision and limits.
+    assert "node cpu_decoder: DecodeMat x8, batch 1..1, on cpu, max_queue_size 2048" in output
+    assert (
+        "node resnet50: SyncTensor[TorchTensor] x2, batch 1..8, on cpu, "
+        "precision fp32 (fp16 requested; CPU), max_queue_size 256, request_timeout 10000 ms"
+    ) in output
 
 
 def test_failed_warmup_never_becomes_ready(resnet18_onnx, tmp_path):

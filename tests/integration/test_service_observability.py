@@ -262,3 +262,16 @@ def test_gpu_reader_without_nvml_says_why(monkeypatch, caplog):
     assert not reader.available and reader.read() is None
     assert "nvidia-ml-py is not installed" in reader.reason
     assert [r.message for r in caplog.records] == [f"GPU metrics not exported: {reader.reason}"]
+
+
+def test_each_failed_request_logs_one_line_with_uuid_and_code(service, caplog):
+    bad = [InferenceParams(uuid="bad-2", data=b""), InferenceParams(uuid="bad-3", data=b"x")]
+    with caplog.at_level(logging.INFO, logger="service.handler"), service.connect() as connection:
+        with pytest.raises(InferenceError):
+            connection.client.infer_batch(InferenceParams(uuid="bad-1", data=b"not an image"))
+        results = connection.client.infer_many(bad, 1)
+    assert all(result.error is not None for result in results)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request failed")]
+    for uuid in ("bad-1", "bad-2", "bad-3"):
+        mine = [line for line in lines if f"uuid='{uuid}'" in line]
+        assert len(mine) == 1 and "code=INVALID_IMAGE" in mine[0], lines
