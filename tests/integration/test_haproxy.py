@@ -1,0 +1,337 @@
+"""Two servers behind HAProxy (deploy/haproxy.cfg): the load goes on when one dies or drains.
+
+The servers run as ``python -m service`` subprocesses with a small CPU model, HAProxy runs the
+committed configuration rendered for their loopback ports, and the load tester (client_qps's
+``run_load``) goes through HAProxy. Mid-run one server is killed (SIGKILL) or stopped (SIGTERM);
+only calls HAProxy routed to it may fail (one per connection; under SIGKILL a reconnection that
+races the process's death can reach it and fail once more), and the other server carries the
+rest. Between the two cases the stopped server is started again on the same ports and HAProxy
+must take it back in.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from benchmarks.server_process import free_port, service_command
+from clients.client_qps import LoadResult, run_load
+from clients.connection import connect
+from clients.images import DEFAULT_IMG_DIR, load_images
+from clients.load_worker import CONNECTION
+from deploy.render_haproxy import TEMPLATE_PATH, Layout, Upstream, parse_layout, render
+from tests.integration.test_no_mixups import cheap_config
+
+logger = logging.getLogger(__name__)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("haproxy") is None,
+        reason="haproxy is not installed (apt-get install haproxy; `make test` does it as root)",
+    ),
+]
+
+#: Upper bound for what should happen within seconds; never reached when the tests pass.
+WAIT_S = 60.0
+#: Concurrent load-test clients, each with its own connection (leastconn: half per server).
+CLIENTS = 6
+#: Timed calls per run, and how many the victim must have answered before it is stopped.
+CALLS = 240
+CALLS_BEFORE_STOP = 30
+#: More RPC threads than client connections: the test also calls each server directly.
+SERVER_THREADS = CLIENTS + 4
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Polls ``condition`` (each poll is a real query) until it holds; fails after the timeout."""
+    deadline_s = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline_s:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)  # the pause between polls (each costs the servers a call)
+
+
+def requests_ok(port: int) -> int:
+    """The server's own count of answered requests (its ``stats`` call, straight to it)."""
+    with connect("127.0.0.1", port, timeout_s=10) as connection:
+        return connection.client.stats().requests_ok
+
+
+def http_status(url: str) -> int | None:
+    """The HTTP status of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+class Haproxy:
+    """HAProxy in the foreground with a rendered configuration; reads its stats socket."""
+
+    def __init__(self, layout: Layout, workdir: Path):
+        self.config_path = workdir / "haproxy.cfg"
+        self.config_path.write_text(render(TEMPLATE_PATH.read_text(), layout))
+        self.socket_path = layout.stats_socket
+        self.log_path = workdir / "haproxy.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        """``show stat`` rows of the Thrift backend's servers, by server name."""
+        if self.process.poll() is not None:
+            pytest.fail(f"haproxy exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            with socket.socket(socket.AF_UNIX) as admin:
+                admin.settimeout(5)
+                admin.connect(self.socket_path)
+                admin.sendall(b"show stat\n")
+                chunks = []
+                while chunk := admin.recv(65536):
+                    chunks.append(chunk)
+        except OSError:
+            return {}
+        lines = b"".join(chunks).decode().lstrip("# ").splitlines()
+        return {
+            row["svname"]: row
+            for row in csv.DictReader(lines)
+            if row["pxname"] == "thrift_servers" and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def status(self, name: str) -> str:
+        return self.servers().get(name, {}).get("status", "")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Server:
+    """``python -m service`` as a subprocess with its metrics port; ready means /health/ready."""
+
+    def __init__(self, command: list[str], upstream: Upstream, log_path: Path):
+        self.upstream = upstream
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    def wait_ready(self) -> None:
+        url = f"http://127.0.0.1:{self.upstream.metrics_port}/health/ready"
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()}")
+            return http_status(url) == 200
+
+        wait_until(ready, f"{url} to answer 200")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Cluster:
+    """Two servers (tp1 is the one stopped mid-run, tp2 the survivor) behind HAProxy."""
+
+    command: Callable[[Upstream], list[str]]
+    upstreams: tuple[Upstream, ...]
+    haproxy: Haproxy
+    frontend_port: int
+    logdir: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def start(self, index: int) -> Server:
+        upstream = self.upstreams[index]
+        log_path = self.logdir / f"tp{index + 1}-{len(self.servers)}.log"
+        server = Server(self.command(upstream), upstream, log_path)
+        self.servers.append(server)
+        return server
+
+    def server(self, index: int) -> Server:
+        """The newest process of server ``index``."""
+        return [s for s in self.servers if s.upstream == self.upstreams[index]][-1]
+
+    def wait_all_up(self) -> None:
+        for index in range(len(self.upstreams)):
+            self.server(index).wait_ready()
+        wait_until(
+            lambda: (
+                {self.haproxy.status(f"tp{i + 1}") for i in range(len(self.upstreams))} == {"UP"}
+            ),
+            "HAProxy to see every server UP",
+        )
+
+    def logs(self) -> str:
+        parts = [f"--- haproxy\n{self.haproxy.log()}"]
+        parts += [f"--- {s.log_path.name}\n{s.log()[-4000:]}" for s in self.servers]
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def cluster(resnet18_small_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    workdir = tmp_path_factory.mktemp("haproxy")
+    config = cheap_config(workdir, resnet18_small_onnx)  # ResNet18 at 64x64: quick on a CPU
+    upstreams = tuple(Upstream("127.0.0.1", free_port(), free_port()) for _ in range(2))
+
+    def command(upstream: Upstream) -> list[str]:
+        command = service_command("pipelined", upstream.port, threads=SERVER_THREADS, config=config)
+        return [*command, "--metrics-port", str(upstream.metrics_port)]
+
+    frontend_port = free_port()
+    layout = Layout(
+        bind=f"127.0.0.1:{frontend_port}",
+        servers=upstreams,
+        stats_bind=f"127.0.0.1:{free_port()}",
+        stats_socket=str(workdir / "admin.sock"),
+    )
+    haproxy = Haproxy(layout, workdir)
+    built = Cluster(command, upstreams, haproxy, frontend_port, workdir)
+    try:
+        for index in range(len(upstreams)):
+            built.start(index)
+        built.wait_all_up()
+        yield built
+    finally:
+        haproxy.stop()
+        for server in built.servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def images() -> list[bytes]:
+    return load_images(DEFAULT_IMG_DIR)
+
+
+def test_haproxy_checks_each_server_readiness_over_http(cluster):
+    """The running configuration is the committed one for these ports; its checks are HTTP."""
+    assert parse_layout(cluster.haproxy.config_path.read_text()).servers == cluster.upstreams
+    rows = cluster.haproxy.servers()
+    assert sorted(rows) == ["tp1", "tp2"]
+    for row in rows.values():
+        assert row["check_status"] == "L7OK", row  # layer 7: /health/ready answered 200
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_load_survives_losing_a_server(cluster, images, signum):
+    victim, survivor = cluster.upstreams
+    if cluster.server(0).process.poll() is not None:  # stopped by the previous case
+        cluster.start(0)
+    cluster.wait_all_up()  # after a restart: HAProxy took the server back in
+
+    timed = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            outcome["result"] = run_load(
+                host="127.0.0.1",
+                port=cluster.frontend_port,
+                images=images,
+                request_client=CLIENTS,
+                total_number=CALLS,
+                warmup=CLIENTS,
+                timeout_s=20.0,
+                progress=False,
+                on_timed_start=timed.set,
+            )
+        except Exception as exc:
+            outcome["error"] = exc
+
+    loader = threading.Thread(target=load, name="load", daemon=True)
+    loader.start()
+    assert timed.wait(WAIT_S), f"the load never started: {outcome}"
+    victim_start, survivor_start = requests_ok(victim.port), requests_ok(survivor.port)
+    wait_until(
+        lambda: requests_ok(victim.port) >= victim_start + CALLS_BEFORE_STOP,
+        f"the victim to answer {CALLS_BEFORE_STOP} timed calls",
+    )
+    at_stop = cluster.haproxy.servers()
+    survivor_at_stop = requests_ok(survivor.port)
+    done_before_stop = requests_ok(victim.port) - victim_start + survivor_at_stop - survivor_start
+    cluster.server(0).process.send_signal(signum)
+    code = cluster.server(0).process.wait(timeout=WAIT_S)
+    loader.join(WAIT_S * 2)
+    assert not loader.is_alive(), "the load test did not finish"
+    assert "error" not in outcome, f"{outcome['error']!r}\n{cluster.logs()}"
+    result = outcome["result"]
+    assert isinstance(result, LoadResult)
+    at_end = cluster.haproxy.servers()
+    logger.info(
+        "%s: victim had %s connections at the stop, %d sessions later (%d connect errors, "
+        "%d redispatched); %d of %d calls failed %s; %d calls done before the stop; "
+        "tp2 srv_abrt %s -> %s",
+        signal.Signals(signum).name,
+        at_stop["tp1"]["scur"],
+        *(int(at_end["tp1"][key]) - int(at_stop["tp1"][key]) for key in ("stot", "econ", "wredis")),
+        result.errors,
+        result.requests,
+        result.errors_by_code,
+        done_before_stop,
+        at_stop["tp2"]["srv_abrt"],
+        at_end["tp2"]["srv_abrt"],
+    )
+
+    # Only calls HAProxy had routed to the victim failed, at most one per connection (a
+    # connection is one client's, one call at a time), and only because it broke. Under
+    # SIGTERM those are the connections open at the stop: the server answers the calls it has
+    # and closes each connection, so a client's next call there fails once; new connections
+    # are refused at once and HAProxy redispatches them. Under SIGKILL the calls in flight fail,
+    # and a reconnection may still reach the dying process (its listening socket completes
+    # handshakes for a moment) and fail once more.
+    victim_connections = int(at_stop["tp1"]["scur"])
+    later_sessions = int(at_end["tp1"]["stot"]) - int(at_stop["tp1"]["stot"])
+    assert 0 < victim_connections <= CLIENTS
+    assert result.requests == CALLS
+    assert set(result.errors_by_code) <= {CONNECTION}, result.errors_by_code
+    allowed = victim_connections + (later_sessions if signum == signal.SIGKILL else 0)
+    assert result.errors <= allowed, (result, cluster.logs())
+    assert result.ok_requests == CALLS - result.errors
+    # No connection to the survivor broke.
+    assert at_end["tp2"]["srv_abrt"] == at_stop["tp2"]["srv_abrt"], cluster.logs()
+    # The survivor carried the rest of the run (give or take the calls in flight at the stop).
+    after_stop = requests_ok(survivor.port) - survivor_at_stop
+    assert after_stop >= CALLS - done_before_stop - 2 * CLIENTS - result.errors, (
+        after_stop,
+        done_before_stop,
+        result,
+    )
+    wait_until(lambda: cluster.haproxy.status("tp1").startswith("DOWN"), "tp1 to be marked DOWN")
+    assert cluster.haproxy.status("tp2") == "UP"
+    # SIGTERM drains: the server finished what it had received and exited 0.
+    assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL), cluster.logs()
