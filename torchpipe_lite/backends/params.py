@@ -124,9 +124,18 @@ def param_input_chw(
     return tuple(from_file)  # type: ignore[return-value]
 
 
-def param_device(params: dict[str, Any]) -> torch.device:
-    """``device`` ("cpu", "cuda", "cuda:1"); by default CUDA device ``device_id`` (or the
-    thread's current one) when CUDA is available, else the CPU."""
+def default_gpu_index(params: dict[str, Any]) -> int:
+    """The GPU of a model-stage instance when the node names no ``device_id``: instances are
+    spread over every visible GPU, round-robin by ``instance_index``."""
+    import torch
+
+    return param_int(params, "instance_index", 0) % max(1, torch.cuda.device_count())
+
+
+def param_device(params: dict[str, Any], *, spread: bool = False) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1"); by default CUDA device ``device_id`` when CUDA is
+    available, else the CPU. Without ``device_id``: the instance's GPU by
+    :func:`default_gpu_index` when ``spread`` (model stages), else the thread's current one."""
     import torch
 
     value = params.get("device")
@@ -142,6 +151,7 @@ def param_device(params: dict[str, Any]) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"is {value!r} but CUDA is not available here", key="device")
         if device.index is None:
-            index = param_int(params, "device_id", torch.cuda.current_device())
+            fallback = default_gpu_index(params) if spread else torch.cuda.current_device()
+            index = param_int(params, "device_id", fallback)
             device = torch.device("cuda", index)
     return device

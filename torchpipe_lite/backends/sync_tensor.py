@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from .base import Backend, param_int
+from .params import default_gpu_index
 from .registry import register_backend
 
 logger = logging.getLogger(__name__)
@@ -15,7 +16,8 @@ _warned_no_cuda = False
 
 @register_backend("SyncTensor")
 class SyncTensor(Backend):
-    """Wraps one child. With CUDA, it creates a stream on device ``device_id`` (default 0),
+    """Wraps one child. With CUDA, it creates a stream on device ``device_id`` (default: the
+    instances spread over every visible GPU, as the model stages do),
     initialises the child on it (so CUDA graphs are captured there) and runs every
     ``forward`` on it, synchronising the stream before returning: the batch's tensors are
     ready when the request moves on. Without CUDA it logs that once and runs the child plainly.
@@ -40,7 +42,7 @@ class SyncTensor(Backend):
                 logger.warning("SyncTensor: no CUDA device here; running its child plainly")
             self.children[0].init(params)
             return
-        device_id = param_int(params, "device_id", 0)
+        device_id = param_int(params, "device_id", default_gpu_index(params))
         # The current device is per thread; the instance thread keeps this one.
         torch.cuda.set_device(device_id)
         self.stream = torch.cuda.Stream(device=device_id)

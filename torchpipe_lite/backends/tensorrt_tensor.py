@@ -74,7 +74,7 @@ class TensorrtTensor(Backend):
         self._torch = torch
         if "model" not in params:
             raise ConfigError("is required (an .onnx file)", key="model")
-        self.device = param_device(params)
+        self.device = param_device(params, spread=True)
         if self.device.type != "cuda":
             raise ConfigError("TensorrtTensor needs a CUDA device", key="device")
         self.precision = param_precision(params, "fp16")

@@ -59,7 +59,7 @@ class TorchTensor(Backend):
         self._torch = torch
         if "model" not in params:
             raise ConfigError("is required (an .onnx or TorchScript file)", key="model")
-        self.device = param_device(params)
+        self.device = param_device(params, spread=True)
         on_gpu = self.device.type == "cuda"
         self.precision = param_precision(params, "fp16" if on_gpu else "fp32")
         if self.precision == "fp16" and not on_gpu:
