@@ -62,6 +62,8 @@ struct NodeStats {
   // Compute time as the requests saw it: each request counts its whole batch's time
   // (Triton's per-request convention; compute_time_ms_total counts a batch once).
   14: optional double request_compute_time_ms_total;
+  // Where each instance computes, in instance order ("cuda:0", "cuda:1"; "" for CPU stages).
+  15: optional list<string> instance_placements;
 }
 
 // One GPU of the server's machine, read through NVML when the stats are asked for.

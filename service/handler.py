@@ -59,6 +59,8 @@ def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
     names = (spec[2] for spec in NodeStats.thrift_spec if spec is not None)
     wire = {name: fields[name] for name in names if name in fields}
     wire["batch_sizes"] = dict(wire["batch_sizes"])
+    if "instance_placements" in wire:
+        wire["instance_placements"] = [place or "" for place in wire["instance_placements"]]
     return NodeStats(**wire)
 
 

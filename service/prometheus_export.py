@@ -129,6 +129,21 @@ def render_triton(stats: ServerStats) -> str:
             failure_samples,
         )
     )
+    placements = [
+        (_labels(model=n.node, instance=index, device=place), 1)
+        for n in nodes
+        for index, place in enumerate(n.instance_placements or [])
+        if place
+    ]
+    if placements:
+        parts.append(
+            _family(
+                "tp_instance_placement",
+                "gauge",
+                "1 for each instance of a node on the device it computes on",
+                placements,
+            )
+        )
     if stats.gpus:  # absent without NVML or a GPU: not exported at all, as Triton does
         for name, help_text, value in _GPU_FAMILIES:
             samples = [(_labels(gpu_uuid=g.uuid), value(g)) for g in stats.gpus]

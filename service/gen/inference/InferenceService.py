@@ -697,11 +697,11 @@ class infer_topk_result(object):
             if fid == 0:
                 if ftype == TType.LIST:
                     self.success = []
-                    (_etype42, _size39) = iprot.readListBegin()
-                    for _i43 in range(_size39):
-                        _elem44 = Prediction()
-                        _elem44.read(iprot)
-                        self.success.append(_elem44)
+                    (_etype49, _size46) = iprot.readListBegin()
+                    for _i50 in range(_size46):
+                        _elem51 = Prediction()
+                        _elem51.read(iprot)
+                        self.success.append(_elem51)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -723,8 +723,8 @@ class infer_topk_result(object):
         if self.success is not None:
             oprot.writeFieldBegin('success', TType.LIST, 0)
             oprot.writeListBegin(TType.STRUCT, len(self.success))
-            for iter45 in self.success:
-                iter45.write(oprot)
+            for iter52 in self.success:
+                iter52.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.error is not None:
@@ -779,11 +779,11 @@ class infer_many_args(object):
             if fid == 1:
                 if ftype == TType.LIST:
                     self.params = []
-                    (_etype49, _size46) = iprot.readListBegin()
-                    for _i50 in range(_size46):
-                        _elem51 = InferenceParams()
-                        _elem51.read(iprot)
-                        self.params.append(_elem51)
+                    (_etype56, _size53) = iprot.readListBegin()
+                    for _i57 in range(_size53):
+                        _elem58 = InferenceParams()
+                        _elem58.read(iprot)
+                        self.params.append(_elem58)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -805,8 +805,8 @@ class infer_many_args(object):
         if self.params is not None:
             oprot.writeFieldBegin('params', TType.LIST, 1)
             oprot.writeListBegin(TType.STRUCT, len(self.params))
-            for iter52 in self.params:
-                iter52.write(oprot)
+            for iter59 in self.params:
+                iter59.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.k is not None:
@@ -862,11 +862,11 @@ class infer_many_result(object):
             if fid == 0:
                 if ftype == TType.LIST:
                     self.success = []
-                    (_etype56, _size53) = iprot.readListBegin()
-                    for _i57 in range(_size53):
-                        _elem58 = ItemResult()
-                        _elem58.read(iprot)
-                        self.success.append(_elem58)
+                    (_etype63, _size60) = iprot.readListBegin()
+                    for _i64 in range(_size60):
+                        _elem65 = ItemResult()
+                        _elem65.read(iprot)
+                        self.success.append(_elem65)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -888,8 +888,8 @@ class infer_many_result(object):
         if self.success is not None:
             oprot.writeFieldBegin('success', TType.LIST, 0)
             oprot.writeListBegin(TType.STRUCT, len(self.success))
-            for iter59 in self.success:
-                iter59.write(oprot)
+            for iter66 in self.success:
+                iter66.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.error is not None:

@@ -482,11 +482,12 @@ class NodeStats(object):
      - compute_time_ms_total
      - queue_length
      - request_compute_time_ms_total
+     - instance_placements
 
     """
 
 
-    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None,):
+    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None, instance_placements=None,):
         self.node = node
         self.backend = backend
         self.instances = instances
@@ -501,6 +502,7 @@ class NodeStats(object):
         self.compute_time_ms_total = compute_time_ms_total
         self.queue_length = queue_length
         self.request_compute_time_ms_total = request_compute_time_ms_total
+        self.instance_placements = instance_placements
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -587,6 +589,16 @@ class NodeStats(object):
                     self.request_compute_time_ms_total = iprot.readDouble()
                 else:
                     iprot.skip(ftype)
+            elif fid == 15:
+                if ftype == TType.LIST:
+                    self.instance_placements = []
+                    (_etype17, _size14) = iprot.readListBegin()
+                    for _i18 in range(_size14):
+                        _elem19 = iprot.readString().decode('utf-8', errors='replace') if sys.version_info[0] == 2 else iprot.readString()
+                        self.instance_placements.append(_elem19)
+                    iprot.readListEnd()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -636,9 +648,9 @@ class NodeStats(object):
         if self.batch_sizes is not None:
             oprot.writeFieldBegin('batch_sizes', TType.MAP, 10)
             oprot.writeMapBegin(TType.I32, TType.I64, len(self.batch_sizes))
-            for kiter14, viter15 in self.batch_sizes.items():
-                oprot.writeI32(kiter14)
-                oprot.writeI64(viter15)
+            for kiter20, viter21 in self.batch_sizes.items():
+                oprot.writeI32(kiter20)
+                oprot.writeI64(viter21)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.queue_time_ms_total is not None:
@@ -656,6 +668,13 @@ class NodeStats(object):
         if self.request_compute_time_ms_total is not None:
             oprot.writeFieldBegin('request_compute_time_ms_total', TType.DOUBLE, 14)
             oprot.writeDouble(self.request_compute_time_ms_total)
+            oprot.writeFieldEnd()
+        if self.instance_placements is not None:
+            oprot.writeFieldBegin('instance_placements', TType.LIST, 15)
+            oprot.writeListBegin(TType.STRING, len(self.instance_placements))
+            for iter22 in self.instance_placements:
+                oprot.writeString(iter22.encode('utf-8') if sys.version_info[0] == 2 else iter22)
+            oprot.writeListEnd()
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -889,33 +908,33 @@ class ServerStats(object):
             elif fid == 6:
                 if ftype == TType.MAP:
                     self.failures_by_code = {}
-                    (_ktype17, _vtype18, _size16) = iprot.readMapBegin()
-                    for _i20 in range(_size16):
-                        _key21 = iprot.readI32()
-                        _val22 = iprot.readI64()
-                        self.failures_by_code[_key21] = _val22
+                    (_ktype24, _vtype25, _size23) = iprot.readMapBegin()
+                    for _i27 in range(_size23):
+                        _key28 = iprot.readI32()
+                        _val29 = iprot.readI64()
+                        self.failures_by_code[_key28] = _val29
                     iprot.readMapEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 7:
                 if ftype == TType.LIST:
                     self.nodes = []
-                    (_etype26, _size23) = iprot.readListBegin()
-                    for _i27 in range(_size23):
-                        _elem28 = NodeStats()
-                        _elem28.read(iprot)
-                        self.nodes.append(_elem28)
+                    (_etype33, _size30) = iprot.readListBegin()
+                    for _i34 in range(_size30):
+                        _elem35 = NodeStats()
+                        _elem35.read(iprot)
+                        self.nodes.append(_elem35)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
             elif fid == 8:
                 if ftype == TType.LIST:
                     self.gpus = []
-                    (_etype32, _size29) = iprot.readListBegin()
-                    for _i33 in range(_size29):
-                        _elem34 = GpuStats()
-                        _elem34.read(iprot)
-                        self.gpus.append(_elem34)
+                    (_etype39, _size36) = iprot.readListBegin()
+                    for _i40 in range(_size36):
+                        _elem41 = GpuStats()
+                        _elem41.read(iprot)
+                        self.gpus.append(_elem41)
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
@@ -957,23 +976,23 @@ class ServerStats(object):
         if self.failures_by_code is not None:
             oprot.writeFieldBegin('failures_by_code', TType.MAP, 6)
             oprot.writeMapBegin(TType.I32, TType.I64, len(self.failures_by_code))
-            for kiter35, viter36 in self.failures_by_code.items():
-                oprot.writeI32(kiter35)
-                oprot.writeI64(viter36)
+            for kiter42, viter43 in self.failures_by_code.items():
+                oprot.writeI32(kiter42)
+                oprot.writeI64(viter43)
             oprot.writeMapEnd()
             oprot.writeFieldEnd()
         if self.nodes is not None:
             oprot.writeFieldBegin('nodes', TType.LIST, 7)
             oprot.writeListBegin(TType.STRUCT, len(self.nodes))
-            for iter37 in self.nodes:
-                iter37.write(oprot)
+            for iter44 in self.nodes:
+                iter44.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.gpus is not None:
             oprot.writeFieldBegin('gpus', TType.LIST, 8)
             oprot.writeListBegin(TType.STRUCT, len(self.gpus))
-            for iter38 in self.gpus:
-                iter38.write(oprot)
+            for iter45 in self.gpus:
+                iter45.write(oprot)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
         if self.ready is not None:
@@ -1060,6 +1079,7 @@ NodeStats.thrift_spec = (
     (12, TType.DOUBLE, 'compute_time_ms_total', None, None, ),  # 12
     (13, TType.I32, 'queue_length', None, None, ),  # 13
     (14, TType.DOUBLE, 'request_compute_time_ms_total', None, None, ),  # 14
+    (15, TType.LIST, 'instance_placements', (TType.STRING, 'UTF8', False), None, ),  # 15
 )
 all_structs.append(GpuStats)
 GpuStats.thrift_spec = (
