@@ -97,8 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--shutdown-delay-s",
         type=float,
         default=0.0,
-        help="on SIGTERM, keep accepting this long while /health/ready answers 503, so load "
-        "balancers stop sending first; then stop accepting and drain",
+        help="on SIGTERM, keep accepting this long while /health/ready answers 404 "
+        "(draining), so load balancers stop sending first; then stop accepting and drain",
     )
     parser.add_argument(
         "--warmup-timeout-s",

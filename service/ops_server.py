@@ -1,4 +1,14 @@
-"""The operations port: ``/metrics`` (Prometheus), ``/health/live`` and ``/health/ready``."""
+"""The operations port: ``/metrics`` (Prometheus), ``/health/live`` and ``/health/ready``.
+
+``/health/ready`` answers 200 when the server is ready, 503 while it starts (models loading,
+warm-up) and 404 from the moment it drains (SIGTERM) until it exits. Two statuses for "not
+ready" because load balancers should treat the two differently: HAProxy with ``http-check
+disable-on-404`` (deploy/haproxy.cfg) takes a server answering 404 out of the pool without
+marking it down, so it sends it no new connections but leaves the calls still running on it
+alone, whereas a failed check (503, or no answer) marks a server down and ``on-marked-down
+shutdown-sessions`` then closes its connections. Kubernetes takes any status outside 200-399
+as not ready, so both keep a pod out of a Service's endpoints.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +26,16 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _CONNECTION_TIMEOUT_S = 10.0
 
 
+#: The status of ``/health/ready`` in each life stage of the server (see the module docstring).
+READINESS_STATUS = {"starting": 503, "ready": 200, "draining": 404}
+
+
 class ServiceState:
     """What the health endpoints report: the life stages of the server process.
 
     ``starting`` (models loading, warm-up not yet done) -> ``ready`` (warmed up, Thrift port
-    accepting) -> ``draining`` (SIGTERM received: finishing in-flight requests). Thread-safe.
+    accepting) -> ``draining`` (SIGTERM received, or the warm-up failed: finishing in-flight
+    requests; a server may go there straight from ``starting``). Thread-safe.
     """
 
     def __init__(self) -> None:
@@ -58,10 +73,12 @@ class ServiceState:
         with self._lock:
             return self._draining
 
-    def readiness(self) -> tuple[bool, str]:
-        """(ready, one-line explanation), read together."""
+    def readiness(self) -> tuple[str, str]:
+        """(life stage: "starting", "ready" or "draining"; one-line explanation), read together."""
         with self._lock:
-            return self._ready, self._detail
+            if self._draining:
+                return "draining", self._detail
+            return ("ready" if self._ready else "starting"), self._detail
 
 
 class OpsServer:
@@ -112,8 +129,8 @@ class OpsServer:
         if path == "/health/live":
             return 200, "text/plain; charset=utf-8", "live\n"
         if path == "/health/ready":
-            ready, detail = self.state.readiness()
-            return (200 if ready else 503), "text/plain; charset=utf-8", detail + "\n"
+            stage, detail = self.state.readiness()
+            return READINESS_STATUS[stage], "text/plain; charset=utf-8", detail + "\n"
         if path == "/metrics":
             try:
                 return 200, PROMETHEUS_CONTENT_TYPE, self._render_metrics()

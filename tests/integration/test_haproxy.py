@@ -7,12 +7,19 @@ only calls HAProxy routed to it may fail (one per connection; under SIGKILL a re
 races the process's death can reach it and fail once more), and the other server carries the
 rest. Between the two cases the stopped server is started again on the same ports and HAProxy
 must take it back in.
+
+Under SIGTERM a call is also held in flight on the victim through HAProxy (all of its request
+but the last byte sent before the stop, the last byte only once HAProxy has seen the drain): the
+draining server answers /health/ready with 404, which ``http-check disable-on-404`` turns into
+NOLB (no new connections, sessions kept) rather than DOWN, so ``on-marked-down
+shutdown-sessions`` does not cut the call and the server answers it before it exits.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TTransport
 
 from benchmarks.server_process import free_port, service_command
 from clients.client_qps import LoadResult, run_load
@@ -33,6 +42,8 @@ from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR, load_images
 from clients.load_worker import CONNECTION
 from deploy.render_haproxy import TEMPLATE_PATH, Layout, Upstream, parse_layout, render
+from service.gen.inference import InferenceService
+from service.gen.inference.ttypes import InferenceParams, InferenceResult
 from tests.integration.test_no_mixups import cheap_config
 
 logger = logging.getLogger(__name__)
@@ -98,21 +109,25 @@ class Haproxy:
                 stdin=subprocess.DEVNULL,
             )
 
-    def servers(self) -> dict[str, dict[str, str]]:
-        """``show stat`` rows of the Thrift backend's servers, by server name."""
+    def command(self, line: str) -> str:
+        """One command on the admin socket and its answer; "" when the socket is not up yet."""
         if self.process.poll() is not None:
             pytest.fail(f"haproxy exited with {self.process.returncode}:\n{self.log()}")
         try:
             with socket.socket(socket.AF_UNIX) as admin:
                 admin.settimeout(5)
                 admin.connect(self.socket_path)
-                admin.sendall(b"show stat\n")
+                admin.sendall(line.encode() + b"\n")
                 chunks = []
                 while chunk := admin.recv(65536):
                     chunks.append(chunk)
         except OSError:
-            return {}
-        lines = b"".join(chunks).decode().lstrip("# ").splitlines()
+            return ""
+        return b"".join(chunks).decode()
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        """``show stat`` rows of the Thrift backend's servers, by server name."""
+        lines = self.command("show stat").lstrip("# ").splitlines()
         return {
             row["svname"]: row
             for row in csv.DictReader(lines)
@@ -165,6 +180,29 @@ class Server:
             self.process.wait()
 
 
+class HeldCall:
+    """An ``infer_batch`` call through HAProxy, held in flight: all of its request but the last
+    byte is sent at once, so the server's thread is inside the call (reading the rest) and a
+    draining server waits for it; ``finish`` sends the last byte and reads the answer."""
+
+    def __init__(self, port: int, image: bytes):
+        message = TTransport.TMemoryBuffer()
+        InferenceService.Client(TBinaryProtocol.TBinaryProtocol(message)).send_infer_batch(
+            InferenceParams(uuid="held", data=image)
+        )
+        self._request = message.getvalue()
+        self.connection = connect("127.0.0.1", port, timeout_s=WAIT_S)
+        self._send(self._request[:-1])
+
+    def _send(self, data: bytes) -> None:
+        self.connection.transport.write(data)
+        self.connection.transport.flush()
+
+    def finish(self) -> InferenceResult:
+        self._send(self._request[-1:])
+        return self.connection.client.recv_infer_batch()
+
+
 @dataclass
 class Cluster:
     """Two servers (tp1 is the one stopped mid-run, tp2 the survivor) behind HAProxy."""
@@ -197,6 +235,26 @@ class Cluster:
             "HAProxy to see every server UP",
         )
 
+    def hold_call_on(self, name: str, image: bytes) -> HeldCall:
+        """A held call on server ``name``: the others take no new connections (admin state
+        ``drain``) while it connects, so HAProxy has to place it there."""
+        others = [f"tp{i + 1}" for i in range(len(self.upstreams)) if f"tp{i + 1}" != name]
+        sessions = int(self.haproxy.servers()[name]["scur"])
+        try:
+            for other in others:
+                answer = self.haproxy.command(f"set server thrift_servers/{other} state drain")
+                assert answer.strip() == "", answer
+            held = HeldCall(self.frontend_port, image)
+            wait_until(
+                lambda: int(self.haproxy.servers()[name]["scur"]) == sessions + 1,
+                f"the held call's session on {name}",
+            )
+        finally:
+            for other in others:
+                self.haproxy.command(f"set server thrift_servers/{other} state ready")
+        assert {self.haproxy.status(other) for other in others} <= {"UP"}
+        return held
+
     def logs(self) -> str:
         parts = [f"--- haproxy\n{self.haproxy.log()}"]
         parts += [f"--- {s.log_path.name}\n{s.log()[-4000:]}" for s in self.servers]
@@ -211,6 +269,9 @@ def cluster(resnet18_small_onnx: Path, tmp_path_factory: pytest.TempPathFactory)
 
     def command(upstream: Upstream) -> list[str]:
         command = service_command("pipelined", upstream.port, threads=SERVER_THREADS, config=config)
+        # The held call (SIGTERM case) stalls inside one message until HAProxy has seen the
+        # drain: allow it longer than the default 30 s on a slow machine.
+        command += ["--io-timeout-s", str(WAIT_S)]
         return [*command, "--metrics-port", str(upstream.metrics_port)]
 
     frontend_port = free_port()
@@ -248,11 +309,15 @@ def test_haproxy_checks_each_server_readiness_over_http(cluster):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_load_survives_losing_a_server(cluster, images, signum):
+def test_load_survives_losing_a_server(cluster, images, signum, request):
     victim, survivor = cluster.upstreams
     if cluster.server(0).process.poll() is not None:  # stopped by the previous case
         cluster.start(0)
     cluster.wait_all_up()  # after a restart: HAProxy took the server back in
+    held = None
+    if signum == signal.SIGTERM:  # a call in flight on the victim through the whole drain
+        held = cluster.hold_call_on("tp1", images[0])
+        request.addfinalizer(held.connection.close)
 
     timed = threading.Event()
     outcome: dict[str, object] = {}
@@ -284,7 +349,24 @@ def test_load_survives_losing_a_server(cluster, images, signum):
     at_stop = cluster.haproxy.servers()
     survivor_at_stop = requests_ok(survivor.port)
     done_before_stop = requests_ok(victim.port) - victim_start + survivor_at_stop - survivor_start
+    log_at_stop = len(cluster.haproxy.log())
     cluster.server(0).process.send_signal(signum)
+    if held is not None:
+        # The drain waits for the held call, so the victim stays up, its readiness answering
+        # 404, until the call is done. HAProxy must take it out of the pool without marking it
+        # DOWN (which would shut its sessions, the held call's included) and leave the call be.
+        seen: dict[str, str] = {}
+
+        def out_of_pool() -> bool:
+            seen.update(cluster.haproxy.servers()["tp1"])
+            return not seen["status"].startswith("UP")  # "UP 1/2": one check failed
+
+        wait_until(out_of_pool, "HAProxy to take the draining tp1 out of the pool")
+        assert seen["status"].startswith("NOLB"), (seen, cluster.logs())  # not DOWN
+        assert int(seen["scur"]) >= 1, seen  # the held call's session is still open
+        answer = held.finish()  # the draining server answers the held call through HAProxy
+        assert isinstance(answer, InferenceResult) and answer.label, answer
+        held.connection.close()
     code = cluster.server(0).process.wait(timeout=WAIT_S)
     loader.join(WAIT_S * 2)
     assert not loader.is_alive(), "the load test did not finish"
@@ -292,12 +374,14 @@ def test_load_survives_losing_a_server(cluster, images, signum):
     result = outcome["result"]
     assert isinstance(result, LoadResult)
     at_end = cluster.haproxy.servers()
+    # The load's connections on the victim (the held call's session is not one of them).
+    victim_connections = int(at_stop["tp1"]["scur"]) - (held is not None)
     logger.info(
-        "%s: victim had %s connections at the stop, %d sessions later (%d connect errors, "
+        "%s: victim had %d load connections at the stop, %d sessions later (%d connect errors, "
         "%d redispatched); %d of %d calls failed %s; %d calls done before the stop; "
         "tp2 srv_abrt %s -> %s",
         signal.Signals(signum).name,
-        at_stop["tp1"]["scur"],
+        victim_connections,
         *(int(at_end["tp1"][key]) - int(at_stop["tp1"][key]) for key in ("stot", "econ", "wredis")),
         result.errors,
         result.requests,
@@ -314,7 +398,6 @@ def test_load_survives_losing_a_server(cluster, images, signum):
     # are refused at once and HAProxy redispatches them. Under SIGKILL the calls in flight fail,
     # and a reconnection may still reach the dying process (its listening socket completes
     # handshakes for a moment) and fail once more.
-    victim_connections = int(at_stop["tp1"]["scur"])
     later_sessions = int(at_end["tp1"]["stot"]) - int(at_stop["tp1"]["stot"])
     assert 0 < victim_connections <= CLIENTS
     assert result.requests == CALLS
@@ -333,5 +416,16 @@ def test_load_survives_losing_a_server(cluster, images, signum):
     )
     wait_until(lambda: cluster.haproxy.status("tp1").startswith("DOWN"), "tp1 to be marked DOWN")
     assert cluster.haproxy.status("tp2") == "UP"
+    if signum == signal.SIGTERM:
+        # HAProxy cut none of the victim's sessions: it marked tp1 DOWN only once the drained
+        # server had exited and closed them all, and of the sessions that ended after the stop
+        # (the load's and the held call's, at least) none was killed for the server being down
+        # (termination state "D.", tcplog's %ts).
+        after = cluster.haproxy.log()[log_at_stop:]
+        down = [line for line in after.splitlines() if "thrift_servers/tp1 is DOWN" in line]
+        assert down and all(" 0 sessions active," in line for line in down), cluster.logs()
+        ended = re.findall(r" thrift_servers/tp1 \S+ \S+ (\S\S) ", after)
+        assert len(ended) >= victim_connections + 1, (ended, cluster.logs())
+        assert not [state for state in ended if state.startswith("D")], (ended, cluster.logs())
     # SIGTERM drains: the server finished what it had received and exited 0.
     assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL), cluster.logs()

@@ -44,7 +44,9 @@ def test_ready_after_warmup_and_not_ready_once_draining(resnet18_onnx):
         assert value(found, "process_resident_memory_bytes") > 0
 
         server.process.send_signal(signal.SIGTERM)
-        poll_status(metrics_port, "/health/ready", 503)
+        poll_status(metrics_port, "/health/ready", 404)  # draining (503 is for starting)
+        status, _type, body = get(metrics_port, "/health/ready")
+        assert (status, body) == (404, "draining: finishing in-flight requests\n")
         assert get(metrics_port, "/health/live")[0] == 200
         # Within --shutdown-delay-s the Thrift port still takes new clients (the load
         # balancer is still learning that this server is going away).

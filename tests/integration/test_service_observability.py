@@ -85,10 +85,24 @@ def test_health_follows_the_life_of_the_server(ops):
     state.mark_ready()
     assert get(server.port, "/health/ready")[0] == 200
     state.mark_draining()
-    assert get(server.port, "/health/ready")[0] == 503
+    # 404, not 503: HAProxy (http-check disable-on-404) stops new connections to a draining
+    # server without marking it down, so the calls it is finishing are not cut.
+    status, _type, body = get(server.port, "/health/ready")
+    assert (status, body) == (404, "draining: finishing in-flight requests\n")
     state.mark_ready()  # a late warm-up must not make a draining server ready again
-    assert get(server.port, "/health/ready")[0] == 503
+    assert get(server.port, "/health/ready")[0] == 404
     assert get(server.port, "/health/live")[0] == 200
+
+
+def test_stopped_while_starting_answers_draining(ops):
+    """SIGTERM (or a failed warm-up) before the server was ever ready: draining, 404."""
+    server, state, _calls = ops
+    state.set_detail("starting: warm-up inference in progress")
+    assert get(server.port, "/health/ready")[0] == 503
+    state.mark_draining()
+    status, _type, body = get(server.port, "/health/ready")
+    assert (status, body) == (404, "draining: finishing in-flight requests\n")
+    assert not state.ready and state.draining
 
 
 def test_metrics_path_and_errors(ops):

@@ -134,6 +134,11 @@ def test_haproxy_config_matches_the_service():
     (default_server,) = [words for words in backend if words[0] == "default-server"]
     settings = dict(zip(default_server[1::2], default_server[2::2], strict=False))
     assert settings["on-marked-down"] == "shutdown-sessions"
+    # A draining server answers 404 (test_health_paths_are_the_services): HAProxy must take
+    # that as "no new connections", not as a failed check that marks it down and, through
+    # shutdown-sessions, cuts the calls it is finishing.
+    assert ["http-check", "disable-on-404"] in backend
+    assert ["http-check", "expect", "status", "200"] in backend
     # One connection per server thread: HAProxy must not hand a server more than it serves.
     assert int(settings["maxconn"]) == DEFAULTS.threads
     assert int(settings["fall"]) <= 3  # fast failover: a few failed checks, not tens
@@ -166,11 +171,14 @@ def test_health_paths_are_the_services():
     ops = OpsServer(state, lambda: "", host="127.0.0.1", port=0)
     try:
         assert ops.respond(LIVE_PATH)[0] == 200
-        assert ops.respond(READY_PATH)[0] == 503  # loading
+        assert ops.respond(READY_PATH)[0] == 503  # loading: a failed check, not in the pool
         state.mark_ready()
         assert ops.respond(READY_PATH)[0] == 200
         state.mark_draining()
-        assert ops.respond(READY_PATH)[0] == 503
+        # Draining: 404, which haproxy.cfg's `http-check disable-on-404` reads as "no new
+        # connections, keep the open ones"; for Kubernetes any status from 400 on is not ready.
+        status, _type, body = ops.respond(READY_PATH)
+        assert (status, body) == (404, "draining: finishing in-flight requests\n")
         assert ops.respond("/health/nope")[0] == 404  # so a typo in a path would show
     finally:
         ops.close()
