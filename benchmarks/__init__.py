@@ -1,0 +1,1 @@
+"""Benchmarks: the main job (compare), sweeps, profiling, soak and the scheduler overhead."""
