@@ -384,3 +384,60 @@ def test_no_wait_for_a_fuller_batch_when_nothing_is_upstream(gate):
         assert request["result"] == "free"
         gate.gate.set()
         assert blocked.result(timeout=WAIT_S)["result"] == "block"
+
+
+def test_inline_node_runs_on_the_callers_thread_with_one_instance_per_thread():
+    @register_backend("TestThreadName")
+    class ThreadName(Backend):
+        def init(self, params):
+            self.index = params["instance_index"]
+
+        def forward(self, batch):
+            for item in batch:
+                item["result"] = (item["data"], threading.current_thread().name, self.index)
+
+    config = {
+        "pre": {"backend": "TestThreadName", "inline": True, "next": "post"},
+        "post": {"backend": "Identity", "max": 4},
+    }
+    with tp.pipe(config) as model:
+        seen = {}
+
+        def caller(index):
+            for sequence in range(50):
+                request = {"data": sequence}
+                model(request)
+                data, thread, instance = request["result"]
+                assert (data, thread) == (sequence, threading.current_thread().name)
+                seen.setdefault(thread, set()).add(instance)
+
+        run_threads(4, caller)
+        stats = model.stats()["pre"]
+    assert all(len(instances) == 1 for instances in seen.values())  # one instance per thread
+    assert len({next(iter(i)) for i in seen.values()}) == 4  # and a different one each
+    assert stats.instances == 5  # the four callers' and the one created at start-up
+    assert stats.requests_ok == 200
+
+
+def test_inline_node_isolates_errors_and_close_waits_for_it(gate):
+    config = {
+        "check": {"backend": "Fail", "fail_on": "bad", "inline": True, "next": "slow"},
+        "slow": {"backend": "TestGate", "max": 8},
+    }
+    model = tp.pipe(config)
+    with pytest.raises(tp.BackendError):
+        model({"data": "bad"})
+    futures = [model.submit({"data": index}) for index in range(5)]
+    assert gate.entered.acquire(timeout=WAIT_S)
+    closer = threading.Thread(target=model.close)
+    closer.start()
+    gate.gate.set()
+    closer.join(timeout=WAIT_S)
+    assert [future.result(timeout=0)["result"] for future in futures] == list(range(5))
+    with pytest.raises(tp.PipelineClosedError):
+        model({"data": 1})
+
+
+def test_inline_refuses_a_minimum_batch():
+    with pytest.raises(tp.errors.BackendInitError, match="inline"):
+        tp.pipe({"a": {"backend": "Identity", "inline": "true", "min": 2, "max": 4}})

@@ -105,6 +105,7 @@ def test_too_many_children():
         ("request_timeout", "nan"),
         ("device_id", "0,x"),
         ("device_id", -1),
+        ("inline", "maybe"),
     ],
 )
 def test_bad_numbers(key, value):

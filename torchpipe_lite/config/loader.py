@@ -86,6 +86,7 @@ def _node(name: str, table: dict[str, Any]) -> NodeConfig:
         next_nodes=_next_nodes(name, table.get("next")),
         max_queue_size=_int(name, table, "max_queue_size", 0, minimum=0),
         request_timeout_ms=_float(name, table, "request_timeout", 0.0),
+        inline=_bool(name, table, "inline"),
         params=dict(table),
     )
 
@@ -148,6 +149,18 @@ def _float(node: str, table: Mapping[str, Any], key: str, default: float) -> flo
     if value < 0 or value != value:  # NaN is not >= 0 either
         raise ConfigError(f"must be a non-negative number, got {value}", node=node, key=key)
     return value
+
+
+def _bool(node: str, table: Mapping[str, Any], key: str) -> bool:
+    value = table.get(key, False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"must be true or false, got {value!r}", node=node, key=key)
 
 
 def _next_nodes(node: str, value: Any) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ NODE_KEYS = frozenset(
         "max_queue_size",
         "request_timeout",
         "device_id",
+        "inline",
     }
 )
 
@@ -43,6 +44,8 @@ class NodeConfig:
     next_nodes: tuple[str, ...] = ()
     max_queue_size: int = 0
     request_timeout_ms: float = 0.0
+    #: Run the backend on the thread that delivers each request (no queue, no worker threads).
+    inline: bool = False
     #: Every key of the node as written (after defaults), handed to each backend's ``init``.
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -317,6 +317,8 @@ class Node:
         end = monotonic()
         with self._cond:  # before routing, so downstream sees them leave here as they arrive
             self._in_service -= len(jobs)
+            if self._draining and not self._in_service:
+                self._cond.notify_all()  # an inline node's close() waits for this
         counters.compute_time_s += end - start
         counters.request_compute_time_s += (end - start) * len(jobs)
         counters.queue_time_s += sum(start - job[2] for job in jobs)
@@ -381,7 +383,7 @@ class Node:
         stats = NodeStats(
             node=self.name,
             backend=self.backend_name,
-            instances=self.config.instance_num,
+            instances=len(self._counters),
             requests_rejected=self._rejected,
             queue_length=len(self._queue),
             instance_placements=list(self._placements),

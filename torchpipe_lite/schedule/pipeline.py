@@ -14,6 +14,7 @@ from ..config.loader import load_config
 from ..config.schema import PipelineConfig
 from ..errors import InvalidRequestError, PipelineClosedError, RequestError, RequestTimeoutError
 from ..metrics import NodeStats
+from .inline_node import InlineNode
 from .node import Job, Node
 from .request import RequestHandle
 
@@ -35,7 +36,8 @@ class Pipeline:
         self._closed = False
         self._close_lock = threading.Lock()
         for node_config in config.nodes:
-            self._nodes[node_config.name] = Node(node_config, self._route)
+            node_class = InlineNode if node_config.inline else Node
+            self._nodes[node_config.name] = node_class(node_config, self._route)
         for node_config in config.nodes:
             self._successors[node_config.name] = tuple(
                 self._nodes[name] for name in node_config.next_nodes
