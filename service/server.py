@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import select
+import signal
 import socket
 import threading
 import time
@@ -124,6 +125,12 @@ class ThriftServer:
         self._wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         self._wake_w: int | None = wake_w
+        # Signals wake the accept loop through their own pipe (signal.set_wakeup_fd): the
+        # kernel may deliver SIGTERM to any thread, and Python runs the handler only once the
+        # main thread, blocked in poll(), returns to bytecode.
+        self._signal_r, self._signal_w = os.pipe()
+        os.set_blocking(self._signal_r, False)
+        os.set_blocking(self._signal_w, False)
         if not fastbinary_available():
             logger.warning(
                 "thrift.protocol.fastbinary (the C extension) is missing: using the pure-Python "
@@ -178,9 +185,13 @@ class ThriftServer:
         ]
         for worker in workers:
             worker.start()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous_wakeup_fd = signal.set_wakeup_fd(self._signal_w) if on_main_thread else -1
         try:
             self._accept_until_stopped()
         finally:
+            if on_main_thread:
+                signal.set_wakeup_fd(previous_wakeup_fd)
             self._listener.close()
             self.stopped_accepting.set()
             for _ in workers:
@@ -197,8 +208,8 @@ class ThriftServer:
             return False
         wake_r, wake_w = self._wake_r, self._wake_w
         self._wake_w = None
-        os.close(wake_w)
-        os.close(wake_r)
+        for fd in (wake_w, wake_r, self._signal_r, self._signal_w):
+            os.close(fd)
         return True
 
     def _accept_until_stopped(self) -> None:
@@ -206,10 +217,16 @@ class ThriftServer:
         poller = select.poll()
         poller.register(self._listener.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        poller.register(self._signal_r, select.POLLIN)
         while not self._stopping.is_set():
-            poller.poll()
+            ready = {fd for fd, _event in poller.poll()}
+            # A signal's handler has run by now (the main thread is back in bytecode).
+            if self._signal_r in ready:
+                _drain(self._signal_r)
             if self._stopping.is_set():
                 return
+            if self._listener.fileno() not in ready:
+                continue
             try:
                 conn, _address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -275,3 +292,10 @@ class ThriftServer:
                     "closing the connection from %s: malformed or oversized request: %s", peer, exc
                 )
                 return
+
+
+def _drain(fd: int) -> None:
+    """Read a non-blocking pipe empty."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass

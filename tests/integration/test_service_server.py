@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
+import time
 from collections.abc import Sequence
 
 import torch
@@ -74,3 +76,38 @@ def test_stop_refuses_new_connections_and_answers_in_flight_requests():
     assert drained == [True]
     assert idle.recv(16) == b"", "the idle connection should be closed by the stop"
     idle.close()
+
+
+def test_a_signal_delivered_to_another_thread_wakes_the_accept_loop():
+    """The kernel may hand SIGTERM to any thread; the server's main thread, blocked waiting for
+    connections, must still run the handler at once (not at the next connection)."""
+    server = ThriftServer(GatedHandler(), host="127.0.0.1", port=0, threads=1)
+    port = server.listen()
+    handled = threading.Event()
+
+    def on_signal(_signum, _frame):
+        handled.set()
+        server.stop()
+
+    def deliver_to_this_thread():
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    def unblock_if_stuck():
+        # Without the wake-up, only a connection would wake serve(): make one late, so a
+        # failing run ends instead of hanging, and the assertion below tells why.
+        if not handled.wait(WAIT_S):
+            socket.create_connection(("127.0.0.1", port)).close()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sender = threading.Timer(0.2, deliver_to_this_thread)  # after serve() is polling
+        watchdog = threading.Thread(target=unblock_if_stuck, daemon=True)
+        sender.start()
+        watchdog.start()
+        began = time.monotonic()
+        server.serve(drain_timeout_s=WAIT_S)  # on the main thread, as python -m service runs it
+        took_s = time.monotonic() - began
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handled.is_set()
+    assert took_s < WAIT_S / 2, f"serve() noticed the signal only after {took_s:.1f} s"
