@@ -18,9 +18,10 @@ import threading
 
 from ..backends.base import Backend
 from ..backends.tree import instantiate
+from ..config.schema import NodeConfig
 from ..errors import BackendError, BackendInitError, PipelineClosedError
 from ..metrics import InstanceCounters
-from .node import Job, Node
+from .node import Job, Node, Router
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ logger = logging.getLogger(__name__)
 class InlineNode(Node):
     """A node with no queue and no threads of its own: ``put`` runs the batch and routes it."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: NodeConfig, router: Router):
+        super().__init__(config, router)
         self._counters = []  # one per thread that has run this stage
         self._placements = []
         self._backends: list[Backend] = []
