@@ -257,3 +257,31 @@ def test_gpu_decode_pipeline_agrees_with_the_cpu_pipeline(resnet18_onnx: Path) -
     print(f"GPU vs CPU preprocessing: top-1 agrees {agree:.3f}, max rel. error {max(errors):.2e}")
     assert max(errors) < 5e-2
     assert agree >= 0.9
+
+
+def test_sync_tensor_around_the_gpu_image_chain_gives_the_same_pixels() -> None:
+    # Inside SyncTensor the chain's own waits are deferred to one at the end: the pixels must
+    # be exactly those of the chain run on its own (which waits after every step).
+    chain = "Sequential[DecodeTensor,ResizeTensor,CvtColorTensor]"
+    params = {"resize_h": 224, "resize_w": 224, "color": "rgb"}
+    plain = tp.create_backend(chain, params)
+    wrapped = tp.create_backend(f"SyncTensor[{chain}]", params)
+    for _ in range(3):
+        batches = [[{"data": p.read_bytes()} for p in PHOTOS] for _ in range(2)]
+        plain.forward(batches[0])
+        wrapped.forward(batches[1])
+        for expected, actual in zip(batches[0], batches[1], strict=True):
+            assert actual["result"].is_cuda
+            assert torch.equal(actual["result"], expected["result"])
+
+
+def test_blocking_wait_returns_after_the_stream_has_run() -> None:
+    from torchpipe_lite.backends.cuda_wait import wait_for_stream
+
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU time
+        done = torch.cuda.Event()
+        done.record(stream)
+    wait_for_stream(stream)
+    assert done.query()

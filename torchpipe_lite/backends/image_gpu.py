@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, InvalidInputError
 from .base import Backend
+from .cuda_wait import wait_for_current_stream
 from .image_cpu import ChannelSwap, as_bytes, decode_bgr
 from .image_header import DEFAULT_MAX_PIXELS, check_pixels, read_header
 from .jpeg_scan import check_jpeg_scan
@@ -69,10 +70,8 @@ def require_image_tensor(data: Any, channels: int | None = None) -> torch.Tensor
 
 
 def _synchronize(tensor: torch.Tensor) -> None:
-    import torch
-
     if tensor.is_cuda:
-        torch.cuda.current_stream(tensor.device).synchronize()
+        wait_for_current_stream(tensor.device)
 
 
 @register_backend("DecodeTensor")
@@ -134,7 +133,7 @@ class DecodeTensor(Backend):
                     self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
                     continue
                 self._finish(item, apply_orientation(image, orientation), "rgb")
-        torch.cuda.current_stream(self.device).synchronize()
+        wait_for_current_stream(self.device)
 
     def _nvjpeg(self, encoded: list[torch.Tensor]) -> list[torch.Tensor | None]:
         try:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from .base import Backend, param_int
+from .cuda_wait import deferred_waits, wait_for_stream
 from .params import default_gpu_index
 from .registry import register_backend
 
@@ -17,11 +18,11 @@ _warned_no_cuda = False
 @register_backend("SyncTensor")
 class SyncTensor(Backend):
     """Wraps one child. With CUDA, it creates a stream on device ``device_id`` (default: the
-    instances spread over every visible GPU, as the model stages do),
-    initialises the child on it (so CUDA graphs are captured there) and runs every
-    ``forward`` on it, synchronising the stream before returning: the batch's tensors are
-    ready when the request moves on. Without CUDA it logs that once and runs the child plainly.
-    Its batch range is the child's.
+    instances spread over every visible GPU, as the model stages do), initialises the child on
+    it (so CUDA graphs are captured there) and runs every ``forward`` on it, waiting for the
+    stream once before returning (the child's own waits are deferred to that one): the batch's
+    tensors are ready when the request moves on. Without CUDA it logs that once and runs the
+    child plainly. Its batch range is the child's.
     """
 
     PARAMS = frozenset({"device_id"})
@@ -55,10 +56,11 @@ class SyncTensor(Backend):
             self.children[0].forward(batch)
             return
         try:
-            with self._torch.cuda.stream(self.stream):
+            # The child's own per-step waits are deferred to the one below.
+            with self._torch.cuda.stream(self.stream), deferred_waits():
                 self.children[0].forward(batch)
         finally:
-            self.stream.synchronize()
+            wait_for_stream(self.stream)
 
     def min(self) -> int:
         return self.children[0].min()
