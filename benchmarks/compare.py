@@ -11,8 +11,10 @@ GPU use, prints the reference-style table and writes JSON + PNG under ``benchmar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import logging
+import os
 import platform
 import re
 import shlex
@@ -25,6 +27,7 @@ from typing import Any
 import psutil
 
 from benchmarks.gpu_monitor import GpuMonitor
+from benchmarks.mps import MpsError, mps_daemon
 from benchmarks.report import (
     REFERENCE_ROWS,
     REFERENCE_SETUP,
@@ -84,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="pipelined server processes sharing the port (service --workers); the baseline "
         "stays one process, as the reference's",
+    )
+    parser.add_argument(
+        "--mps",
+        action="store_true",
+        help="run both servers under a private CUDA MPS daemon (kernels of the --workers "
+        "processes share the GPU instead of time-slicing it)",
     )
     parser.add_argument("--threads", type=int, help="server RPC threads (default: max(20, c))")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
@@ -263,6 +272,7 @@ def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) 
         f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}; "
         f"pipelined server: {args.workers} process(es), "
         f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: 1 process"
+        + ("; both under CUDA MPS" if args.mps else "")
     )
 
 
@@ -282,6 +292,9 @@ def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, A
         "client_processes": args.processes,
         "server_threads": args.threads,
         "pipelined_workers": args.workers,
+        "cuda_mps": args.mps,
+        # How the model stages wait for the GPU (torchpipe_lite.backends.cuda_wait).
+        "cuda_wait": os.environ.get("TORCHPIPE_LITE_CUDA_WAIT", "block"),
         "img_dir": _shown(args.img_dir),
         "images": len(images),
         "image_mean_kib": sum(map(len, images)) / len(images) / 1024,
@@ -322,16 +335,23 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     ping_rows: list[dict] = []
     server_stats: dict[str, Any] = {}
-    for index, handler in enumerate(HANDLERS):
-        try:
-            handler_rows, handler_pings, server_stats[handler] = run_handler(
-                handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
-            )
-        except (ServerStartError, LoadTestError) as exc:
-            logger.error("%s server: %s", handler, exc)
-            return 1
-        rows += handler_rows
-        ping_rows += handler_pings
+    with contextlib.ExitStack() as stack:
+        if args.mps:
+            try:
+                stack.enter_context(mps_daemon())
+            except (MpsError, OSError, subprocess.SubprocessError) as exc:
+                logger.error("--mps: %s", exc)
+                return 2
+        for index, handler in enumerate(HANDLERS):
+            try:
+                handler_rows, handler_pings, server_stats[handler] = run_handler(
+                    handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
+                )
+            except (ServerStartError, LoadTestError) as exc:
+                logger.error("%s server: %s", handler, exc)
+                return 1
+            rows += handler_rows
+            ping_rows += handler_pings
     print(format_table(rows, setup=setup))
     for handler, stats in server_stats.items():
         print(_batching_line(handler, stats))
