@@ -22,6 +22,14 @@ IMAGES_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
 WAIT_S = 60.0
 
 
+def quick_benchmark_argv(tmp_path: Path) -> list[str]:
+    """Flags shared by the benchmark end-to-end tests: a quick run, ResNet18 exported into
+    ``tmp_path``, results in ``tmp_path/results``, no progress bars."""
+    model, results = str(tmp_path / "resnet18.onnx"), str(tmp_path / "results")
+    quick = ["--quick", "--no-progress", "--arch", "resnet18"]
+    return [*quick, "--model", model, "--results-dir", results]
+
+
 @dataclass
 class LiveService:
     """A server running in this process on a free loopback port."""

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.compare import main
 from benchmarks.report import ROW_KEYS
+from tests.integration.conftest import quick_benchmark_argv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RECORD_KEYS = {"date", "device", "gpu", "gpu_count", "cpu_count", "config", "command", "results"}
@@ -15,23 +16,8 @@ RECORD_KEYS = {"date", "device", "gpu", "gpu_count", "cpu_count", "config", "com
 
 @pytest.mark.slow
 def test_quick_compare_writes_json_and_png(tmp_path):
-    argv = [
-        "--quick",
-        "--arch",
-        "resnet18",
-        "--model",
-        str(tmp_path / "resnet18.onnx"),
-        "--concurrency",
-        "2,3",
-        "--total-number",
-        "9",
-        "--warmup",
-        "2",
-        "--ping-check",
-        "--results-dir",
-        str(tmp_path / "results"),
-        "--no-progress",
-    ]
+    argv = quick_benchmark_argv(tmp_path)
+    argv += ["--concurrency", "2,3", "--total-number", "9", "--warmup", "2", "--ping-check"]
     assert main(argv) == 0  # 0: both servers ran and every call succeeded
     (json_path,) = (tmp_path / "results").glob("*.json")
     (png_path,) = (tmp_path / "results").glob("*.png")
