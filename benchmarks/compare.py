@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import datetime
 import logging
-import os
 import platform
 import re
 import shlex
@@ -278,6 +277,7 @@ def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) 
 
 def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
     from service.service_config import DEFAULT_CONFIG
+    from torchpipe_lite.backends.cuda_wait import wait_mode
 
     config_path = args.config or DEFAULT_CONFIG
     return {
@@ -293,8 +293,7 @@ def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, A
         "server_threads": args.threads,
         "pipelined_workers": args.workers,
         "cuda_mps": args.mps,
-        # How the model stages wait for the GPU (torchpipe_lite.backends.cuda_wait).
-        "cuda_wait": os.environ.get("TORCHPIPE_LITE_CUDA_WAIT", "block"),
+        "cuda_wait": wait_mode(),  # how the GPU stages wait: "block" or "spin"
         "img_dir": _shown(args.img_dir),
         "images": len(images),
         "image_mean_kib": sum(map(len, images)) / len(images) / 1024,

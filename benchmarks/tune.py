@@ -24,6 +24,7 @@ import datetime
 import itertools
 import json
 import logging
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from clients.images import DEFAULT_IMG_DIR, load_images
 logger = logging.getLogger("benchmarks.tune")
 
 Scalar = bool | int | float | str
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,7 @@ def _toml_pair(key: str, value: Any) -> str:
 
 def _toml_key(key: str) -> str:
     # Bare keys allow letters, digits, "_" and "-"; others (e.g. "model::cache") are quoted.
-    return (
-        key
-        if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
-        else (json.dumps(key))
-    )
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -193,7 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the sweep; exit 0 when some point met the budget, 1 when none did or a run broke."""
+    """Runs the sweep; exit 0 when some point met the budget, 1 when none did (a point whose
+    run broke counts as missing it), 2 for a bad command line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     gpu = GpuMonitor.open()
