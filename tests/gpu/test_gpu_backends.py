@@ -138,6 +138,18 @@ def test_torch_tensor_on_cuda_matches_the_cpu(resnet18_onnx: Path) -> None:
         assert relative_error(got["result"], want["result"]) < 1e-2  # TF32 convolutions
 
 
+def test_torch_tensor_takes_gpu_rows_as_it_takes_host_rows(resnet18_onnx: Path) -> None:
+    rows = [preprocessed(path) for path in PHOTOS[:4]]
+    model = tp.create_backend(
+        "SyncTensor[TorchTensor]", model_params(resnet18_onnx, precision="fp32")
+    )
+    from_host, from_gpu = [{"data": r} for r in rows], [{"data": r.cuda()} for r in rows]
+    model.forward(from_host)  # pinned buffer, one upload
+    model.forward(from_gpu)  # already on the GPU: stacked and copied once
+    for host, gpu in zip(from_host, from_gpu, strict=True):
+        torch.testing.assert_close(gpu["result"], host["result"], rtol=0, atol=0)
+
+
 def test_fp16_top1_agrees_with_fp32_on_the_photographs(resnet18_onnx: Path) -> None:
     rows = [preprocessed(path) for path in PHOTOS]
     results = {}

@@ -86,3 +86,33 @@ def test_tensor_stages_reject_non_images() -> None:
 def test_decode_tensor_needs_cuda() -> None:
     with pytest.raises(ConfigError, match="CUDA"):
         tp.create_backend("DecodeTensor", {})
+
+
+def test_resize_tensor_batches_same_size_images_with_the_same_pixels_as_alone() -> None:
+    generator = torch.Generator().manual_seed(3)
+    images = [
+        torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 256, (3, 50, 20), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8, generator=generator),
+        torch.rand(1, 3, 30, 40, generator=generator),  # same size, other dtype: its own group
+        torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8, generator=generator),
+    ]
+    backend = tp.create_backend("ResizeTensor", {"resize_h": 16, "resize_w": 24})
+    together = [{"data": image} for image in images]
+    backend.forward(together)
+    for image, item in zip(images, together, strict=True):
+        alone = {"data": image}
+        backend.forward([alone])
+        assert item["result"].shape == (1, 3, 16, 24) and item["result"].dtype == image.dtype
+        torch.testing.assert_close(item["result"], alone["result"], rtol=0, atol=0)
+    # the three uint8 30x40 images were resized as one batch: their results share storage
+    shared = {together[i]["result"].untyped_storage().data_ptr() for i in (0, 2, 4)}
+    assert len(shared) == 1
+
+
+def test_resize_tensor_refuses_a_batch_with_a_non_image_before_resizing_anything() -> None:
+    backend = tp.create_backend("ResizeTensor", {"resize_h": 4, "resize_w": 4})
+    batch = [{"data": torch.zeros(1, 3, 8, 8, dtype=torch.uint8)}, {"data": b"not an image"}]
+    with pytest.raises(InvalidInputError, match="image tensor"):
+        backend.forward(batch)
+    assert "result" not in batch[0]

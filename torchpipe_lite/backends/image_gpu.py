@@ -170,7 +170,12 @@ class DecodeTensor(Backend):
 @register_backend("ResizeTensor")
 class ResizeTensor(Backend):
     """Bilinear resize of 1xCxHxW tensors to ``resize_h`` x ``resize_w`` (half-pixel centres,
-    no antialiasing: OpenCV's INTER_LINEAR); uint8 stays uint8 (rounded)."""
+    no antialiasing: OpenCV's INTER_LINEAR); uint8 stays uint8 (rounded).
+
+    Images of the same size, type and device are resized together, as one batch: a handful of
+    kernel launches per batch instead of per image (the per-image launches were most of the
+    GPU decode stage's CPU time). Each pixel is computed as it would be alone.
+    """
 
     PARAMS = frozenset({"resize_h", "resize_w"})
 
@@ -181,23 +186,31 @@ class ResizeTensor(Backend):
         self.size = (param_positive(params, "resize_h"), param_positive(params, "resize_w"))
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
-        torch = self._torch
-        last = None
+        groups: dict[tuple, list[tuple[dict[str, Any], torch.Tensor]]] = {}
         for item in batch:
             image = require_image_tensor(item["data"])
             if tuple(image.shape[-2:]) == self.size:
                 item["result"] = image
                 continue
-            resized = torch.nn.functional.interpolate(
-                image.float(), size=self.size, mode="bilinear", align_corners=False
-            )
-            if image.dtype == torch.uint8:
-                resized = resized.round_().clamp_(0, 255).to(torch.uint8)
-            else:
-                resized = resized.to(image.dtype)
-            item["result"] = last = resized
+            key = (tuple(image.shape), image.dtype, image.device)
+            groups.setdefault(key, []).append((item, image))
+        last = None
+        for members in groups.values():
+            images = [image for _, image in members]
+            last = self._resize(images[0] if len(images) == 1 else self._torch.cat(images))
+            for index, (item, _) in enumerate(members):
+                item["result"] = last[index : index + 1]
         if last is not None:
             _synchronize(last)
+
+    def _resize(self, images: torch.Tensor) -> torch.Tensor:
+        torch = self._torch
+        resized = torch.nn.functional.interpolate(
+            images.float(), size=self.size, mode="bilinear", align_corners=False
+        )
+        if images.dtype == torch.uint8:
+            return resized.round_().clamp_(0, 255).to(torch.uint8)
+        return resized.to(images.dtype)
 
 
 @register_backend("CvtColorTensor")

@@ -3,7 +3,8 @@
 
 CPU uint8 rows go through one pinned host buffer and a single non-blocking host-to-device copy;
 the cast to float happens on the device (on a CPU-only machine, while copying). Other inputs
-(float, or already on a GPU) are copied row by row, casting on the way.
+(float, or already on a GPU) are copied row by row, casting on the way; GPU rows are stacked
+and copied once per batch.
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ class BatchAssembler:
             # stages synchronise before returning, so the next load cannot overwrite them early.
             self._device_nhwc[:count].copy_(self._host_nhwc[:count], non_blocking=True)
             self.static_input[:count].copy_(self._device_nhwc[:count].permute(0, 3, 1, 2))
+            return
+        device = self.static_input.device
+        if (
+            self._staged
+            and count > 1
+            and all(row.device == device and row.dtype == rows[0].dtype for row in rows)
+        ):
+            # Rows already on the GPU (GPU decode): one stack and one cast-copy per batch.
+            self.static_input[:count].copy_(torch.stack(rows))
             return
         for index, row in enumerate(rows):
             if self._static_np is not None and cpu_u8[index]:
