@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -110,14 +111,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="server processes sharing the port (SO_REUSEPORT), each with its own pipeline on "
-        "the same device; more than one sidesteps the interpreter lock",
+        help="server processes on the port (a supervisor accepts and deals the connections to "
+        "them in turn), each with its own pipeline on the same device; more than one sidesteps "
+        "the interpreter lock",
     )
     parser.add_argument(
         "--reuse-port",
         action="store_true",
         help="SO_REUSEPORT: several server processes may share the port",
     )
+    # Set by the --workers supervisor: the Unix socket it deals this worker's connections on.
+    parser.add_argument("--connection-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
@@ -201,6 +205,7 @@ def _serve(
         threads=args.threads,
         limits=transport_limits,
         reuse_port=args.reuse_port,
+        handoff=None if args.connection_fd is None else socket.socket(fileno=args.connection_fd),
     )
     try:
         port = server.listen()

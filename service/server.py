@@ -19,6 +19,7 @@ from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TTransportBase, TTransportException
 
+from service.connection_dealer import receive_connections
 from service.gen.inference import InferenceService
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class ThriftServer:
         threads: int = 20,
         limits: TransportLimits | None = None,
         reuse_port: bool = False,
+        handoff: socket.socket | None = None,
     ):
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -114,6 +116,9 @@ class ThriftServer:
         self._threads = threads
         self._limits = limits or TransportLimits()
         self._reuse_port = reuse_port
+        #: A worker of ``--workers`` does not listen: its supervisor accepts and hands it
+        #: connections over this Unix socket (``service.connection_dealer``).
+        self._handoff = handoff
         # The string limit is the message limit: an oversized image inside an acceptable
         # message reaches the handler, which answers TOO_LARGE instead of dropping the client.
         self._string_length_limit = self._limits.max_message_bytes
@@ -152,12 +157,17 @@ class ThriftServer:
     @property
     def port(self) -> int:
         """The bound port (useful after listening on port 0)."""
+        if self._handoff is not None:
+            return self._requested_port  # the supervisor's port
         if self._listener is None:
             raise RuntimeError("the server is not listening yet; call listen() first")
         return self._listener.getsockname()[1]
 
     def listen(self) -> int:
         """Bind and listen; returns the port. ``serve()`` calls it when needed."""
+        if self._handoff is not None:
+            self._handoff.setblocking(False)
+            self._listener = self._handoff
         if self._listener is None:
             self._listener = socket.create_server(
                 (self._host, self._requested_port), backlog=128, reuse_port=self._reuse_port
@@ -227,17 +237,33 @@ class ThriftServer:
                 return
             if self._listener.fileno() not in ready:
                 continue
+            for conn in self._accepted():
+                client = TSocket()
+                client.setHandle(conn)
+                client.setTimeout(self._limits.io_timeout_s * 1000)
+                self._clients.put(client)
+
+    def _accepted(self) -> list[socket.socket]:
+        """The connections waiting on the listening socket, or the ones the supervisor dealt."""
+        assert self._listener is not None
+        if self._handoff is not None:
             try:
-                conn, _address = self._listener.accept()
+                connections = receive_connections(self._handoff)
             except (BlockingIOError, InterruptedError):
-                continue  # the client went away between poll and accept
-            except OSError as exc:  # e.g. out of file descriptors: keep serving the others
-                logger.error("accept failed: %s", exc)
-                continue
-            client = TSocket()
-            client.setHandle(conn)
-            client.setTimeout(self._limits.io_timeout_s * 1000)
-            self._clients.put(client)
+                return []
+            if connections is None:
+                logger.error("the supervisor closed the connection hand-off: stopping")
+                self._stopping.set()
+                return []
+            return connections
+        try:
+            conn, _address = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return []  # the client went away between poll and accept
+        except OSError as exc:  # e.g. out of file descriptors: keep serving the others
+            logger.error("accept failed: %s", exc)
+            return []
+        return [conn]
 
     def _worker(self) -> None:
         while True:

@@ -1,9 +1,10 @@
-"""``--workers N``: N server processes sharing one port, under a supervisor.
+"""``--workers N``: N server processes behind one port, under a supervisor.
 
 One Python process is bound by its interpreter lock long before the CPU or the GPU is: each
 request costs about half a millisecond of lock time (measured with py-spy on the H100 box,
 benchmarks/README.md). Several processes, each with its own pipeline and engine on the same
-GPU, share the Thrift port through SO_REUSEPORT (the kernel spreads new connections over them).
+GPU, serve the Thrift port: the supervisor listens on it and deals each new connection to the
+workers in turn (``connection_dealer``), so they carry equal shares of the clients.
 
 The supervisor starts the workers, forwards SIGTERM/SIGINT so each drains, and exits with the
 worst exit code. With ``--metrics-port`` it serves the ops endpoints for the whole group: ready
@@ -24,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from service.connection_dealer import ConnectionDealer
 from service.ops_server import OpsServer, ServiceState
 
 logger = logging.getLogger("service.workers")
@@ -35,8 +37,9 @@ _MAX_ONLY = ("process_start_time_seconds", "process_max_fds")
 _PROBE_TIMEOUT_S = 2.0
 
 
-def worker_command(argv: Sequence[str], metrics_port: int) -> list[str]:
-    """The command line of one worker: the supervisor's own, as a single SO_REUSEPORT server.
+def worker_command(argv: Sequence[str], metrics_port: int, connection_fd: int) -> list[str]:
+    """The command line of one worker: the supervisor's own, as a single server taking its
+    connections from the supervisor on ``connection_fd``.
 
     argparse keeps the last value of a repeated flag, so appending overrides what was given.
     """
@@ -47,7 +50,8 @@ def worker_command(argv: Sequence[str], metrics_port: int) -> list[str]:
         *argv,
         "--workers",
         "1",
-        "--reuse-port",
+        "--connection-fd",
+        str(connection_fd),
         "--metrics-port",
         str(metrics_port),
     ]
@@ -113,13 +117,23 @@ def merge_metrics(texts: Sequence[str]) -> str:
 class WorkerGroup:
     """The worker processes and what the supervisor knows of them."""
 
-    def __init__(self, argv: Sequence[str], count: int, host: str, with_metrics: bool):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        count: int,
+        host: str,
+        with_metrics: bool,
+        dealer: ConnectionDealer,
+    ):
         probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
         self._probe_host = probe_host
-        self.processes = [
-            subprocess.Popen(worker_command(argv, port)) for port in self.metrics_ports
-        ]
+        self.processes = []
+        for index, port in enumerate(self.metrics_ports):
+            fd = dealer.worker_fd(index)
+            command = worker_command(argv, port, fd)
+            self.processes.append(subprocess.Popen(command, pass_fds=(fd,)))
+        dealer.forget_worker_ends()
 
     def all_ready(self) -> bool:
         """Every worker answers 200 on /health/ready."""
@@ -155,9 +169,17 @@ class WorkerGroup:
 def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     """Supervise ``args.workers`` servers; returns the worst exit code."""
     state = ServiceState()
-    group = WorkerGroup(argv, args.workers, args.host, with_metrics=bool(args.metrics_port))
+    try:
+        dealer = ConnectionDealer(args.host, args.port, args.workers)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 2
+    group = WorkerGroup(
+        argv, args.workers, args.host, with_metrics=bool(args.metrics_port), dealer=dealer
+    )
+    dealer.start()
     logger.info(
-        "started %d workers sharing port %d (pids %s)",
+        "started %d workers on port %d (pids %s); connections dealt to them in turn",
         args.workers,
         args.port,
         ", ".join(str(process.pid) for process in group.processes),
@@ -189,7 +211,13 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
             state.mark_ready()
             logger.info("ready: all %d workers warmed up", args.workers)
         stopping.wait(0.5)
+    if stopping.is_set() and args.shutdown_delay_s > 0:
+        # Each worker keeps taking connections for --shutdown-delay-s after the signal (while
+        # /health/ready says draining): keep dealing them for as long.
+        threading.Event().wait(args.shutdown_delay_s)
+    dealer.close()  # new connections are refused from here; the workers finish their own
     codes = [process.wait() for process in group.processes]
+    logger.info("connections dealt per worker: %s", dealer.dealt)
     if ops is not None:
         ops.close()
     worst = max(codes, key=lambda code: (code != 0, abs(code)))

@@ -59,7 +59,7 @@ def test_two_workers_share_the_port_report_together_and_stop_cleanly(resnet18_on
         server.wait_for("ready: all 2 workers warmed up")
         assert _get(f"http://127.0.0.1:{metrics_port}/health/ready")[0] == 200
         image = next(iter(photos.values()))
-        for index in range(8):  # new connections spread over the workers (SO_REUSEPORT)
+        for index in range(8):  # new connections, dealt to the workers in turn
             with connect("127.0.0.1", server.port) as connection:
                 params = InferenceParams(uuid=str(index), data=image)
                 assert 0 < connection.client.infer_batch(params).score <= 1
@@ -69,5 +69,7 @@ def test_two_workers_share_the_port_report_together_and_stop_cleanly(resnet18_on
         assert 'nv_inference_request_success{model="resnet50",version="1"} 10.0' in text
         server.process.send_signal(signal.SIGTERM)
         assert server.finish() == 0
+        # Ten connections (a warm-up from each worker, then the eight calls): five each.
+        assert any("connections dealt per worker: [5, 5]" in line for line in server.log)
     finally:
         server.kill()
