@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format gen bench bench-scheduler sweep serve gpu-check bench-engine install clean
+.PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-engine: $(STAMP)
 
 bench-scheduler: $(STAMP)
 	$(PY) -m benchmarks.scheduler_overhead
+
+bench-decode: $(STAMP)
+	$(PY) -m benchmarks.decode_throughput
 
 # The service in the foreground: `make serve HANDLER=baseline PORT=8889`.
 serve: $(STAMP)

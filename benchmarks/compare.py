@@ -15,7 +15,6 @@ import contextlib
 import datetime
 import logging
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from benchmarks.report import (
     REFERENCE_ROWS,
     REFERENCE_SETUP,
     format_table,
+    name_slug,
     write_outputs,
 )
 from benchmarks.resource_sampler import ResourceSampler, ResourceUse
@@ -135,7 +135,7 @@ def device_slug(gpu: GpuMonitor) -> str:
     """``cpu`` or the first GPU's name in lower case, e.g. ``nvidia-h100-80gb-hbm3``."""
     if not gpu.available:
         return "cpu"
-    return re.sub(r"[^a-z0-9]+", "-", gpu.names[0].lower()).strip("-")
+    return name_slug(gpu.names[0])
 
 
 def _row(handler: str, concurrency: int, load: LoadResult, use: ResourceUse | None) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 import torchpipe_lite as tp
+from benchmarks.report import name_slug
 
 logger = logging.getLogger("benchmarks.engine_throughput")
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             line += f"  {row['design_ceiling_images_per_s'] or 0:>21,}"
         print(line)
 
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
+    slug = name_slug(device_name())
     output = Path(args.json_dir) / f"{date.today().isoformat()}-{slug}-engine.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {

@@ -9,6 +9,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -80,6 +81,11 @@ def format_table(rows: list[dict[str, Any]], *, setup: str) -> str:
     lines.append(f"  torchpipe / baseline at 20: {ratio:.2f}x QPS")
     lines.append("CPU util: server process tree, % of one core; memory: its peak RSS.")
     return "\n".join(lines)
+
+
+def name_slug(name: str) -> str:
+    """A device name as it appears in result file names: ``NVIDIA H200`` -> ``nvidia-h200``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
