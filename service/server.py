@@ -251,6 +251,10 @@ class ThriftServer:
                 connections = receive_connections(self._handoff)
             except (BlockingIOError, InterruptedError):
                 return []
+            except OSError as exc:  # the supervisor's end is broken: no more connections come
+                logger.error("the connection hand-off failed (%s): stopping", exc)
+                self._stopping.set()
+                return []
             if connections is None:
                 logger.error("the supervisor closed the connection hand-off: stopping")
                 self._stopping.set()

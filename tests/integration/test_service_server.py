@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -111,3 +112,29 @@ def test_a_signal_delivered_to_another_thread_wakes_the_accept_loop():
         signal.signal(signal.SIGTERM, previous)
     assert handled.is_set()
     assert took_s < WAIT_S / 2, f"serve() noticed the signal only after {took_s:.1f} s"
+
+
+def test_a_worker_serves_dealt_connections_and_stops_when_its_supervisor_is_gone():
+    from service.connection_dealer import ConnectionDealer
+
+    dealer = ConnectionDealer("127.0.0.1", 0, 1)
+    handoff = socket.socket(fileno=os.dup(dealer.worker_fd(0)))  # what the worker inherits
+    dealer.forget_worker_ends()
+    dealer.start()
+    handler = GatedHandler()
+    handler.release.set()
+    server = ThriftServer(handler, host="127.0.0.1", port=dealer.port, threads=2, handoff=handoff)
+    assert server.listen() == dealer.port  # no socket of its own: the supervisor's port
+    drained: list[bool] = []
+    serving = threading.Thread(target=lambda: drained.append(server.serve()), daemon=True)
+    serving.start()
+    try:
+        for index in range(3):  # three connections, all dealt to the one worker
+            with connect("127.0.0.1", dealer.port, timeout_s=WAIT_S) as connection:
+                result = connection.client.infer_batch(InferenceParams(str(index), b"image"))
+                assert result.label == "9 ostrich"
+        assert dealer.dealt == [3]
+    finally:
+        dealer.close()  # the supervisor goes away: the worker stops taking connections
+    serving.join(WAIT_S)
+    assert not serving.is_alive() and drained == [True]
