@@ -255,8 +255,8 @@ class ThriftServer:
                 logger.error("the connection hand-off failed (%s): stopping", exc)
                 self._stopping.set()
                 return []
-            if connections is None:
-                logger.error("the supervisor closed the connection hand-off: stopping")
+            if connections is None:  # the supervisor stopped dealing (a stop, or its exit)
+                logger.info("the supervisor deals no more connections: stopping")
                 self._stopping.set()
                 return []
             return connections

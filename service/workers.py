@@ -4,7 +4,9 @@ One Python process is bound by its interpreter lock long before the CPU or the G
 request costs about half a millisecond of lock time (measured with py-spy on the H100 box,
 benchmarks/README.md). Several processes, each with its own pipeline and engine on the same
 GPU, serve the Thrift port: the supervisor listens on it and deals each new connection to the
-workers in turn (``connection_dealer``), so they carry equal shares of the clients.
+workers in turn (``connection_dealer``), so they carry equal shares of the clients. Each
+worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing else
+connects land one on each worker.
 
 The supervisor starts the workers, forwards SIGTERM/SIGINT so each drains, and exits with the
 worst exit code. With ``--metrics-port`` it serves the ops endpoints for the whole group: ready
