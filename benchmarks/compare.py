@@ -19,10 +19,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.mps import MpsError, mps_daemon
@@ -175,15 +177,50 @@ def _server_stats(port: int) -> dict[str, Any]:
     }
 
 
-def _batching_line(handler: str, stats: dict[str, Any]) -> str:
-    """How the server's busiest node batched (its own count, warm-up calls included)."""
-    if not stats["nodes"]:
+#: The supervisor's summed Triton families -> (per-node field, scale to the field's unit).
+_GROUP_FIGURES = {
+    "nv_inference_count": ("inferences", 1.0),
+    "nv_inference_exec_count": ("executions", 1.0),
+    "nv_inference_queue_duration_us": ("queue_time_ms_total", 1e-3),
+    "nv_inference_compute_infer_duration_us": ("request_compute_time_ms_total", 1e-3),
+}
+
+
+def _group_node_figures(metrics_url: str) -> list[dict[str, Any]]:
+    """Per-node totals over every worker of ``--workers``, from the supervisor's /metrics
+    (the ``stats`` call reaches one worker only)."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        return node_figures_from_metrics(response.read().decode())
+
+
+def node_figures_from_metrics(text: str) -> list[dict[str, Any]]:
+    """Per-node inferences, executions and times from a Prometheus exposition of the Triton
+    families (as the service's /metrics renders them)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in _GROUP_FIGURES:
+            continue
+        field, scale = _GROUP_FIGURES[family.name]
+        for sample in family.samples:
+            node = sample.labels.get("model")
+            if node is not None:
+                nodes.setdefault(node, {"node": node})[field] = sample.value * scale
+    return list(nodes.values())
+
+
+def batching_line(handler: str, stats: dict[str, Any]) -> str:
+    """How the server's busiest node batched (warm-up calls included): over every worker when
+    the server has several, else its own count."""
+    nodes = stats.get("group_nodes") or stats["nodes"]
+    if not nodes:
         return f"{handler} server ({stats['device']}): no node statistics"
-    node = max(stats["nodes"], key=lambda n: n["compute_time_ms_total"])
-    mean = node["inferences"] / node["executions"] if node["executions"] else 0.0
+    node = max(nodes, key=lambda n: n.get("request_compute_time_ms_total", 0.0))
+    inferences, executions = int(node["inferences"]), int(node["executions"])
+    mean = inferences / executions if executions else 0.0
+    scope = f", all {stats['workers']} workers" if stats.get("group_nodes") else ""
     return (
-        f"{handler} server ({stats['device']}): node {node['node']!r} ran "
-        f"{node['inferences']} images in {node['executions']} batches (mean batch {mean:.2f})"
+        f"{handler} server ({stats['device']}{scope}): node {node['node']!r} ran "
+        f"{inferences} images in {executions} batches (mean batch {mean:.2f})"
     )
 
 
@@ -203,11 +240,12 @@ def run_handler(
     command = service_command(
         handler, port, threads=args.threads, config=args.config, model=args.model
     )
-    ready_url = None
+    ready_url = metrics_url = None
     if handler == "pipelined" and args.workers > 1:
         metrics_port = free_port()
         command += ["--workers", str(args.workers), "--metrics-port", str(metrics_port)]
         ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     rows: list[dict] = []
     ping_rows: list[dict] = []
     load_settings = {
@@ -251,6 +289,11 @@ def run_handler(
                 load.errors,
             )
         stats = _server_stats(port)
+        if metrics_url is not None:
+            # ``stats`` above is the one worker that answered; the group's sums come from the
+            # supervisor (nodes as summed counters: no batch-size histogram).
+            stats["workers"] = args.workers
+            stats["group_nodes"] = _group_node_figures(metrics_url)
     return rows, ping_rows, stats
 
 
@@ -353,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             ping_rows += handler_pings
     print(format_table(rows, setup=setup))
     for handler, stats in server_stats.items():
-        print(_batching_line(handler, stats))
+        print(batching_line(handler, stats))
     for row in ping_rows:
         print(
             f"{row['handler']}, {row['concurrency']} clients: {row['qps']:.0f} calls/s "

@@ -8,7 +8,15 @@ import os
 import sys
 import types
 
-from benchmarks.compare import QUICK, SWEEP_LEVELS, device_slug, parse_args, resolve
+from benchmarks.compare import (
+    QUICK,
+    SWEEP_LEVELS,
+    batching_line,
+    device_slug,
+    node_figures_from_metrics,
+    parse_args,
+    resolve,
+)
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import (
     ROW_KEYS,
@@ -166,3 +174,33 @@ def test_gpu_path_with_a_fake_nvml(monkeypatch):
     args = resolve(parse_args([]), gpu)
     assert not args.quick
     assert (args.total_number, args.warmup, args.processes) == (10000, 200, 4)
+
+
+def test_group_figures_come_from_the_summed_metrics_and_lead_the_batching_line() -> None:
+    from service.gen.inference.ttypes import NodeStats, ServerStats
+    from service.prometheus_export import render_triton
+
+    def node(name: str, inferences: int, executions: int, queue_ms: float) -> NodeStats:
+        return NodeStats(
+            node=name, backend="B", instances=2, requests_ok=inferences, requests_failed=0,
+            requests_rejected=0, requests_timed_out=0, inferences=inferences,
+            executions=executions, batch_sizes={}, queue_time_ms_total=queue_ms,
+            compute_time_ms_total=100.0, queue_length=0, request_compute_time_ms_total=400.0,
+        )  # fmt: skip
+
+    stats = ServerStats(
+        handler="pipelined", device="cuda:0", uptime_s=1.0, requests_ok=40, requests_failed=0,
+        failures_by_code={}, nodes=[node("decoder", 40, 40, 1.0), node("resnet50", 40, 10, 12.5)],
+    )  # fmt: skip
+    figures = {row["node"]: row for row in node_figures_from_metrics(render_triton(stats))}
+    assert figures["resnet50"]["inferences"] == 40 and figures["resnet50"]["executions"] == 10
+    assert abs(figures["resnet50"]["queue_time_ms_total"] - 12.5) < 1e-9
+    one_worker = {
+        "device": "cuda:0",
+        "nodes": [],
+        "workers": 4,
+        "group_nodes": [figures["resnet50"]],
+    }
+    line = batching_line("pipelined", one_worker)
+    assert "all 4 workers" in line
+    assert "'resnet50' ran 40 images in 10 batches (mean batch 4.00)" in line
