@@ -29,12 +29,15 @@ _SEND_TIMEOUT_S = 1.0
 class ConnectionDealer:
     """Listens on ``(host, port)`` and deals accepted connections round-robin to ``count``
     hand-off sockets, one per worker. Pass ``worker_fd(i)`` to worker ``i`` (``pass_fds``), then
-    call ``forget_worker_ends()`` and ``start()``; ``close()`` stops accepting."""
+    call ``forget_worker_ends()`` and ``start()``; ``close()`` stops accepting. ``reuse_port``
+    lets several supervisors share the port (the kernel then hashes between them)."""
 
-    def __init__(self, host: str, port: int, count: int, *, backlog: int = 128):
+    def __init__(
+        self, host: str, port: int, count: int, *, backlog: int = 128, reuse_port: bool = False
+    ):
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        self.listener = socket.create_server((host, port), backlog=backlog)
+        self.listener = socket.create_server((host, port), backlog=backlog, reuse_port=reuse_port)
         self.listener.setblocking(False)
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(count)]
         self._ends = [ours for ours, _ in pairs]

@@ -172,7 +172,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     """Supervise ``args.workers`` servers; returns the worst exit code."""
     state = ServiceState()
     try:
-        dealer = ConnectionDealer(args.host, args.port, args.workers)
+        dealer = ConnectionDealer(args.host, args.port, args.workers, reuse_port=args.reuse_port)
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
