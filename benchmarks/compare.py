@@ -19,12 +19,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.mps import MpsError, mps_daemon
@@ -36,6 +34,7 @@ from benchmarks.report import (
     write_outputs,
 )
 from benchmarks.resource_sampler import ResourceSampler, ResourceUse
+from benchmarks.server_figures import batching_line, group_node_figures, server_stats
 from benchmarks.server_process import (
     REPO_ROOT,
     ServerProcess,
@@ -44,7 +43,6 @@ from benchmarks.server_process import (
     service_command,
 )
 from clients.client_qps import LoadResult, LoadTestError, run_load
-from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR, load_images
 
 logger = logging.getLogger("benchmarks.compare")
@@ -161,69 +159,6 @@ def _row(handler: str, concurrency: int, load: LoadResult, use: ResourceUse | No
     }
 
 
-def _server_stats(port: int) -> dict[str, Any]:
-    """The server's own figures (device, per-node batch sizes) after its runs."""
-    with connect("127.0.0.1", port, timeout_s=30.0) as connection:
-        stats = connection.client.stats()
-    return {
-        "device": stats.device,
-        "requests_ok": stats.requests_ok,
-        "requests_failed": stats.requests_failed,
-        "nodes": [
-            {k: v for k, v in vars(node).items() if k != "batch_sizes"}
-            | {"batch_sizes": {str(size): n for size, n in sorted(node.batch_sizes.items())}}
-            for node in stats.nodes
-        ],
-    }
-
-
-#: The supervisor's summed Triton families -> (per-node field, scale to the field's unit).
-_GROUP_FIGURES = {
-    "nv_inference_count": ("inferences", 1.0),
-    "nv_inference_exec_count": ("executions", 1.0),
-    "nv_inference_queue_duration_us": ("queue_time_ms_total", 1e-3),
-    "nv_inference_compute_infer_duration_us": ("request_compute_time_ms_total", 1e-3),
-}
-
-
-def _group_node_figures(metrics_url: str) -> list[dict[str, Any]]:
-    """Per-node totals over every worker of ``--workers``, from the supervisor's /metrics
-    (the ``stats`` call reaches one worker only)."""
-    with urllib.request.urlopen(metrics_url, timeout=30) as response:
-        return node_figures_from_metrics(response.read().decode())
-
-
-def node_figures_from_metrics(text: str) -> list[dict[str, Any]]:
-    """Per-node inferences, executions and times from a Prometheus exposition of the Triton
-    families (as the service's /metrics renders them)."""
-    nodes: dict[str, dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in _GROUP_FIGURES:
-            continue
-        field, scale = _GROUP_FIGURES[family.name]
-        for sample in family.samples:
-            node = sample.labels.get("model")
-            if node is not None:
-                nodes.setdefault(node, {"node": node})[field] = sample.value * scale
-    return list(nodes.values())
-
-
-def batching_line(handler: str, stats: dict[str, Any]) -> str:
-    """How the server's busiest node batched (warm-up calls included): over every worker when
-    the server has several, else its own count."""
-    nodes = stats.get("group_nodes") or stats["nodes"]
-    if not nodes:
-        return f"{handler} server ({stats['device']}): no node statistics"
-    node = max(nodes, key=lambda n: n.get("request_compute_time_ms_total", 0.0))
-    inferences, executions = int(node["inferences"]), int(node["executions"])
-    mean = inferences / executions if executions else 0.0
-    scope = f", all {stats['workers']} workers" if stats.get("group_nodes") else ""
-    return (
-        f"{handler} server ({stats['device']}{scope}): node {node['node']!r} ran "
-        f"{inferences} images in {executions} batches (mean batch {mean:.2f})"
-    )
-
-
 def run_handler(
     handler: str,
     args: argparse.Namespace,
@@ -288,12 +223,12 @@ def run_handler(
                 load.tp50_ms or float("nan"),
                 load.errors,
             )
-        stats = _server_stats(port)
+        stats = server_stats(port)
         if metrics_url is not None:
             # ``stats`` above is the one worker that answered; the group's sums come from the
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = args.workers
-            stats["group_nodes"] = _group_node_figures(metrics_url)
+            stats["group_nodes"] = group_node_figures(metrics_url)
     return rows, ping_rows, stats
 
 

@@ -11,9 +11,7 @@ import types
 from benchmarks.compare import (
     QUICK,
     SWEEP_LEVELS,
-    batching_line,
     device_slug,
-    node_figures_from_metrics,
     parse_args,
     resolve,
 )
@@ -28,6 +26,7 @@ from benchmarks.report import (
 )
 from benchmarks.report import main as report_main
 from benchmarks.resource_sampler import ResourceSampler
+from benchmarks.server_figures import batching_line, node_figures_from_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
