@@ -173,8 +173,8 @@ class ResizeTensor(Backend):
     no antialiasing: OpenCV's INTER_LINEAR); uint8 stays uint8 (rounded).
 
     Images of the same size, type and device are resized together, as one batch: a handful of
-    kernel launches per batch instead of per image (the per-image launches were most of the
-    GPU decode stage's CPU time). Each pixel is computed as it would be alone.
+    kernel launches per group instead of per image, which matters when a batch repeats sizes
+    (one camera, one upstream resizer). Each pixel is computed as it would be alone.
     """
 
     PARAMS = frozenset({"resize_h", "resize_w"})
