@@ -1,3 +1,12 @@
 """Built-in backends: importing this package registers every one of them by name."""
 
-from . import builtin, image_cpu, image_gpu, sync_tensor, tensorrt_tensor, testing, torch_tensor  # noqa: F401  (imported for their registrations)
+from . import (  # noqa: F401  (imported for their registrations)
+    builtin,
+    engine_tensor,
+    image_cpu,
+    image_gpu,
+    sync_tensor,
+    tensorrt_tensor,
+    testing,
+    torch_tensor,
+)

@@ -214,15 +214,7 @@ class Node:
                 logger.exception("node %s: closing instance %d failed", self.name, index)
 
     def _instance_params(self, index: int) -> dict[str, Any]:
-        params = {
-            **self.config.params,
-            "instance_index": index,
-            "instance_num": self.config.instance_num,
-        }
-        device_ids = param_device_ids(params)
-        if device_ids is not None:  # spread instances over the listed GPUs, round-robin
-            params["device_id"] = device_ids[index % len(device_ids)]
-        return params
+        return instance_params(self.config, index)
 
     def _serve(self, backend: Backend, counters: InstanceCounters) -> None:
         cond, queue = self._cond, self._queue
@@ -391,3 +383,13 @@ class Node:
         for counters in self._counters:
             counters.add_to(stats)
         return stats
+
+
+def instance_params(config: NodeConfig, index: int) -> dict[str, Any]:
+    """The parameters instance ``index`` of a node is initialised with: the node's own, its
+    index and count, and its GPU when ``device_id`` lists several (round-robin)."""
+    params = {**config.params, "instance_index": index, "instance_num": config.instance_num}
+    device_ids = param_device_ids(params)
+    if device_ids is not None:
+        params["device_id"] = device_ids[index % len(device_ids)]
+    return params
