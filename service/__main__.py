@@ -120,14 +120,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="SO_REUSEPORT: several server processes may share the port",
     )
+    parser.add_argument(
+        "--shared-engine",
+        action="store_true",
+        help="with --workers: run the model stage once, in an engine process of its own that "
+        "batches the requests of every worker (they send it pixels through shared memory)",
+    )
+    parser.add_argument(
+        "--engine-clients",
+        type=int,
+        default=8,
+        help="with --shared-engine: requests each worker may have at the engine at once "
+        "(its model node's instances, one connection each)",
+    )
     # Set by the --workers supervisor: the Unix socket it deals this worker's connections on.
     parser.add_argument("--connection-fd", type=int, default=None, help=argparse.SUPPRESS)
+    # Set by a --shared-engine supervisor: the engine's socket (workers) or the socket to serve
+    # the engine on (the engine process).
+    parser.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    supervisor = args.engine_socket is None and args.serve_engine is None
+    if supervisor and args.shared_engine and (args.workers < 2 or args.handler != "pipelined"):
+        parser.error("--shared-engine needs --workers 2 or more and the pipelined handler")
+    if args.engine_clients < 1:
+        parser.error("--engine-clients must be at least 1")
     if args.max_image_mb > args.max_message_mb:
         parser.error("--max-image-mb cannot exceed --max-message-mb")
     return args
@@ -140,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.serve_engine is not None:
+        from service.engine_process import run_engine
+
+        return run_engine(args)
     if args.workers > 1:
         return run_workers(sys.argv[1:] if argv is None else argv, args)
     request_limits = RequestLimits(
@@ -172,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             arch=args.arch,
             limits=request_limits,
+            engine_socket=args.engine_socket,
+            engine_clients=args.engine_clients,
         )
     except Exception as exc:
         # A configuration mistake needs its message, not a traceback; anything else gets both.

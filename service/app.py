@@ -23,13 +23,21 @@ def build_handler(
     device: str | None = None,
     arch: str | None = None,
     limits: RequestLimits | None = None,
+    engine_socket: str | None = None,
+    engine_clients: int = 8,
 ) -> tuple[ClassifierHandler, list[str]]:
     """The ``name`` handler ("baseline" or "pipelined") on the engine ``config_path`` defines,
     and the lines of a start-up summary. ``model`` and ``device`` override the config's model
-    node. Exports the model first when its file is missing."""
+    node. Exports the model first when its file is missing. ``engine_socket``: the pipelined
+    handler sends its model node's requests to the shared engine there (``--shared-engine``),
+    at most ``engine_clients`` at a time."""
     if name not in HANDLERS:
         raise ValueError(f"unknown handler {name!r}; choose one of {', '.join(HANDLERS)}")
     config = load_service_config(config_path, model, device)
+    if engine_socket is not None:
+        if name != "pipelined":
+            raise ValueError("a shared engine serves the pipelined handler only")
+        config = config.with_engine(engine_socket, engine_clients)
     exported = ensure_model(config.model_path, arch)
     engine_params = config.node_params(config.model_node)
     engine = engine_device(engine_params)
@@ -48,7 +56,8 @@ def build_handler(
         f"handler: {name}",
         f"config: {config.path}",
         f"model: {config.model_path}" + (" (just exported, RANDOM WEIGHTS)" if exported else ""),
-        f"engine: {config.engine_backend}, precision {precision}, device {engine}",
+        f"engine: {config.engine_backend}, precision {precision}, device {engine}"
+        + (f", in the shared engine process at {engine_socket}" if engine_socket else ""),
         *describe_nodes(handler, config),
     ]
     return handler, summary

@@ -20,8 +20,14 @@ class PipelinedHandler(ClassifierHandler):
 
     def __init__(self, config: ServiceConfig, *, device: str, limits: RequestLimits | None = None):
         super().__init__(device=device, limits=limits)
-        logger.info("building the pipeline from %s", config.path)
-        self._pipeline = tp.pipe(config.pipeline)
+        logger.info(
+            "building the pipeline from %s%s",
+            config.path,
+            f" (model node [{config.model_node}] in the engine at {config.engine_socket})"
+            if config.engine_socket
+            else "",
+        )
+        self._pipeline = tp.pipe(config.pipeline_to_build())
         low, high = self._pipeline.batch_range(config.model_node)
         logger.info(
             "pipeline ready: %s; model node [%s] batches %d..%d",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,48 @@ class ServiceConfig:
     pipeline: dict[str, Any]
     #: The node that runs the model (the one with a ``model`` key).
     model_node: str
+    #: Set in the workers of ``--shared-engine``: the model node runs in the engine process
+    #: listening on this Unix socket, and this process sends it requests (``EngineTensor``).
+    engine_socket: str | None = None
+    #: With ``engine_socket``: how many requests this process may have at the engine at once.
+    engine_clients: int = 8
+
+    def with_engine(self, socket_path: str, clients: int) -> ServiceConfig:
+        """This config for a worker of a shared engine listening on ``socket_path``."""
+        return replace(self, engine_socket=socket_path, engine_clients=clients)
+
+    def pipeline_to_build(self) -> dict[str, Any]:
+        """The configuration this process builds: ``pipeline`` itself, or, with an engine,
+        ``pipeline`` whose model node sends its requests to the engine.
+
+        There the node keeps its queue limits, but batching is the engine's job: the node's
+        instances (``engine_clients`` of them, each one connection) take requests as they come,
+        with no batching window, so no request waits here for a fuller batch.
+        """
+        if self.engine_socket is None:
+            return self.pipeline
+        table = {
+            key: value
+            for key, value in self.pipeline[self.model_node].items()
+            if key in ("next", "max", "max_queue_size", "request_timeout", "inline")
+        }
+        table.update(
+            backend="EngineTensor",
+            engine=self.engine_socket,
+            instance_num=self.engine_clients,
+            batching_timeout=0,
+        )
+        return {**self.pipeline, self.model_node: table}
+
+    def input_hwc(self) -> tuple[int, int, int]:
+        """The model's input pixels as the stages before it make them: height, width, 3."""
+        params = self.preprocess_params()
+        try:
+            return int(params["resize_h"]), int(params["resize_w"]), 3
+        except (KeyError, ValueError) as exc:
+            raise ServiceConfigError(
+                f"{self.path}: a shared engine needs the stages' resize_h and resize_w ({exc})"
+            ) from None
 
     @property
     def model_path(self) -> Path:

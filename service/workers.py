@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Sequence
 
 from service.connection_dealer import ConnectionDealer
+from service.engine_process import EngineProcess, EngineStartError
 from service.ops_server import OpsServer, ServiceState
 
 logger = logging.getLogger("service.workers")
@@ -39,12 +40,16 @@ _MAX_ONLY = ("process_start_time_seconds", "process_max_fds")
 _PROBE_TIMEOUT_S = 2.0
 
 
-def worker_command(argv: Sequence[str], metrics_port: int, connection_fd: int) -> list[str]:
+def worker_command(
+    argv: Sequence[str], metrics_port: int, connection_fd: int, engine_socket: str | None = None
+) -> list[str]:
     """The command line of one worker: the supervisor's own, as a single server taking its
-    connections from the supervisor on ``connection_fd``.
+    connections from the supervisor on ``connection_fd`` (and, with a shared engine, sending
+    its model stage's requests to ``engine_socket``).
 
     argparse keeps the last value of a repeated flag, so appending overrides what was given.
     """
+    engine = ["--engine-socket", engine_socket] if engine_socket else []
     return [
         sys.executable,
         "-m",
@@ -56,6 +61,7 @@ def worker_command(argv: Sequence[str], metrics_port: int, connection_fd: int) -
         str(connection_fd),
         "--metrics-port",
         str(metrics_port),
+        *engine,
     ]
 
 
@@ -126,6 +132,7 @@ class WorkerGroup:
         host: str,
         with_metrics: bool,
         dealer: ConnectionDealer,
+        engine_socket: str | None = None,
     ):
         probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
@@ -133,7 +140,7 @@ class WorkerGroup:
         self.processes = []
         for index, port in enumerate(self.metrics_ports):
             fd = dealer.worker_fd(index)
-            command = worker_command(argv, port, fd)
+            command = worker_command(argv, port, fd, engine_socket)
             self.processes.append(subprocess.Popen(command, pass_fds=(fd,)))
         dealer.forget_worker_ends()
 
@@ -176,8 +183,22 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
+    engine = None
+    if args.shared_engine:
+        logger.info("starting the shared engine (the model stage for every worker)")
+        try:
+            engine = EngineProcess(argv, ready_timeout_s=args.warmup_timeout_s)
+        except EngineStartError as exc:
+            logger.error("%s", exc)
+            dealer.close()
+            return 2
     group = WorkerGroup(
-        argv, args.workers, args.host, with_metrics=bool(args.metrics_port), dealer=dealer
+        argv,
+        args.workers,
+        args.host,
+        with_metrics=bool(args.metrics_port),
+        dealer=dealer,
+        engine_socket=engine.socket_path if engine else None,
     )
     dealer.start()
     logger.info(
@@ -202,10 +223,13 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stopping.is_set():
         code = group.first_exit()
+        if code is None and engine is not None:
+            code = engine.process.poll()
         if code is not None:
-            # A worker that dies leaves the group short: stop the rest and let the process
-            # manager restart the whole server rather than serve on quietly at lower capacity.
-            logger.error("a worker exited with code %s: stopping the others", code)
+            # A worker (or the engine) that dies leaves the group short: stop the rest and let
+            # the process manager restart the whole server rather than serve on at lower
+            # capacity.
+            logger.error("a worker or the engine exited with code %s: stopping the rest", code)
             state.mark_draining()
             group.signal_all(signal.SIGTERM)
             break
@@ -220,6 +244,8 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     dealer.close()  # new connections are refused from here; the workers finish their own
     codes = [process.wait() for process in group.processes]
     logger.info("connections dealt per worker: %s", dealer.dealt)
+    if engine is not None:
+        codes.append(engine.stop())
     if ops is not None:
         ops.close()
     worst = max(codes, key=lambda code: (code != 0, abs(code)))
