@@ -88,6 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "stays one process, as the reference's",
     )
     parser.add_argument(
+        "--shared-engine",
+        action="store_true",
+        help="with --workers: the model stage runs once, in the service's shared engine "
+        "process, batching across the workers (service --shared-engine)",
+    )
+    parser.add_argument(
+        "--engine-clients",
+        type=int,
+        help="with --shared-engine: service --engine-clients (default: the service's)",
+    )
+    parser.add_argument(
         "--mps",
         action="store_true",
         help="run both servers under a private CUDA MPS daemon (kernels of the --workers "
@@ -117,6 +128,8 @@ def resolve(args: argparse.Namespace, gpu: GpuMonitor) -> argparse.Namespace:
         # Each server thread serves one connection at a time: fewer threads than clients would
         # leave clients waiting for a thread, not for the model.
         args.threads = max(20, *args.concurrency)
+    if args.shared_engine and args.workers < 2:
+        raise SystemExit("compare: --shared-engine needs --workers 2 or more")
     return args
 
 
@@ -179,6 +192,10 @@ def run_handler(
     if handler == "pipelined" and args.workers > 1:
         metrics_port = free_port()
         command += ["--workers", str(args.workers), "--metrics-port", str(metrics_port)]
+        if args.shared_engine:
+            command.append("--shared-engine")
+        if args.shared_engine and args.engine_clients:
+            command += ["--engine-clients", str(args.engine_clients)]
         ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     rows: list[dict] = []
@@ -229,6 +246,12 @@ def run_handler(
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = args.workers
             stats["group_nodes"] = group_node_figures(metrics_url)
+    if handler == "pipelined" and args.shared_engine:
+        # The engine's own figures (all rows together) are in its final log line.
+        lines = (log_dir / f"{handler}.log").read_text(errors="replace").splitlines()
+        summary = [line for line in lines if "shared engine:" in line and "batches" in line]
+        stats["shared_engine"] = summary[-1].split("shared engine: ", 1)[1] if summary else None
+        logger.info("shared engine: %s", stats["shared_engine"])
     return rows, ping_rows, stats
 
 
@@ -247,7 +270,9 @@ def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) 
         f"{where}, {psutil.cpu_count()} logical CPU cores; {args.arch} ({_shown(args.model)}); "
         f"{mode} run: {args.total_number} timed calls per row after {args.warmup} warm-up, "
         f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}; "
-        f"pipelined server: {args.workers} process(es), "
+        f"pipelined server: {args.workers} process(es)"
+        + (" and a shared engine" if args.shared_engine else "")
+        + ", "
         f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: 1 process"
         + ("; both under CUDA MPS" if args.mps else "")
     )
@@ -270,6 +295,8 @@ def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, A
         "client_processes": args.processes,
         "server_threads": args.threads,
         "pipelined_workers": args.workers,
+        "shared_engine": args.shared_engine,
+        "engine_clients": args.engine_clients,
         "cuda_mps": args.mps,
         "cuda_wait": wait_mode(),  # how the GPU stages wait: "block" or "spin"
         "img_dir": _shown(args.img_dir),

@@ -68,7 +68,10 @@ def batching_line(handler: str, stats: dict[str, Any]) -> str:
     inferences, executions = int(node["inferences"]), int(node["executions"])
     mean = inferences / executions if executions else 0.0
     scope = f", all {stats['workers']} workers" if stats.get("group_nodes") else ""
-    return (
+    line = (
         f"{handler} server ({stats['device']}{scope}): node {node['node']!r} ran "
         f"{inferences} images in {executions} batches (mean batch {mean:.2f})"
     )
+    if stats.get("shared_engine"):
+        line += f"; its shared engine: {stats['shared_engine']}"
+    return line
