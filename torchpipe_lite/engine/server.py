@@ -122,6 +122,8 @@ class EngineServer:
         failure = next((error for error in failures if error is not None), None)
         if failure is not None:
             self._stop_instances()
+            self._wake_r.close()
+            self._wake_w.close()
             raise BackendInitError(
                 f"{type(failure).__name__}: {failure}",
                 node=self.node.name,
