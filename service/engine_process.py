@@ -27,6 +27,8 @@ from pathlib import Path
 import torchpipe_lite as tp
 from service.device import engine_device
 from service.model_file import ensure_model
+from service.ops_server import OpsServer, ServiceState
+from service.prometheus_export import MetricsRenderer, render_engine
 from service.service_config import load_service_config
 from torchpipe_lite.engine import EngineFigures, EngineServer
 
@@ -44,7 +46,8 @@ class EngineStartError(RuntimeError):
 class EngineProcess:
     """The supervisor's handle on the shared engine: started first, stopped last."""
 
-    def __init__(self, argv: Sequence[str], ready_timeout_s: float):
+    def __init__(self, argv: Sequence[str], ready_timeout_s: float, metrics_port: int = 0):
+        self.metrics_port = metrics_port
         self._directory = Path(tempfile.mkdtemp(prefix="torchpipe-engine-"))  # owner-only
         self.socket_path = str(self._directory / "engine.sock")
         command = [
@@ -56,8 +59,11 @@ class EngineProcess:
             "1",
             "--serve-engine",
             self.socket_path,
+            "--metrics-port",  # overrides the supervisor's own, which it serves itself
+            str(metrics_port),
         ]
         self.process = subprocess.Popen(command)
+        logger.info("shared engine process started (pid %d)", self.process.pid)
         # The engine creates its socket only once its model is loaded and probed.
         stopped = threading.Event()
         waited_s = 0.0
@@ -96,6 +102,15 @@ def run_engine(args: argparse.Namespace) -> int:
         engine_device(config.node_params(config.model_node)),
     )
     server = EngineServer(node, args.serve_engine, input_hwc=config.input_hwc()).start()
+    ops = None
+    if args.metrics_port:  # scraped by the supervisor, which sums it with the workers'
+        state = ServiceState()
+        renderer = MetricsRenderer(
+            lambda: None, extra=lambda: render_engine(node.name, server.figures())
+        )
+        ops = OpsServer(state, renderer.render, host=args.host, port=args.metrics_port)
+        ops.start()
+        state.mark_ready()
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -118,6 +133,8 @@ def run_engine(args: argparse.Namespace) -> int:
             logged_requests = figures.requests
             _log_figures(figures)
     server.close()
+    if ops is not None:
+        ops.close()
     _log_figures(server.figures())
     logger.info("shared engine closed")
     return 0

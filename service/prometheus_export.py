@@ -11,12 +11,16 @@ updates no metric.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from service.errors import code_name
 from service.gen.inference.ttypes import GpuStats, NodeStats, ServerStats
+
+if TYPE_CHECKING:
+    from torchpipe_lite.engine import EngineFigures
 
 #: Triton's failure reasons, in its order.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
@@ -188,11 +192,39 @@ def _service_families(stats: ServerStats) -> str:
     return "".join(parts)
 
 
-class MetricsRenderer:
-    """``render()`` gives the whole /metrics body; ``stats`` is read on each call."""
+def render_engine(node: str, figures: EngineFigures) -> str:
+    """The shared engine's own families (``--shared-engine``), labelled with its model node."""
+    label = _labels(model=node)
+    families = (
+        ("tp_engine_requests", "counter", "Requests the engine ran", figures.requests),
+        ("tp_engine_requests_failed", "counter", "Requests that failed", figures.failed),
+        ("tp_engine_batches", "counter", "Batches the engine ran", figures.batches),
+        (
+            "tp_engine_compute_seconds",
+            "counter",
+            "Time the engine's instances spent running batches",
+            figures.compute_time_s,
+        ),
+        ("tp_engine_queued_requests", "gauge", "Requests waiting for a batch", figures.queued),
+        ("tp_engine_clients", "gauge", "Connections attached", figures.connections_open),
+    )
+    return "".join(
+        _family(name, kind, help_text, [(label, value)])
+        for name, kind, help_text, value in families
+    )
 
-    def __init__(self, stats: Callable[[], ServerStats | None]):
+
+class MetricsRenderer:
+    """``render()`` gives the whole /metrics body; ``stats`` is read on each call, and
+    ``extra`` (families of the process's own) when given."""
+
+    def __init__(
+        self,
+        stats: Callable[[], ServerStats | None],
+        extra: Callable[[], str] | None = None,
+    ):
         self._stats = stats
+        self._extra = extra
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
 
@@ -200,4 +232,5 @@ class MetricsRenderer:
         """The exposition text (only process figures while the models are still loading)."""
         current = self._stats()
         triton = "" if current is None else render_triton(current)
-        return triton + generate_latest(self._process).decode()
+        extra = "" if self._extra is None else self._extra()
+        return triton + extra + generate_latest(self._process).decode()

@@ -71,6 +71,11 @@ def _free_port(host: str) -> int:
         return probe.getsockname()[1]
 
 
+def _probe_host(host: str) -> str:
+    """Where this machine reaches a server listening on ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as response:
@@ -132,10 +137,15 @@ class WorkerGroup:
         host: str,
         with_metrics: bool,
         dealer: ConnectionDealer,
-        engine_socket: str | None = None,
+        engine: EngineProcess | None = None,
     ):
-        probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        probe_host = _probe_host(host)
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
+        engine_socket = engine.socket_path if engine else None
+        # The engine's figures are scraped with the workers' (it is ready before they start).
+        self._scraped_ports = self.metrics_ports + (
+            [engine.metrics_port] if engine and engine.metrics_port else []
+        )
         self._probe_host = probe_host
         self.processes = []
         for index, port in enumerate(self.metrics_ports):
@@ -154,7 +164,7 @@ class WorkerGroup:
     def metrics(self) -> str:
         """The workers' /metrics, summed."""
         texts = []
-        for port in self.metrics_ports:
+        for port in self._scraped_ports:
             status, text = _get(f"http://{self._probe_host}:{port}/metrics")
             if status == 200:
                 texts.append(text)
@@ -187,7 +197,11 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     if args.shared_engine:
         logger.info("starting the shared engine (the model stage for every worker)")
         try:
-            engine = EngineProcess(argv, ready_timeout_s=args.warmup_timeout_s)
+            engine = EngineProcess(
+                argv,
+                ready_timeout_s=args.warmup_timeout_s,
+                metrics_port=_free_port(_probe_host(args.host)) if args.metrics_port else 0,
+            )
         except EngineStartError as exc:
             logger.error("%s", exc)
             dealer.close()
@@ -198,7 +212,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
         args.host,
         with_metrics=bool(args.metrics_port),
         dealer=dealer,
-        engine_socket=engine.socket_path if engine else None,
+        engine=engine,
     )
     dealer.start()
     logger.info(

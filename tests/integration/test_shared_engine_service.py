@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import urllib.request
 
 import pytest
+from thrift.transport.TTransport import TTransportException
 
+from benchmarks.server_process import free_port
 from clients.connection import connect
 from service.gen.inference.ttypes import InferenceError, InferenceParams
 from tests.integration.test_service_process import ServiceProcess
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def _engine_group(model, metrics_port: int) -> ServiceProcess:
+    server = ServiceProcess(
+        "--workers",
+        "2",
+        "--shared-engine",
+        "--model",
+        str(model),
+        "--threads",
+        "4",
+        "--metrics-port",
+        str(metrics_port),
+    )
+    server.wait_for("ready: all 2 workers warmed up")
+    return server
+
+
 @pytest.mark.slow
 def test_workers_send_the_model_stage_to_one_engine(resnet18_onnx, photos, baseline_service):
-    server = ServiceProcess(
-        "--workers", "2", "--shared-engine", "--model", str(resnet18_onnx), "--threads", "4"
-    )
+    metrics_port = free_port()
+    server = _engine_group(resnet18_onnx, metrics_port)
     try:
-        server.wait_for("serving pipelined", count=2)
-        server.wait_for("ready: warmed up", count=2)
-        for index, (name, image) in enumerate(photos.items()):
+        for name, image in photos.items():
             with connect("127.0.0.1", server.port) as connection:  # dealt to each worker in turn
                 result = connection.client.infer_batch(InferenceParams(uuid=name, data=image))
             with connect("127.0.0.1", baseline_service.port) as connection:
@@ -27,15 +50,41 @@ def test_workers_send_the_model_stage_to_one_engine(resnet18_onnx, photos, basel
             # The same engine on the CPU, the same pixels: the same answer as the baseline's.
             assert result.label == expected.label, name
             assert result.score == pytest.approx(expected.score, abs=1e-4), name
-            assert index < len(photos)
         with connect("127.0.0.1", server.port) as connection, pytest.raises(InferenceError):
             connection.client.infer_batch(InferenceParams(uuid="bad", data=b"not a jpeg"))
-        server.process.send_signal(signal.SIGTERM)
-        assert server.finish() == 0
         # Two warm-ups and one call per photograph reached the engine; the bad image did not.
         requests = 2 + len(photos)
+        text = _metrics(metrics_port)
+        assert f'tp_engine_requests{{model="resnet50"}} {float(requests)!r}' in text
+        assert f'nv_inference_request_success{{model="resnet50",version="1"}} {requests}.0' in text
+        server.process.send_signal(signal.SIGTERM)
+        assert server.finish() == 0
         assert any(f"shared engine: {requests} requests in" in line for line in server.log)
         assert any("workers exited with codes [0, 0, 0]" in line for line in server.log)
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_an_engine_that_dies_stops_the_group(resnet18_onnx, photos):
+    server = _engine_group(resnet18_onnx, free_port())
+    try:
+        started = next(line for line in server.log if "shared engine process started" in line)
+        engine_pid = int(re.search(r"pid (\d+)", started).group(1))
+        os.kill(engine_pid, signal.SIGKILL)
+        # A call fails at once rather than hanging: with a typed error from the worker whose
+        # engine is gone, or, once the supervisor has noticed, refused with the whole group.
+        refused = (InferenceError, TTransportException, OSError)
+        with (
+            pytest.raises(refused),
+            connect("127.0.0.1", server.port, timeout_s=10) as connection,
+        ):
+            connection.client.infer_batch(
+                InferenceParams(uuid="x", data=next(iter(photos.values())))
+            )
+        # ...and the supervisor stops the whole group, for the process manager to restart.
+        assert server.finish() != 0
+        assert any("the engine exited with code -9" in line for line in server.log)
     finally:
         server.kill()
 
