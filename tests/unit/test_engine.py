@@ -190,3 +190,11 @@ def test_an_engine_whose_model_fails_to_load_raises_at_start(tmp_path):
     with pytest.raises(tp.errors.BackendInitError, match="refused"):
         EngineServer(node, tmp_path / "engine.sock", input_hwc=HWC).start()
     assert not (tmp_path / "engine.sock").exists()
+
+
+def test_an_engine_that_cannot_listen_raises_and_stops_its_instances(tmp_path):
+    node = tp.load_config({"m": {"backend": "ChannelMean", "instance_num": 2}}).node("m")
+    server = EngineServer(node, tmp_path / ("x" * 120), input_hwc=HWC)  # too long for AF_UNIX
+    with pytest.raises(OSError):
+        server.start()
+    assert not any(thread.is_alive() for thread in server._threads)

@@ -134,7 +134,11 @@ class EngineServer:
         self.max_batch = min(MAX_ENGINE_BATCH, *(backend.max() for backend in live))
         if self.node.max_batch is not None:
             self.max_batch = min(self.max_batch, self.node.max_batch)
-        self._listen()
+        try:
+            self._listen()
+        except OSError:
+            self._stop_instances()
+            raise
         self._intake_thread = threading.Thread(
             target=self._intake, name="engine-intake", daemon=True
         )
@@ -164,6 +168,7 @@ class EngineServer:
         self._stop_instances()
         for connection in list(self._connections):
             connection.close()
+            connection.sock.close()
         if self._listener is not None:
             self._listener.close()
             with contextlib.suppress(FileNotFoundError):
@@ -324,15 +329,14 @@ class EngineServer:
             with cond:
                 while True:
                     queued = len(pending)
+                    # Draining runs whatever is left, however few (backends pad to their min).
                     if self._closing and not queued:
                         return
                     decision = decide_batch(
                         queued=queued,
                         oldest_wait_s=time.perf_counter() - pending[0][2] if queued else 0.0,
                         busy_instances=self._busy,
-                        min_batch=min(self.min_batch, max(queued, 1))
-                        if self._closing
-                        else self.min_batch,
+                        min_batch=1 if self._closing else self.min_batch,
                         max_batch=self.max_batch,
                         batching_timeout_s=batching_timeout_s,
                         draining=self._closing,
