@@ -34,7 +34,12 @@ from benchmarks.report import (
     write_outputs,
 )
 from benchmarks.resource_sampler import ResourceSampler, ResourceUse
-from benchmarks.server_figures import batching_line, group_node_figures, server_stats
+from benchmarks.server_figures import (
+    batching_line,
+    engine_figures,
+    group_node_figures,
+    server_stats,
+)
 from benchmarks.server_process import (
     REPO_ROOT,
     ServerProcess,
@@ -246,12 +251,7 @@ def run_handler(
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = args.workers
             stats["group_nodes"] = group_node_figures(metrics_url)
-    if handler == "pipelined" and args.shared_engine:
-        # The engine's own figures (all rows together) are in its final log line.
-        lines = (log_dir / f"{handler}.log").read_text(errors="replace").splitlines()
-        summary = [line for line in lines if "shared engine:" in line and "batches" in line]
-        stats["shared_engine"] = summary[-1].split("shared engine: ", 1)[1] if summary else None
-        logger.info("shared engine: %s", stats["shared_engine"])
+            stats["shared_engine"] = engine_figures(metrics_url)
     return rows, ping_rows, stats
 
 

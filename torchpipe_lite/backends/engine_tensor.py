@@ -55,6 +55,8 @@ class EngineTensor(Backend):
         import torch
 
         self._torch = torch
+        if not hasattr(os, "memfd_create"):
+            raise ConfigError("needs Linux: the slots are a memfd shared with the engine")
         path = params.get("engine")
         if not path:
             raise ConfigError("is required (the model engine's Unix socket)", key="engine")
