@@ -173,6 +173,11 @@ def test_when_the_engine_is_gone_the_client_says_so(engine):
             client.forward([{"data": _image(1)}])
 
 
+def test_a_client_max_below_one_is_a_config_error(engine):
+    with pytest.raises(tp.ConfigError, match="max"):
+        tp.create_backend("EngineTensor", {"engine": str(engine.path), "max": 0})
+
+
 def test_an_engine_that_cannot_be_reached_is_an_init_error(tmp_path):
     with pytest.raises(ConnectionError, match="cannot reach the model engine"):
         tp.create_backend("EngineTensor", {"engine": str(tmp_path / "nothing.sock")})

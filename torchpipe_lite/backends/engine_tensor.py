@@ -64,26 +64,10 @@ class EngineTensor(Backend):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(param_int(params, "reply_timeout", 60_000) / 1000.0)
         try:
-            self._sock.connect(self._path)
-            hello = protocol.recv_exact(self._sock, protocol.HELLO.size)
-        except OSError as error:
+            self._connect(param_int(params, "max", 0) if "max" in params else None)
+        except BaseException:
             self._sock.close()
-            raise ConnectionError(
-                f"cannot reach the model engine at {self._path}: {error}"
-            ) from error
-        magic, version, height, width, channels, result_values, engine_max = protocol.HELLO.unpack(
-            hello
-        )
-        protocol.check_magic(magic, "HELLO")
-        if version != protocol.VERSION:
-            raise protocol.EngineProtocolError(
-                f"the engine speaks protocol {version}; this client speaks {protocol.VERSION}"
-            )
-        self.layout = SlotLayout(height, width, channels, result_values)
-        self._max = min(param_int(params, "max", engine_max), engine_max)
-        if self._max < 1:
-            raise ConfigError(f"must be at least 1, got {self._max}", key="max")
-        self._attach()
+            raise
         self._broken: str | None = None
         self._registered_ptr: int | None = None
         self._stream = None
@@ -91,11 +75,32 @@ class EngineTensor(Backend):
             "EngineTensor: attached to %s with %d slots (input %dx%dx%d uint8, %d result values)",
             self._path,
             self._max,
-            height,
-            width,
-            channels,
-            result_values,
+            self.layout.height,
+            self.layout.width,
+            self.layout.channels,
+            self.layout.result_values,
         )
+
+    def _connect(self, wanted_max: int | None) -> None:
+        """Connect, read the engine's HELLO, make the slots and attach them (the handshake)."""
+        try:
+            self._sock.connect(self._path)
+            hello = protocol.recv_exact(self._sock, protocol.HELLO.size)
+        except OSError as error:
+            raise ConnectionError(
+                f"cannot reach the model engine at {self._path}: {error}"
+            ) from error
+        magic, version, height, width, channels, values, engine_max = protocol.HELLO.unpack(hello)
+        protocol.check_magic(magic, "HELLO")
+        if version != protocol.VERSION:
+            raise protocol.EngineProtocolError(
+                f"the engine speaks protocol {version}; this client speaks {protocol.VERSION}"
+            )
+        self.layout = SlotLayout(height, width, channels, values)
+        if wanted_max is not None and wanted_max < 1:
+            raise ConfigError(f"must be at least 1, got {wanted_max}", key="max")
+        self._max = engine_max if wanted_max is None else min(wanted_max, engine_max)
+        self._attach()
 
     def _attach(self) -> None:
         layout = self.layout
