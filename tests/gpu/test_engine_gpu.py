@@ -17,13 +17,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def resnet18_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.export_model import export_resnet
-
-    return export_resnet("resnet18", tmp_path_factory.mktemp("engine_models") / "resnet18.onnx")
-
-
 def test_engine_logits_equal_the_model_stage_run_in_process(resnet18_onnx: Path, tmp_path) -> None:
     params = model_params(resnet18_onnx, precision="fp32")
     rows = [preprocessed(path) for path in PHOTOS[:6]]

@@ -25,13 +25,6 @@ STD = "58.395, 57.120, 57.375"
 PHOTOS = sorted(IMAGES_DIR.glob("*.jpg"))
 
 
-@pytest.fixture(scope="module")
-def resnet18_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.export_model import export_resnet
-
-    return export_resnet("resnet18", tmp_path_factory.mktemp("gpu_models") / "resnet18.onnx")
-
-
 def model_params(model: Path, **extra: Any) -> dict[str, Any]:
     return {"model": str(model), "mean": MEAN, "std": STD, "min": 1, "max": 8, **extra}
 
