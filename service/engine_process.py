@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,6 @@ class EngineProcess:
         self.process = subprocess.Popen(command)
         logger.info("shared engine process started (pid %d)", self.process.pid)
         # The engine creates its socket only once its model is loaded and probed.
-        pause = threading.Event()  # never set: a sleep that is not a bare time.sleep
         waited_s = 0.0
         while not os.path.exists(self.socket_path):
             if self.process.poll() is not None:
@@ -74,7 +74,7 @@ class EngineProcess:
             if waited_s >= ready_timeout_s:
                 self.stop()
                 raise EngineStartError(f"the shared engine was not ready in {ready_timeout_s} s")
-            pause.wait(_POLL_S)
+            time.sleep(_POLL_S)
             waited_s += _POLL_S
 
     def stop(self) -> int:
