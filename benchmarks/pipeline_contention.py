@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks.server_process import REPO_ROOT
 from benchmarks.synchronised import (
@@ -34,6 +34,15 @@ from benchmarks.tune import Setting, apply_point, parse_setting
 from clients.images import DEFAULT_IMG_DIR, load_images
 
 DEFAULT_CONFIG = REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml"
+
+
+class ProcessFigures(NamedTuple):
+    """What one process measured over the timed window."""
+
+    calls: int
+    latency_s: float  # summed over its calls
+    cpu_s: float
+    nodes: dict[str, dict[str, float]]  # node_deltas()
 
 
 def node_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -89,7 +98,7 @@ def _process(
     cpu_s = time.process_time() - cpu_began
     nodes = node_deltas(before, pipeline.stats())
     pipeline.close()
-    queue.put((sum(calls), sum(latency_s), cpu_s, nodes))
+    queue.put(ProcessFigures(sum(calls), sum(latency_s), cpu_s, nodes))
 
 
 def measure(
@@ -97,13 +106,11 @@ def measure(
 ) -> dict[str, Any]:
     """One point: ``processes`` pipelines, each called by ``callers`` threads."""
     args = (pipeline_config, callers, img_dir)
-    results = run_processes(_process, args, processes, seconds)
-    calls = sum(result[0] for result in results)
+    results: list[ProcessFigures] = run_processes(_process, args, processes, seconds)
+    calls = sum(result.calls for result in results)
     nodes = {}
-    for name in results[0][3]:
-        totals = {
-            key: sum(result[3][name][key] for result in results) for key in results[0][3][name]
-        }
+    for name, first in results[0].nodes.items():
+        totals = {key: sum(result.nodes[name][key] for result in results) for key in first}
         nodes[name] = {
             "mean_batch": totals["items"] / max(totals["batches"], 1),
             "ms_per_batch": totals["compute_ms"] / max(totals["batches"], 1),
@@ -113,8 +120,8 @@ def measure(
         "processes": processes,
         "callers": callers,
         "qps": calls / seconds,
-        "mean_ms": 1000 * sum(result[1] for result in results) / max(calls, 1),
-        "cpu_ms_per_request": 1000 * sum(result[2] for result in results) / max(calls, 1),
+        "mean_ms": 1000 * sum(result.latency_s for result in results) / max(calls, 1),
+        "cpu_ms_per_request": 1000 * sum(result.cpu_s for result in results) / max(calls, 1),
         "nodes": nodes,
     }
 
