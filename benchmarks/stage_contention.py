@@ -9,8 +9,9 @@ items at a time, as the service's workers do when each has a share of the client
   ``SyncTensor[Sequential[DecodeTensor,ResizeTensor,CvtColorTensor]]`` (JPEG -> 224x224 RGB);
 - ``decode``: nvJPEG decode alone, ``SyncTensor[DecodeTensor]``;
 - ``cpu``: the CPU image stages, decode to tensor;
-- ``model``: the model stage, ``SyncTensor[TorchTensor]`` on ``--model`` (fp16, CUDA graphs),
-  fed 224x224 uint8 images already on the GPU, as the GPU decode stage hands them over.
+- ``model``: the model stage as the GPU-decode config's model node sets it up
+  (``SyncTensor[TorchTensor]``, fp16, CUDA graphs) on ``--model``, fed 224x224 uint8 images
+  already on the GPU, as the GPU decode stage hands them over.
 
 No Thrift, no scheduler: what the stage itself can do with batches of that size while the
 other processes run it too. Prints images/s in all, ms per call, and CPU ms per image.
@@ -47,12 +48,8 @@ STAGES = {
     "model": "SyncTensor[TorchTensor]",
 }
 IMAGE_PARAMS = {"resize_h": 224, "resize_w": 224, "color": "rgb"}
-#: The ImageNet normalisation the service's model node uses.
-MODEL_PARAMS = {
-    "precision": "fp16",
-    "mean": "123.675, 116.28, 103.53",
-    "std": "58.395, 57.120, 57.375",
-}
+#: The model stage runs with this config's model node parameters (precision, mean/std...).
+MODEL_CONFIG = REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml"
 
 
 def _blocking_sync() -> int:
@@ -133,7 +130,10 @@ def measure(
     if stage == "model":
         if model is None:
             raise ValueError("the model stage needs a model file")
-        params = {**MODEL_PARAMS, "model": str(model), "min": 1, "max": batch}
+        from service.service_config import load_service_config
+
+        config = load_service_config(MODEL_CONFIG, model_override=model)
+        params = config.engine_params(batch)  # every call carries exactly `batch` images
     else:
         params = dict(IMAGE_PARAMS)
     args = (stage, params, threads, batch, blocking)

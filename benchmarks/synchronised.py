@@ -96,8 +96,8 @@ def write_points(json_dir: Path, what: str, command: str, points: list[dict], **
     from benchmarks.gpu_monitor import GpuMonitor
     from benchmarks.report import write_json
 
-    device = device_slug(GpuMonitor.open())
-    path = json_dir / f"{date.today().isoformat()}-{device}-{what}.json"
-    record = {"date": date.today().isoformat(), "device": device, "command": command}
+    today, device = date.today().isoformat(), device_slug(GpuMonitor.open())
+    path = json_dir / f"{today}-{device}-{what}.json"
+    record = {"date": today, "device": device, "command": command}
     write_json(path, {**record, **extra, "points": points})
     return path
