@@ -188,6 +188,58 @@ def test_cuda_graphs_per_batch_size_match_eager(resnet18_onnx: Path) -> None:
             assert relative_error(a["result"], b["result"]) < 1e-2, count
 
 
+def test_fused_convolutions_match_the_unfused_model(resnet18_onnx: Path) -> None:
+    fused = tp.create_backend("SyncTensor[TorchTensor]", model_params(resnet18_onnx, max=6))
+    plain = tp.create_backend(
+        "SyncTensor[TorchTensor]", model_params(resnet18_onnx, max=6, fuse_conv=False)
+    )
+
+    def fused_convolutions(backend: Any) -> int:
+        return sum(type(m).__name__ == "ConvReLU" for m in backend.children[0].module.modules())
+
+    assert fused_convolutions(fused) == 17 and fused_convolutions(plain) == 0
+    rows = [preprocessed(path) for path in PHOTOS[:6]]
+    with_fusion, without = [{"data": r} for r in rows], [{"data": r} for r in rows]
+    fused.forward(with_fusion)
+    plain.forward(without)
+    for a, b in zip(with_fusion, without, strict=True):
+        assert relative_error(a["result"], b["result"]) < 1e-2
+        assert a["result"].argmax() == b["result"].argmax()
+
+
+@pytest.mark.parametrize("residual", ["none", "same shape", "broadcast"])
+def test_conv_relu_on_cuda_matches_plain_ops(residual: str) -> None:
+    from torch import fx, nn
+
+    from torchpipe_lite.backends.conv_fusion import fuse_conv_relu
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return torch.relu(y if residual == "none" else y + shortcut)
+
+    torch.manual_seed(0)
+    block = Block().cuda().half().to(memory_format=torch.channels_last).eval()
+    x = (
+        torch.randn(3, 16, 20, 20, device="cuda")
+        .half()
+        .contiguous(memory_format=torch.channels_last)
+    )
+    shortcut = torch.randn(*(x.shape if residual == "same shape" else (1, 16, 1, 1)), device="cuda")
+    shortcut = shortcut.half()
+    module = fx.symbolic_trace(block)
+    assert fuse_conv_relu(module) == 1
+    with torch.inference_mode():
+        expected = block(x, shortcut)
+        actual = module(x, shortcut)
+    assert actual.shape == expected.shape and actual.dtype == torch.float16
+    assert relative_error(actual, expected) < 1e-3
+
+
 def test_sync_tensor_gives_each_instance_its_own_stream(resnet18_onnx: Path) -> None:
     first = tp.create_backend("SyncTensor[TorchTensor]", model_params(resnet18_onnx))
     second = tp.create_backend("SyncTensor[TorchTensor]", model_params(resnet18_onnx))

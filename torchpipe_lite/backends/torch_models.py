@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .conv_fusion import maybe_fuse
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,17 @@ _variants: dict[tuple, SharedModel] = {}
 
 
 def shared_model(
-    path: str, dtype: torch.dtype, device: torch.device, channels_last: bool
+    path: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    channels_last: bool,
+    fuse_conv: bool = False,
 ) -> SharedModel:
-    """The cached module for ``path`` on ``device`` in ``dtype`` (eval mode, no grad)."""
+    """The cached module for ``path`` on ``device`` in ``dtype`` (eval mode, no grad).
+
+    ``fuse_conv`` rewrites the Conv -> [Add ->] ReLU chains of an ONNX-converted model into
+    single cuDNN calls (see conv_fusion); TorchScript models are run as they are.
+    """
     import torch
 
     real = os.path.realpath(path)
@@ -47,7 +56,7 @@ def shared_model(
         stamp = os.stat(real).st_mtime_ns  # a rewritten file is converted again
     except OSError as error:
         raise ConfigError(f"cannot read model file {path!r}: {error}", key="model") from None
-    key = (real, stamp, dtype, str(device), channels_last)
+    key = (real, stamp, dtype, str(device), channels_last, fuse_conv)
     with _lock:  # instances initialise concurrently; the first builds, the others wait
         found = _variants.get(key)
         if found is not None:
@@ -57,9 +66,18 @@ def shared_model(
             base = _load(real)
             _base[(real, stamp)] = base
         module = base.module
-        if device.type != "cpu" or dtype != torch.float32 or channels_last:
-            # .to() converts in place: keep the base pristine for other variants
+        if device.type != "cpu" or dtype != torch.float32 or channels_last or fuse_conv:
+            # .to() and the fusion change the module in place: keep the base pristine
             module = copy.deepcopy(module).to(device=device, dtype=dtype)
+        if fuse_conv:
+            fused = maybe_fuse(module)
+            logger.info(
+                "%s: %s",
+                path,
+                f"{fused} convolutions fused with their ReLU (and residual add)"
+                if fused
+                else f"no convolution fused (a {base.source} model is run as it is)",
+            )
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         variant = SharedModel(module.eval(), base.input_chw, base.source)

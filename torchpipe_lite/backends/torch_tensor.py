@@ -45,13 +45,14 @@ class TorchTensor(Backend):
     """A model file (.onnx, converted once per process, or TorchScript) run with PyTorch.
 
     On CUDA: fp16 (``precision``, default fp16), channels-last (``channels_last``, default on),
-    ``mean``/``std`` fused into the graph, and one CUDA graph per batch size ``min``..``max``
-    (``cuda_graph``, default on) captured at init on the instance's stream, with this
-    instance's own static buffers; the weights are shared by every instance. On the CPU: fp32,
-    plain eager PyTorch. Batches smaller than ``min`` are padded up to it.
+    ``mean``/``std`` fused into the graph, each Conv -> [Add ->] ReLU chain of an ONNX model run
+    as one cuDNN kernel (``fuse_conv``, default on), and one CUDA graph per batch size
+    ``min``..``max`` (``cuda_graph``, default on) captured at init on the instance's stream,
+    with this instance's own static buffers; the weights are shared by every instance. On the
+    CPU: fp32, plain eager PyTorch. Batches smaller than ``min`` are padded up to it.
     """
 
-    PARAMS = MODEL_PARAMS | {"channels_last", "cuda_graph"}
+    PARAMS = MODEL_PARAMS | {"channels_last", "cuda_graph", "fuse_conv"}
     FILE_PARAMS = ("model",)
 
     def init(self, params: dict[str, Any]) -> None:
@@ -76,8 +77,11 @@ class TorchTensor(Backend):
         if self.uses_cuda_graphs and not on_gpu:
             logger.info("cuda_graph ignored: the model runs on the CPU")
             self.uses_cuda_graphs = False
+        fuse_conv = param_bool(params, "fuse_conv", on_gpu)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        model = shared_model(str(params["model"]), self._dtype, self.device, channels_last)
+        model = shared_model(
+            str(params["model"]), self._dtype, self.device, channels_last, fuse_conv
+        )
         self.module = model.module
         chw = param_input_chw(params, model.input_chw)
         mean, std = param_mean_std(params, chw[0])
