@@ -1,9 +1,11 @@
-"""Engine throughput: TorchTensor images/s at batch 1, 8 and 32 (ResNet50, fp16, CUDA graphs)
+"""Engine throughput: TorchTensor images/s at batch 1, 2, 8 and 32 (ResNet50, fp16, CUDA graphs)
 beside the raw CUDA-graph ceilings measured on the lent H100 (DESIGN.md section 9).
 
 Run: ``python -m benchmarks.engine_throughput [--model models/resnet50.onnx] [--seconds 3]
-[--json-dir benchmarks/results]``. Without ``--model`` it exports a seeded-random ResNet50 to a
-temporary directory (throughput does not depend on the weights).
+[--no-fuse-conv] [--json-dir benchmarks/results]``. Without ``--model`` it exports a
+seeded-random ResNet50 to a temporary directory (throughput does not depend on the weights).
+``--no-fuse-conv`` measures the model without its fused Conv -> [Add ->] ReLU kernels (the
+TorchTensor key ``fuse_conv = false``), for the A/B in benchmarks/README.md.
 
 Three figures per batch size, all on one ``SyncTensor[TorchTensor]`` instance, no scheduler:
 - forward: ``backend.forward(batch)`` with CPU uint8 1x3x224x224 rows in (as Mat2Tensor gives
@@ -119,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_throughput")
     parser.add_argument("--model", help="ONNX model (default: export a random ResNet50)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per figure")
+    parser.add_argument(
+        "--fuse-conv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fuse each Conv -> [Add ->] ReLU into one cuDNN kernel (default: yes)",
+    )
     parser.add_argument("--json-dir", default="benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     on_gpu = torch.cuda.is_available()
     arch, batches, precision = (
-        ("resnet50", [1, 8, 32], "fp16") if on_gpu else ("resnet18", [1, 8], "fp32")
+        ("resnet50", [1, 2, 8, 32], "fp16") if on_gpu else ("resnet18", [1, 8], "fp32")
     )
     if not on_gpu:
         logger.warning("no CUDA here: running a TINY CPU version (ResNet18, fp32, batch 1 and 8)")
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model = str(export_resnet(arch, Path(scratch) / f"{arch}.onnx"))
         params = {"model": model, "precision": precision, "min": 1, "max": max(batches)}
-        params |= {"mean": MEAN, "std": STD}
+        params |= {"mean": MEAN, "std": STD, "fuse_conv": args.fuse_conv}
         logger.info("initialising two SyncTensor[TorchTensor] instances (captures CUDA graphs)")
         backends = [tp.create_backend("SyncTensor[TorchTensor]", params) for _ in range(2)]
         figures = []
@@ -160,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             backend.close()
 
     print(f"\nTorchTensor engine throughput, {arch} {precision}, {device_name()}")
-    print(f"torch {torch.__version__}, one SyncTensor[TorchTensor] instance unless said")
+    print(
+        f"torch {torch.__version__}, one SyncTensor[TorchTensor] instance unless said, "
+        f"fused convolutions: {'yes' if args.fuse_conv else 'no'}"
+    )
     if not on_gpu:
         print("(tiny CPU version: no CUDA on this machine; not comparable with the GPU ceilings)")
     header = f"{'batch':>5}  {'forward img/s':>14}"
@@ -172,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         if on_gpu:
             line += f"  {row['replay_images_per_s']:>12,.0f}"
             line += f"  {row['two_instances_images_per_s']:>11,.0f}"
-            line += f"  {row['design_ceiling_images_per_s'] or 0:>21,}"
+            ceiling = row["design_ceiling_images_per_s"]
+            line += f"  {ceiling:>21,}" if ceiling else f"  {'-':>21}"
         print(line)
 
     slug = name_slug(device_name())
-    output = Path(args.json_dir) / f"{date.today().isoformat()}-{slug}-engine.json"
+    what = "engine" if args.fuse_conv else "engine-no-fuse-conv"
+    output = Path(args.json_dir) / f"{date.today().isoformat()}-{slug}-{what}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "date": date.today().isoformat(),
@@ -186,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         "arch": arch,
         "precision": precision,
         "seconds_per_figure": args.seconds,
+        "fuse_conv": args.fuse_conv,
         "tiny_cpu_version": not on_gpu,
         "figures": figures,
         "command": "python -m benchmarks.engine_throughput"
-        + (f" --model {args.model}" if args.model else ""),
+        + (f" --model {args.model}" if args.model else "")
+        + ("" if args.fuse_conv else " --no-fuse-conv"),
     }
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {output}")
