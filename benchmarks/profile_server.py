@@ -1,8 +1,9 @@
 """Profile a live server under load with py-spy: where the GIL goes, per function and per file.
 
 Run: ``python -m benchmarks.profile_server [--handler pipelined] [--config FILE]
-[--concurrency 20] [--seconds 10] [--out DIR]``. Starts the server, drives it with client_qps
-from separate processes, records py-spy samples of the thread holding the GIL (``--gil``), and
+[--concurrency 20] [--seconds 10] [--mps] [--out DIR] [--extra --workers 8]``. Starts the
+server, drives it with client_qps from separate processes, records py-spy samples of the thread
+holding the GIL (``--gil``) in the server and its worker processes (``--subprocesses``), and
 prints the functions and source files that hold it longest. Needs ``py-spy`` on the PATH.
 """
 
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from benchmarks.mps import MpsError, mps_daemon
 from benchmarks.server_process import ServerProcess, free_port, service_command
 from clients.client_qps import run_load
 
 
-def summarise(raw_path: Path, top: int = 25) -> str:
-    """Top self-time frames and files from py-spy's raw (collapsed) output."""
+def summarise(raw_path: Path, top: int = 25) -> tuple[int, str]:
+    """The number of samples, and the top self-time frames and files, from py-spy's raw
+    (collapsed) output."""
     by_frame: collections.Counter[str] = collections.Counter()
     by_file: collections.Counter[str] = collections.Counter()
     total = 0
@@ -41,7 +45,7 @@ def summarise(raw_path: Path, top: int = 25) -> str:
     lines += ["", "self time by file:"]
     for file_name, count in by_file.most_common(top):
         lines.append(f"{100 * count / max(total, 1):6.2f}%  {file_name}")
-    return "\n".join(lines)
+    return total, "\n".join(lines)
 
 
 def main() -> int:
@@ -55,6 +59,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--out", default="build/profile", help="folder for the raw samples")
     parser.add_argument("--total-number", type=int, help="calls to send (default: 2000/s)")
+    parser.add_argument("--mps", action="store_true", help="under a private CUDA MPS daemon")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="server flags")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
@@ -68,6 +73,18 @@ def main() -> int:
         args.handler, port, threads=max(20, args.concurrency), config=args.config, model=args.model
     )
     command += args.extra
+    with contextlib.ExitStack() as stack:
+        if args.mps:
+            try:
+                stack.enter_context(mps_daemon())
+            except (MpsError, OSError, subprocess.SubprocessError) as error:
+                print(f"--mps: {error}", file=sys.stderr)
+                return 2
+        return profile(args, py_spy, command, port, out)
+
+
+def profile(args: argparse.Namespace, py_spy: str, command: list[str], port: int, out: Path) -> int:
+    """Start the server, record py-spy while the load runs, print the summary."""
     with ServerProcess(command, host="127.0.0.1", port=port, log_path=out / "server.log") as server:
         server.start()
         recording = threading.Event()
@@ -81,6 +98,7 @@ def main() -> int:
                     "record",
                     "--gil",
                     "--nonblocking",
+                    "--subprocesses",  # the workers of --workers N
                     "--format",
                     "raw",
                     "-r",
@@ -110,7 +128,10 @@ def main() -> int:
         recorder.join()
     print(f"load: {result.qps:.1f} QPS, TP50 {result.tp50_ms:.2f} ms, errors {result.errors}")
     if raw_path.exists():
-        print(summarise(raw_path))
+        samples, summary = summarise(raw_path)
+        held_ms = 1e3 * samples / args.rate / max(result.qps * args.seconds, 1)
+        print(f"interpreter lock held {held_ms:.3f} ms per request (all processes)")
+        print(summary)
     return 0
 
 
