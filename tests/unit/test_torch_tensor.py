@@ -221,3 +221,22 @@ def test_sync_tensor_takes_exactly_one_child() -> None:
         tp.load_config({"n": {"backend": "SyncTensor[Identity,Identity]"}})
     with pytest.raises(ValueError, match="exactly one child"):
         tp.create_backend("SyncTensor", {})
+
+
+def test_fused_model_the_device_cannot_run_is_a_config_error_naming_fuse_conv(
+    resnet18_small_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchpipe_lite.backends.conv_fusion import _conv_relu_class
+    from torchpipe_lite.backends.torch_models import clear_cache
+
+    def unsupported(self, x, residual=None):
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")
+
+    clear_cache()
+    monkeypatch.setattr(_conv_relu_class(), "forward", unsupported)
+    with pytest.raises(ConfigError, match="fuse_conv = false") as caught:
+        tp.create_backend("TorchTensor", params_for(resnet18_small_onnx, fuse_conv="true"))
+    assert caught.value.key == "fuse_conv" and "17 fused convolutions" in str(caught.value)
+    unfused = tp.create_backend("TorchTensor", params_for(resnet18_small_onnx, fuse_conv="false"))
+    assert unfused.max() == 4
+    clear_cache()

@@ -30,6 +30,8 @@ class SharedModel:
     #: (C, H, W) of one input row, ``None`` where the file does not fix a dimension.
     input_chw: tuple[int | None, int | None, int | None] | None
     source: str  # "onnx" or "torchscript"
+    #: How many Conv -> [Add ->] ReLU chains run as one cuDNN kernel (see conv_fusion).
+    fused_convolutions: int = 0
 
 
 _lock = threading.Lock()
@@ -69,6 +71,7 @@ def shared_model(
         if device.type != "cpu" or dtype != torch.float32 or channels_last or fuse_conv:
             # .to() and the fusion change the module in place: keep the base pristine
             module = copy.deepcopy(module).to(device=device, dtype=dtype)
+        fused = 0
         if fuse_conv:
             fused = maybe_fuse(module)
             logger.info(
@@ -80,7 +83,7 @@ def shared_model(
             )
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
-        variant = SharedModel(module.eval(), base.input_chw, base.source)
+        variant = SharedModel(module.eval(), base.input_chw, base.source, fused)
         _variants[key] = variant
         return variant
 

@@ -95,7 +95,7 @@ class TorchTensor(Backend):
                 chw, self._max, self.device, channels_last=channels_last, mean=mean, std=std
             )
             self._input.static_input.zero_()
-            full_output = self._compute(self._max)
+            full_output = self._first_run(model.fused_convolutions)
             self._check_output(full_output)
             # Results come back through one pinned buffer: an asynchronous copy the instance
             # then waits for without spinning a core (see cuda_wait).
@@ -171,6 +171,19 @@ class TorchTensor(Backend):
         if not isinstance(output, self._torch.Tensor):
             return output  # refused by _check_output at init
         return output.float()
+
+    def _first_run(self, fused_convolutions: int) -> torch.Tensor:
+        """The model at ``max`` rows; a fused model the cuDNN here cannot run is a ConfigError."""
+        try:
+            return self._compute(self._max)
+        except RuntimeError as error:
+            if not fused_convolutions:
+                raise
+            raise ConfigError(
+                f"the model with {fused_convolutions} fused convolutions failed on "
+                f"{self.device} ({error}); set fuse_conv = false to run it unfused",
+                key="fuse_conv",
+            ) from error
 
     def _check_output(self, output: Any) -> None:
         if not isinstance(output, self._torch.Tensor):
