@@ -16,7 +16,7 @@ from service.handler import ClassifierHandler, RequestLimits
 from service.model_file import EXPORTABLE_ARCHS
 from service.ops_server import OpsServer, ServiceState
 from service.prometheus_export import MetricsRenderer
-from service.server import ThriftServer, TransportLimits, fastbinary_available
+from service.rpc.server import ThriftServer, TransportLimits, fastbinary_available
 from service.service_config import DEFAULT_CONFIG, ServiceConfigError
 from service.warmup import connect_host, warm_up
 from service.workers import run_workers
@@ -38,7 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--handler", choices=("baseline", "pipelined"), default="pipelined")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     parser.add_argument("--port", type=int, default=8888)
-    parser.add_argument("--threads", type=int, default=20, help="RPC worker threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=20,
+        help="threads that run blocking calls (the baseline runs every request on one)",
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -77,10 +82,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a request message over this is cut off and its connection closed",
     )
     parser.add_argument(
-        "--io-timeout-s",
+        "--message-timeout-s",
         type=float,
         default=30.0,
-        help="longest stall inside one message before the connection is closed",
+        help="longest one request message may take from its first byte to its last; a slower "
+        "one closes its connection",
+    )
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=300.0,
+        help="longest a connection may stay open between requests, sending nothing",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open client connections; beyond it new ones are closed at once",
     )
     parser.add_argument(
         "--drain-timeout-s",
@@ -176,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         # Lists may be a little longer than allowed, so that the handler can answer TOO_LARGE;
         # far longer ones are refused by the protocol before anything is allocated.
         max_container_items=max(16 * 1024, 2 * args.max_images),
-        io_timeout_s=args.io_timeout_s,
+        message_timeout_s=args.message_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
+        max_connections=args.max_connections,
     )
     state = ServiceState()
     handler: ClassifierHandler | None = None

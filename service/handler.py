@@ -8,13 +8,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 import torchpipe_lite as tp
+from service.class_scores import Scores
 from service.errors import (
     code_name,
     inference_error,
@@ -35,14 +36,16 @@ from service.gen.inference.ttypes import (
 from service.gpu_stats import GpuReader
 from service.ops_server import ServiceState
 from service.predictions import top_k
+from service.rpc.connection import Reply
 
 logger = logging.getLogger(__name__)
 
 #: Largest ``k`` a client may ask for (ImageNet has 1000 classes).
 MAX_TOP_K = 1000
 
-#: What ``classify`` returns per image: logits, ``None`` (no result: not an image), or the error.
-Outcome = torch.Tensor | None | BaseException
+#: What ``classify`` returns per image: its scores (or logits, from a model node without
+#: ClassScores), ``None`` (no result: not an image), or the error.
+Outcome = Scores | torch.Tensor | None | BaseException
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,16 @@ class ClassifierHandler(abc.ABC):
     Subclasses provide the engine: ``classify`` (logits per image, each image failing on its
     own), ``node_figures`` and ``close``. Every failure reaches the client as an
     ``InferenceError`` and is logged once, with the request's uuid and code.
+
+    A subclass that can also classify without blocking (``classify_async``) lists the
+    inference methods in ``async_methods``: the server then starts them on its loop thread and
+    the thread that finishes the work replies (``service.rpc.calls``).
     """
 
     #: "baseline" or "pipelined": reported by ``stats()``.
     handler_name: ClassVar[str]
+    #: Methods the server runs as ``<name>_async(*args, reply)`` instead of on a pool thread.
+    async_methods: ClassVar[tuple[str, ...]] = ("ping",)
 
     def __init__(self, *, device: str, limits: RequestLimits | None = None):
         self.device = device
@@ -99,6 +108,14 @@ class ClassifierHandler(abc.ABC):
     @abc.abstractmethod
     def node_figures(self) -> list[tp.NodeStats]:
         """Per-stage figures (the library's, with each instance's placement), in order."""
+
+    def classify_async(
+        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None]
+    ) -> None:
+        """Start classifying ``images``; ``done(outcomes)`` is called once, from any thread.
+
+        Only handlers that list inference methods in ``async_methods`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} classifies only synchronously")
 
     def batch_range(self, node: str) -> tuple[int, int]:
         """The (min, max) batch size ``node`` runs with (1..1 unless the handler batches)."""
@@ -128,6 +145,15 @@ class ClassifierHandler(abc.ABC):
 
     def infer_many(self, params_list: list[InferenceParams], k: int) -> list[ItemResult]:
         """Several images, each with its own outcome, in order."""
+        results, pending = self._many_start(params_list, k)
+        outcomes = self.classify([params_list[position].data for position in pending])
+        self._many_finish(params_list, k, results, pending, outcomes)
+        return results
+
+    def _many_start(
+        self, params_list: list[InferenceParams], k: int
+    ) -> tuple[list[ItemResult], list[int]]:
+        """Check an ``infer_many`` call: its results so far, and the positions to classify."""
         if params_list is None:
             raise self._failed(inference_error(ErrorCode.INVALID_ARGUMENT, "no params"), None)
         logger.debug("infer_many received: %d images", len(params_list))
@@ -149,14 +175,75 @@ class ClassifierHandler(abc.ABC):
                 pending.append(position)
             else:
                 results[position].error = self._failed(error, None)
-        outcomes = self.classify([params_list[position].data for position in pending])
+        return results, pending
+
+    def _many_finish(
+        self,
+        params_list: list[InferenceParams],
+        k: int,
+        results: list[ItemResult],
+        pending: list[int],
+        outcomes: list[Outcome],
+    ) -> None:
         for position, outcome in zip(pending, outcomes, strict=True):
             try:
                 uuid = params_list[position].uuid
                 results[position].predictions = self._predictions(outcome, k, uuid)
             except InferenceError as error:
                 results[position].error = error
-        return results
+
+    # -- the RPCs without a waiting thread (for handlers with ``classify_async``) -------------
+
+    def ping_async(self, reply: Reply) -> None:
+        """Liveness check, answered on the loop thread."""
+        reply.send(None)
+
+    def infer_batch_async(self, params: InferenceParams, reply: Reply) -> None:
+        """``infer_batch``, answered from the thread that finishes the image."""
+
+        def done(outcomes: list[Outcome]) -> None:
+            try:
+                best = self._predictions(outcomes[0], 1, params.uuid)[0]
+            except InferenceError as error:
+                reply.fail(error)
+                return
+            reply.send(InferenceResult(label=best.label, score=best.score))
+
+        self._start_one(params, done, reply)
+
+    def infer_topk_async(self, params: InferenceParams, k: int, reply: Reply) -> None:
+        """``infer_topk``, answered from the thread that finishes the image."""
+        self._check_k(k, getattr(params, "uuid", None))
+
+        def done(outcomes: list[Outcome]) -> None:
+            try:
+                reply.send(self._predictions(outcomes[0], k, params.uuid))
+            except InferenceError as error:
+                reply.fail(error)
+
+        self._start_one(params, done, reply)
+
+    def infer_many_async(self, params_list: list[InferenceParams], k: int, reply: Reply) -> None:
+        """``infer_many``, answered once the last of its images is finished."""
+        results, pending = self._many_start(params_list, k)
+        if not pending:
+            reply.send(results)
+            return
+
+        def done(outcomes: list[Outcome]) -> None:
+            self._many_finish(params_list, k, results, pending, outcomes)
+            reply.send(results)
+
+        self.classify_async([params_list[position].data for position in pending], done)
+
+    def _start_one(self, params: InferenceParams, done: Callable, reply: Reply) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("request received uuid=%s", printable_uuid(getattr(params, "uuid", None)))
+        error = self._check_params(params)
+        if error is not None:
+            reply.fail(self._failed(error, None))
+            return
+        self.classify_async([params.data], done)
 
     def stats(self) -> ServerStats:
         """The server's counters and per-stage figures."""

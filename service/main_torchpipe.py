@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import torchpipe_lite as tp
 from service.handler import ClassifierHandler, Outcome, RequestLimits
@@ -17,6 +18,7 @@ class PipelinedHandler(ClassifierHandler):
     instances and dynamic batching; the RPC thread only submits the bytes and waits."""
 
     handler_name = "pipelined"
+    async_methods = ("ping", "infer_batch", "infer_topk", "infer_many")
 
     def __init__(self, config: ServiceConfig, *, device: str, limits: RequestLimits | None = None):
         super().__init__(device=device, limits=limits)
@@ -28,6 +30,11 @@ class PipelinedHandler(ClassifierHandler):
             else "",
         )
         self._pipeline = tp.pipe(config.pipeline_to_build())
+        built = self._pipeline.config
+        if any(node.inline for node in built.nodes if node.name in built.roots):
+            # Inline stages run on the thread that submits: the server's pool threads, not
+            # its one loop thread.
+            self.async_methods = ("ping",)
         low, high = self._pipeline.batch_range(config.model_node)
         logger.info(
             "pipeline ready: %s; model node [%s] batches %d..%d",
@@ -54,6 +61,34 @@ class PipelinedHandler(ClassifierHandler):
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
+
+    def classify_async(
+        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None]
+    ) -> None:
+        if len(images) == 1:  # the common call: the request's own end is the answer
+            self._pipeline.dispatch(
+                {"data": images[0]},
+                lambda request, error: done(
+                    [error if error is not None else request.get("result")]
+                ),
+            )
+            return
+        outcomes: list[Outcome] = [None] * len(images)
+        remaining = [len(images)]
+        lock = threading.Lock()
+
+        def one_done(position: int, request: dict, error: BaseException | None) -> None:
+            outcomes[position] = error if error is not None else request.get("result")
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                done(outcomes)
+
+        for position, image in enumerate(images):
+            self._pipeline.dispatch(
+                {"data": image}, lambda request, error, at=position: one_done(at, request, error)
+            )
 
     def node_figures(self) -> list[tp.NodeStats]:
         return list(self._pipeline.stats().values())

@@ -13,7 +13,7 @@ import pytest
 from clients.connection import Connection, connect
 from service.app import build_handler
 from service.handler import ClassifierHandler, RequestLimits
-from service.server import ThriftServer, TransportLimits
+from service.rpc.server import ThriftServer, TransportLimits
 from service.service_config import DEFAULT_CONFIG
 
 IMAGES_DIR = Path(__file__).resolve().parents[1] / "data" / "images"

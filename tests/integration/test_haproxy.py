@@ -271,7 +271,7 @@ def cluster(resnet18_small_onnx: Path, tmp_path_factory: pytest.TempPathFactory)
         command = service_command("pipelined", upstream.port, threads=SERVER_THREADS, config=config)
         # The held call (SIGTERM case) stalls inside one message until HAProxy has seen the
         # drain: allow it longer than the default 30 s on a slow machine.
-        command += ["--io-timeout-s", str(WAIT_S)]
+        command += ["--message-timeout-s", str(WAIT_S)]
         return [*command, "--metrics-port", str(upstream.metrics_port)]
 
     frontend_port = free_port()

@@ -14,7 +14,7 @@ from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handler import RequestLimits
-from service.server import TransportLimits
+from service.rpc.server import TransportLimits
 from tests.integration.conftest import WAIT_S, live_service
 
 MAX_IMAGE_BYTES = 200_000
@@ -111,7 +111,7 @@ def limited_service(resnet18_onnx):
         resnet18_onnx,
         request_limits=RequestLimits(max_image_bytes=MAX_IMAGE_BYTES, max_images_per_call=4),
         transport_limits=TransportLimits(
-            max_message_bytes=MAX_MESSAGE_BYTES, max_container_items=64, io_timeout_s=0.5
+            max_message_bytes=MAX_MESSAGE_BYTES, max_container_items=64, message_timeout_s=0.5
         ),
     ) as service:
         yield service

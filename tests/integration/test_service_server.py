@@ -14,7 +14,7 @@ import torch
 from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
 from service.handler import ClassifierHandler
-from service.server import ThriftServer
+from service.rpc.server import ThriftServer
 from tests.integration.conftest import WAIT_S
 
 

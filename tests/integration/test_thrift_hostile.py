@@ -19,7 +19,7 @@ from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport
 
 from service.gen.inference.ttypes import InferenceParams
-from service.server import TransportLimits
+from service.rpc.server import TransportLimits
 from tests.integration.conftest import WAIT_S, live_service
 from tests.integration.test_service_errors import raw_call
 
@@ -32,7 +32,7 @@ IO_TIMEOUT_S = 60.0
 @pytest.fixture(scope="module")
 def server(resnet18_onnx):
     limits = TransportLimits(
-        max_message_bytes=MAX_MESSAGE_BYTES, max_container_items=64, io_timeout_s=IO_TIMEOUT_S
+        max_message_bytes=MAX_MESSAGE_BYTES, max_container_items=64, message_timeout_s=IO_TIMEOUT_S
     )
     with live_service("baseline", resnet18_onnx, transport_limits=limits) as service:
         yield service

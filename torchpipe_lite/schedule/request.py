@@ -12,8 +12,9 @@ _allocate_lock = threading.Lock
 class RequestHandle:
     """Tracks one request until every branch it took has ended, then wakes its caller once.
 
-    The wake-up is a plain lock held from creation and released on completion: the cheapest
-    blocking primitive CPython has (an Event costs a Condition and two more locks).
+    A caller that waits gets a plain lock, held from creation and released on completion:
+    the cheapest blocking primitive CPython has (an Event costs a Condition and two more
+    locks). A caller that gives ``on_done`` instead is called back and needs no lock.
     """
 
     __slots__ = ("_branch_lock", "_done", "_on_done", "_pending", "branch_results", "error", "item")
@@ -27,8 +28,10 @@ class RequestHandle:
         self._on_done = on_done
         self._pending = 1
         self._branch_lock: threading.Lock | None = None
-        self._done = _allocate_lock()
-        self._done.acquire()
+        self._done: threading.Lock | None = None
+        if on_done is None:
+            self._done = _allocate_lock()
+            self._done.acquire()
 
     def fork(self, extra_branches: int) -> None:
         """The request splits: ``extra_branches`` more branches must end before it completes."""
@@ -57,12 +60,16 @@ class RequestHandle:
         self._complete()
 
     def _complete(self) -> None:
-        if self._on_done is not None:
+        if self._done is None:
             self._on_done(self)
-        self._done.release()
+        else:
+            self._done.release()
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until the request completed; False if ``timeout_s`` passed first."""
+        """Block until the request completed; False if ``timeout_s`` passed first (only for
+        handles made without ``on_done``)."""
+        if self._done is None:
+            raise RuntimeError("a request handle with a callback cannot be waited for")
         acquired = self._done.acquire(timeout=-1 if timeout_s is None else timeout_s)
         if acquired:
             self._done.release()  # let any later wait() return at once

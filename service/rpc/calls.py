@@ -1,0 +1,85 @@
+"""Runs decoded calls on a handler: asynchronously where it can, else on a pool of threads.
+
+A handler method ``name`` is called as ``handler.name(*args)`` on one of the pool's threads,
+which blocks until it returns (the thread-pool server's model, and the locked baseline's). A
+handler that lists ``name`` in ``async_methods`` instead provides ``name_async(*args, reply)``:
+it is called on the loop thread, must return at once, and answers later through ``reply``
+from whichever thread finishes the work, so no thread waits per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .connection import Reply
+
+logger = logging.getLogger("service.rpc")
+
+
+@dataclass(frozen=True, slots=True)
+class _BlockingCall:
+    function: Any
+    args: tuple[Any, ...]
+    reply: Reply
+
+
+class CallRunner:
+    """Dispatches calls to ``handler``; ``threads`` pool threads run the blocking ones."""
+
+    def __init__(self, handler: Any, *, threads: int):
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self._handler = handler
+        self._async = frozenset(getattr(handler, "async_methods", ()))
+        self._queue: queue.SimpleQueue[_BlockingCall | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"rpc-worker-{index}", daemon=True)
+            for index in range(threads)
+        ]
+        self._started = False
+
+    def start(self) -> None:
+        """Start the pool's threads."""
+        self._started = True
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, reply: Reply) -> None:
+        """Start ``reply.call``; its answer goes through ``reply``. Called on the loop thread."""
+        call = reply.call
+        name = call.method.name
+        if name in self._async:
+            try:
+                getattr(self._handler, f"{name}_async")(*call.args, reply)
+            except Exception as error:  # a failure before the work started
+                reply.fail(error)
+            return
+        self._queue.put(_BlockingCall(getattr(self._handler, name), call.args, reply))
+
+    def stop(self, deadline_s: float) -> bool:
+        """Let the queued calls finish and stop the threads; False if some outlived
+        ``deadline_s`` (a ``time.monotonic()`` instant)."""
+        if not self._started:
+            return True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline_s - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            try:
+                value = task.function(*task.args)
+            except Exception as error:
+                task.reply.fail(error)
+            else:
+                task.reply.send(value)

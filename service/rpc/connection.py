@@ -1,0 +1,134 @@
+"""One client connection of the event-loop server, and the reply handle of its current call.
+
+A connection runs one call at a time, as a thrift client expects: its bytes are read by the
+loop thread, and once a whole message is in, the call is dispatched and the connection is
+*busy* until the reply has been sent. The reply is usually sent by whichever thread finished
+the call (a pipeline worker, a pool thread), straight into the non-blocking socket; only what
+the socket does not take at once goes back to the loop thread. The loop thread alone closes
+sockets and touches the selector, so a descriptor is never closed while another thread may
+still write to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from thrift.Thrift import TApplicationException
+
+from .codec import Call, Codec
+
+logger = logging.getLogger("service.rpc")
+
+
+class Connection:
+    """A client connection's state. Fields other than the ones under ``lock`` belong to the
+    loop thread."""
+
+    __slots__ = (
+        "buffered_bytes",
+        "busy",
+        "chunks",
+        "closing",
+        "fd",
+        "input_waiting",
+        "last_active_s",
+        "lock",
+        "message_started_s",
+        "needed_bytes",
+        "out",
+        "peer",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, peer: str, now_s: float):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        #: Bytes received and not yet taken as a message (one bytes object per recv).
+        self.chunks: list[bytes] = []
+        self.buffered_bytes = 0
+        #: The message being received needs at least this many bytes (0: unknown).
+        self.needed_bytes = 0
+        #: When the first byte of the message being received arrived (None: between messages).
+        self.message_started_s: float | None = None
+        self.last_active_s = now_s
+        #: The part of a reply the socket has not taken yet (the loop thread sends it).
+        self.out: memoryview | None = None
+        self.lock = threading.Lock()
+        # Under ``lock``: a call is running; the loop wants the socket closed once it ends;
+        # bytes arrived while the call ran and wait to be read as the next message.
+        self.busy = False
+        self.closing = False
+        self.input_waiting = False
+
+    def take_bytes(self) -> bytes:
+        """Everything buffered, as one bytes object (kept as the only chunk)."""
+        if len(self.chunks) != 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0]
+
+    def keep_after(self, data: bytes, end: int, now_s: float) -> None:
+        """A message ended at ``end`` of ``data``: keep only what follows it."""
+        rest = data[end:]
+        self.chunks = [rest] if rest else []
+        self.buffered_bytes = len(rest)
+        self.needed_bytes = 0
+        self.message_started_s = now_s if rest else None
+
+
+class Reply:
+    """The way back for one call: ``send(value)`` or ``fail(error)``, once, from any thread.
+
+    A failure that the method declares (``throws``) reaches the client as that exception; a
+    ``TApplicationException`` as itself; anything else is logged with its traceback and the
+    client gets ``INTERNAL_ERROR``, as with thrift's generated processor.
+    """
+
+    __slots__ = ("_codec", "_connection", "_finish", "_sent", "call")
+
+    def __init__(
+        self,
+        call: Call,
+        connection: Connection,
+        codec: Codec,
+        finish: Callable[[Connection, bytes], None],
+    ):
+        self.call = call
+        self._connection = connection
+        self._codec = codec
+        self._finish = finish
+        self._sent = False
+
+    def send(self, value: Any = None) -> None:
+        """Answer the call with ``value``."""
+        try:
+            data = self._codec.reply(self.call, value)
+        except Exception as error:  # a value the IDL cannot encode is a server bug
+            logger.exception("cannot encode the reply of %s", self.call.method.name)
+            self.fail(error)
+            return
+        self._deliver(data)
+
+    def fail(self, error: BaseException) -> None:
+        """Answer the call with ``error`` (see the class docstring for how it travels)."""
+        call = self.call
+        data = self._codec.declared_error(call, error)
+        if data is None:
+            if isinstance(error, TApplicationException):
+                kind, message = error.type, str(error.message)
+            else:
+                logger.error("unexpected exception in %s", call.method.name, exc_info=error)
+                kind, message = TApplicationException.INTERNAL_ERROR, "Internal error"
+            data = self._codec.application_error(call.method.name, call.seqid, kind, message)
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        if self._sent:
+            logger.error("%s answered twice; the second answer is dropped", self.call.method.name)
+            return
+        self._sent = True
+        self._finish(self._connection, data)

@@ -1,0 +1,537 @@
+"""The event-loop Thrift server: one thread reads every connection, replies go out from any.
+
+A thread-per-connection server (thrift's TThreadPoolServer, the reference's) parks a thread
+on every connection, so idle or slow clients occupy threads and every request costs two
+thread wake-ups. Here one loop thread waits on all sockets at once (epoll), reads whatever
+arrived, finds whole messages (``message_scan``), decodes them (``codec``) and starts each call
+(``calls``); the thread that finishes a call sends its reply. Limits that no client can get
+around: a deadline for each message from its first byte to its last, an idle timeout between
+messages, a cap on open connections, and no busy loop when the process is out of descriptors.
+
+``stop()`` (safe from a signal handler) stops accepting, closes idle connections, answers
+every call already received, then ``serve()`` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from thrift.protocol.TProtocol import TProtocolException
+from thrift.Thrift import TApplicationException, TMessageType
+from thrift.transport.TTransport import TTransportException
+
+from service.connection_dealer import receive_connections
+from service.gen.inference import InferenceService
+
+from .calls import CallRunner
+from .codec import Codec, Method, fastbinary_available, service_methods
+from .connection import Connection, Reply
+from .message_scan import MalformedMessageError, MessageHead, ScanLimits, scan_message
+from .poller import BROKEN, READ, WRITE, Poller
+
+logger = logging.getLogger("service.rpc")
+
+_MIB = 1 << 20
+_RECV_BYTES = 256 * 1024
+#: Connections taken per wake-up of the listening socket, so a flood cannot starve the reads.
+_ACCEPTS_PER_WAKE = 64
+#: How long accepting pauses when the process is out of descriptors (instead of spinning).
+_ACCEPT_PAUSE_S = 0.5
+#: Longest pause between two sweeps for expired deadlines.
+_SWEEP_S = 0.25
+#: At most one log line per this many seconds for each kind of refused connection.
+_LOG_EVERY_S = 10.0
+_LISTENER, _WAKE, _SIGNAL = "listener", "wake", "signal"
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    """What one client may make the server read, hold and wait for."""
+
+    #: Bytes one request message may span; a longer one is cut off and the connection closed.
+    max_message_bytes: int = 64 * _MIB
+    #: Elements a list in a request may declare (checked before anything is allocated).
+    max_container_items: int = 16 * 1024
+    #: Seconds from a message's first byte to its last; a slower message closes its connection.
+    message_timeout_s: float = 30.0
+    #: Seconds a connection may stay open between messages, sending nothing.
+    idle_timeout_s: float = 300.0
+    #: Open connections; beyond it a new one is closed at once (counted, logged at a bounded
+    #: rate).
+    max_connections: int = 1024
+
+
+@dataclass
+class ConnectionFigures:
+    """What the connection layer has seen since start."""
+
+    open: int = 0
+    accepted: int = 0
+    refused_over_cap: int = 0
+    closed_idle: int = 0
+    closed_slow_message: int = 0
+    closed_malformed: int = 0
+    replies_dropped: int = 0  # the client left before its answer was ready
+    log_times: dict[str, float] = field(default_factory=dict)
+
+
+class ThriftServer:
+    """Serves ``InferenceService`` over buffered transport and the strict binary protocol.
+
+    ``threads`` pool threads run the handler's blocking methods; methods the handler lists in
+    ``async_methods`` run without a thread of their own (see ``service.rpc.calls``).
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8888,
+        threads: int = 20,
+        limits: TransportLimits | None = None,
+        reuse_port: bool = False,
+        handoff: socket.socket | None = None,
+    ):
+        self._limits = limits or TransportLimits()
+        self._runner = CallRunner(handler, threads=threads)
+        self._methods: dict[str, Method] = service_methods(InferenceService)
+        # The string limit is the message limit: an oversized image inside an acceptable
+        # message reaches the handler, which answers TOO_LARGE instead of dropping the client.
+        self._codec = Codec(
+            string_length_limit=self._limits.max_message_bytes,
+            container_length_limit=self._limits.max_container_items,
+        )
+        self._scan_limits = ScanLimits(
+            self._limits.max_message_bytes, self._limits.max_container_items
+        )
+        self._host = host
+        self._requested_port = port
+        self._reuse_port = reuse_port
+        #: A worker of ``--workers`` does not listen: its supervisor accepts and hands it
+        #: connections over this Unix socket (``service.connection_dealer``).
+        self._handoff = handoff
+        self._listener: socket.socket | None = None
+        self._poller = Poller()
+        self._scratch = memoryview(bytearray(_RECV_BYTES))  # the loop thread's read buffer
+        self._connections: dict[int, Connection] = {}
+        self._posted: list[Connection] = []
+        self._posted_lock = threading.Lock()
+        self._stopping = threading.Event()
+        #: Set once the listening socket is closed: from then on connecting is refused.
+        self.stopped_accepting = threading.Event()
+        self.figures = ConnectionFigures()
+        self._accept_paused_until_s = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        # Signals wake the loop through their own pipe (signal.set_wakeup_fd): the kernel may
+        # deliver SIGTERM to any thread, and Python runs the handler only once the main
+        # thread, blocked in epoll, returns to bytecode.
+        self._signal_r, self._signal_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w, self._signal_r, self._signal_w):
+            os.set_blocking(fd, False)
+        if not fastbinary_available():
+            logger.warning(
+                "thrift.protocol.fastbinary (the C extension) is missing: using the pure-Python "
+                "binary protocol, several times slower; reinstall thrift with a C compiler present"
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after listening on port 0)."""
+        if self._handoff is not None:
+            return self._requested_port  # the supervisor's port
+        if self._listener is None:
+            raise RuntimeError("the server is not listening yet; call listen() first")
+        return self._listener.getsockname()[1]
+
+    def listen(self) -> int:
+        """Bind and listen; returns the port. ``serve()`` calls it when needed."""
+        if self._listener is None:
+            if self._handoff is not None:
+                self._listener = self._handoff
+            else:
+                self._listener = socket.create_server(
+                    (self._host, self._requested_port), backlog=1024, reuse_port=self._reuse_port
+                )
+            self._listener.setblocking(False)
+        return self.port
+
+    def stop(self) -> None:
+        """Ask ``serve()`` to stop accepting, finish the calls received and return."""
+        self._stopping.set()
+        self._wake()
+
+    def serve(self, drain_timeout_s: float = 60.0) -> bool:
+        """Run until ``stop()``. Returns True when every call received was answered within
+        ``drain_timeout_s`` after the stop, False when some were still running."""
+        self.listen()
+        assert self._listener is not None
+        poller = self._poller
+        poller.watch(self._listener.fileno(), _LISTENER)
+        poller.watch(self._wake_r, _WAKE)
+        poller.watch(self._signal_r, _SIGNAL)
+        self._runner.start()
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        previous_wakeup_fd = signal.set_wakeup_fd(self._signal_w) if on_main_thread else -1
+        try:
+            self._loop(lambda: self._stopping.is_set())
+            self._stop_accepting()
+            logger.info("stopped accepting; finishing the calls in flight")
+            deadline_s = time.monotonic() + drain_timeout_s
+            self._close_idle_connections()
+            self._loop(lambda: not self._busy_connections() or time.monotonic() >= deadline_s)
+            drained = not self._busy_connections()
+            drained = self._runner.stop(deadline_s) and drained
+        finally:
+            if on_main_thread:
+                signal.set_wakeup_fd(previous_wakeup_fd)
+        if not drained:
+            logger.error(
+                "%d call(s) still running after %.0f s; giving up",
+                self._busy_connections(),
+                drain_timeout_s,
+            )
+            return False  # their threads may still reply: leave the sockets open
+        for connection in list(self._connections.values()):
+            self._close(connection)
+        poller.close()
+        for fd in (self._wake_r, self._wake_w, self._signal_r, self._signal_w):
+            os.close(fd)
+        self._wake_w = -1
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self, done) -> None:
+        poller = self._poller
+        next_sweep_s = time.monotonic() + _SWEEP_S
+        while not done():
+            for target, events in poller.wait(max(0.0, next_sweep_s - time.monotonic())):
+                if isinstance(target, Connection):
+                    if events & WRITE:
+                        self._flush(target)
+                    if events & (READ | BROKEN):
+                        self._read(target)
+                elif target == _LISTENER:
+                    self._accept()
+                else:  # a wake-up or a signal: the handler has run by now
+                    _drain(self._wake_r if target == _WAKE else self._signal_r)
+            self._handle_posted()
+            now_s = time.monotonic()
+            if now_s >= next_sweep_s:
+                self._sweep(now_s)
+                next_sweep_s = now_s + _SWEEP_S
+
+    def _accept(self) -> None:
+        if self._handoff is not None:
+            self._accept_dealt()
+            return
+        assert self._listener is not None
+        for _ in range(_ACCEPTS_PER_WAKE):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(exc)
+                else:
+                    self._log_limited("accept", "accept failed: %s", exc)
+                return
+            self._adopt(sock, f"{address[0]}:{address[1]}")
+
+    def _accept_dealt(self) -> None:
+        assert self._handoff is not None
+        try:
+            dealt = receive_connections(self._handoff)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # the supervisor's end is broken: no more connections come
+            logger.error("the connection hand-off failed (%s): stopping", exc)
+            self._stopping.set()
+            return
+        if dealt is None:  # the supervisor stopped dealing (a stop, or its exit)
+            logger.info("the supervisor deals no more connections: stopping")
+            self._stopping.set()
+            return
+        for sock in dealt:
+            try:
+                host, port = sock.getpeername()[:2]
+            except OSError:
+                sock.close()
+                continue
+            self._adopt(sock, f"{host}:{port}")
+
+    def _adopt(self, sock: socket.socket, peer: str) -> None:
+        figures = self.figures
+        if len(self._connections) >= self._limits.max_connections:
+            figures.refused_over_cap += 1
+            sock.close()
+            self._log_limited(
+                "cap",
+                "refusing connections: %d open is the limit (%d refused so far)",
+                self._limits.max_connections,
+                figures.refused_over_cap,
+            )
+            return
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = Connection(sock, peer, time.monotonic())
+        self._connections[connection.fd] = connection
+        self._poller.watch(connection.fd, connection)
+        figures.accepted += 1
+        figures.open = len(self._connections)
+
+    def _read(self, connection: Connection) -> None:
+        # Into one reused buffer, then copied out at its exact size: recv() of a large size
+        # allocates that much for every read (large enough to be mapped and unmapped each
+        # time), which costs more than the copy.
+        try:
+            received = connection.sock.recv_into(self._scratch)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            received = 0
+        data = self._scratch[:received].tobytes()
+        if not data:
+            self._close_when_idle(connection)
+            return
+        now_s = time.monotonic()
+        connection.last_active_s = now_s
+        if not connection.chunks:
+            connection.message_started_s = now_s
+        connection.chunks.append(data)
+        connection.buffered_bytes += len(data)
+        with connection.lock:
+            if connection.busy:
+                connection.input_waiting = True
+                over = connection.buffered_bytes > self._limits.max_message_bytes
+            else:
+                over = False
+        if over:
+            self._refuse(connection, "sent over the message limit while a call was running")
+            return
+        if not connection.busy:
+            self._next_message(connection)
+
+    def _next_message(self, connection: Connection) -> None:
+        """Start the call whose message has fully arrived, if one has."""
+        if (
+            connection.busy
+            or connection.closing
+            or not connection.buffered_bytes
+            or connection.buffered_bytes < connection.needed_bytes
+        ):
+            return
+        data = connection.take_bytes()
+        try:
+            found = scan_message(data, self._scan_limits)
+        except MalformedMessageError as exc:
+            self._refuse(connection, f"malformed or oversized request: {exc}")
+            return
+        if isinstance(found, int):
+            connection.needed_bytes = found
+            return
+        head, end = found
+        connection.keep_after(data, end, time.monotonic())
+        self._start_call(connection, head, data if end == len(data) else data[:end])
+
+    def _start_call(self, connection: Connection, head: MessageHead, message: bytes) -> None:
+        if head.message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
+            self._refuse(connection, f"a message of type {head.message_type} is not a call")
+            return
+        method = self._methods.get(head.name)
+        with connection.lock:
+            connection.busy = True
+            connection.input_waiting = False
+        if method is None:
+            reply = self._codec.application_error(
+                head.name,
+                head.seqid,
+                TApplicationException.UNKNOWN_METHOD,
+                f"Unknown function {head.name}",
+            )
+            self._finish(connection, reply)
+            return
+        try:
+            call = self._codec.decode(method, head.seqid, message, head.body_offset)
+        except (TProtocolException, TTransportException, OverflowError, ValueError, EOFError) as e:
+            # OverflowError: the C decoder's way of refusing a length over the limits.
+            with connection.lock:
+                connection.busy = False
+            self._refuse(connection, f"malformed or oversized request: {e}")
+            return
+        self._runner.run(Reply(call, connection, self._codec, self._finish))
+
+    # -- replies (any thread) ----------------------------------------------------------------
+
+    def _finish(self, connection: Connection, data: bytes) -> None:
+        """Send a call's reply and end the call; the loop thread takes over what is left."""
+        sent = 0
+        if not connection.closing:
+            try:
+                sent = connection.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = len(data)  # the client is gone: nothing more to send
+                connection.closing = True
+        else:
+            self.figures.replies_dropped += 1
+            sent = len(data)
+        if sent < len(data):
+            connection.out = memoryview(data)[sent:]
+            self._post(connection)  # busy until the loop has sent the rest
+            return
+        self._end_call(connection)
+
+    def _end_call(self, connection: Connection) -> None:
+        with connection.lock:
+            connection.busy = False
+            follow_up = connection.closing or connection.input_waiting
+        if follow_up or self._stopping.is_set():
+            self._post(connection)
+
+    def _post(self, connection: Connection) -> None:
+        with self._posted_lock:
+            self._posted.append(connection)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe: the loop is awake already
+            os.write(self._wake_w, b"x")
+
+    def _handle_posted(self) -> None:
+        if not self._posted:
+            return
+        with self._posted_lock:
+            posted, self._posted = self._posted, []
+        for connection in posted:
+            if self._connections.get(connection.fd) is not connection:
+                continue  # closed meanwhile (its descriptor may already be another's)
+            if connection.out is not None and connection.closing:
+                connection.out = None  # the client is gone: drop the rest of the reply
+                with connection.lock:
+                    connection.busy = False
+                self._close(connection)
+            elif connection.out is not None:
+                self._poller.change(connection.fd, READ | WRITE)
+            elif connection.closing or (self._stopping.is_set() and not connection.busy):
+                self._close_when_idle(connection)
+            else:
+                self._next_message(connection)
+
+    def _flush(self, connection: Connection) -> None:
+        out = connection.out
+        if out is None:
+            return
+        try:
+            sent = connection.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(out)
+            connection.closing = True
+        if sent < len(out):
+            connection.out = out[sent:]
+            return
+        connection.out = None
+        self._poller.change(connection.fd, READ)
+        self._end_call(connection)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _refuse(self, connection: Connection, why: str) -> None:
+        self.figures.closed_malformed += 1
+        logger.warning("closing the connection from %s: %s", connection.peer, why)
+        self._close_when_idle(connection)
+
+    def _close_when_idle(self, connection: Connection) -> None:
+        """Close now, or (a call is running) once its reply has been sent."""
+        with connection.lock:
+            connection.closing = True
+            busy = connection.busy
+        if busy:
+            self._poller.forget(connection.fd)  # read no more from it
+            return
+        self._close(connection)
+
+    def _close(self, connection: Connection) -> None:
+        if self._connections.get(connection.fd) is not connection:
+            return
+        del self._connections[connection.fd]
+        self._poller.forget(connection.fd)
+        connection.sock.close()
+        self.figures.open = len(self._connections)
+
+    def _close_idle_connections(self) -> None:
+        for connection in list(self._connections.values()):
+            if not connection.busy:
+                self._close(connection)
+
+    def _busy_connections(self) -> int:
+        return sum(connection.busy for connection in self._connections.values())
+
+    def _stop_accepting(self) -> None:
+        assert self._listener is not None
+        self._poller.forget(self._listener.fileno())
+        self._listener.close()
+        self.stopped_accepting.set()
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _sweep(self, now_s: float) -> None:
+        if self._accept_paused_until_s and now_s >= self._accept_paused_until_s:
+            self._accept_paused_until_s = 0.0
+            if not self._stopping.is_set() and self._listener is not None:
+                self._poller.watch(self._listener.fileno(), _LISTENER)
+        limits = self._limits
+        for connection in list(self._connections.values()):
+            if connection.busy or connection.closing:
+                continue
+            started_s = connection.message_started_s
+            if started_s is not None and now_s - started_s > limits.message_timeout_s:
+                self.figures.closed_slow_message += 1
+                self._log_limited(
+                    "slow",
+                    "closing the connection from %s: a message took over %.0f s to arrive",
+                    connection.peer,
+                    limits.message_timeout_s,
+                )
+                self._close(connection)
+            elif started_s is None and now_s - connection.last_active_s > limits.idle_timeout_s:
+                self.figures.closed_idle += 1
+                self._close(connection)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        self._log_limited(
+            "accept", "accept failed (%s): pausing new connections for %.1f s", exc, _ACCEPT_PAUSE_S
+        )
+        assert self._listener is not None
+        self._poller.forget(self._listener.fileno())
+        self._accept_paused_until_s = time.monotonic() + _ACCEPT_PAUSE_S
+
+    def _log_limited(self, kind: str, message: str, *args: object) -> None:
+        now_s = time.monotonic()
+        if now_s - self.figures.log_times.get(kind, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self.figures.log_times[kind] = now_s
+            logger.warning(message, *args)
+
+
+def _drain(fd: int) -> None:
+    """Read a non-blocking pipe empty."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
