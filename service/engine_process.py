@@ -94,7 +94,7 @@ def run_engine(args: argparse.Namespace) -> int:
     config = load_service_config(args.config, args.model, args.device)
     if ensure_model(config.model_path, args.arch):
         logger.warning("model %s was just exported: RANDOM WEIGHTS", config.model_path)
-    node = tp.load_config(config.pipeline).node(config.model_node)
+    node = tp.load_config(config.engine_node_pipeline()).node(config.model_node)
     logger.info(
         "shared engine: node [%s] %s on %s",
         node.name,

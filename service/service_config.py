@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import service.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -60,7 +62,9 @@ class ServiceConfig:
             if key in ("next", "max", "max_queue_size", "request_timeout", "inline")
         }
         table.update(
-            backend="EngineTensor",
+            backend="Sequential[EngineTensor,ClassScores]"
+            if self.scores_in_model_node
+            else "EngineTensor",
             engine=self.engine_socket,
             instance_num=self.engine_clients,
             batching_timeout=0,
@@ -76,6 +80,19 @@ class ServiceConfig:
             raise ServiceConfigError(
                 f"{self.path}: a shared engine needs the stages' resize_h and resize_w ({exc})"
             ) from None
+
+    @property
+    def scores_in_model_node(self) -> bool:
+        """Whether the model node ends with ``ClassScores`` (softmax per batch)."""
+        return _without_scores(self.engine_backend) != self.engine_backend
+
+    def engine_node_pipeline(self) -> dict[str, Any]:
+        """The configuration the shared engine process builds its node from: the model node
+        without a final ``ClassScores``, which the workers run instead (the engine's slots
+        carry float results)."""
+        table = {**self.pipeline[self.model_node]}
+        table["backend"] = _without_scores(self.engine_backend)
+        return {**self.pipeline, self.model_node: table}
 
     @property
     def model_path(self) -> Path:
@@ -146,3 +163,22 @@ def load_service_config(
     if device_override is not None:
         pipeline[model_node]["device"] = device_override
     return ServiceConfig(path=path, pipeline=pipeline, model_node=model_node)
+
+
+def _without_scores(expression: str) -> str:
+    """``expression`` without a ``ClassScores`` that ends its last ``Sequential``."""
+    from torchpipe_lite.config import parse_backend_expression
+    from torchpipe_lite.config.expression import BackendSpec
+
+    def strip(spec: BackendSpec) -> BackendSpec:
+        if not spec.children:
+            return spec
+        children = list(spec.children)
+        if spec.name == "Sequential" and len(children) > 1 and children[-1].name == "ClassScores":
+            children.pop()
+            if len(children) == 1:
+                return strip(children[0])
+        children[-1] = strip(children[-1])
+        return BackendSpec(spec.name, tuple(children))
+
+    return str(strip(parse_backend_expression(expression)))

@@ -29,5 +29,5 @@ def test_every_config_has_the_same_engine(tmp_path):
     assert len(configs) >= 2
     engines = {(c.model_node, repr(sorted(c.engine_params(1).items()))) for c in configs}
     assert len(engines) == 1, engines
-    assert configs[0].engine_backend == "SyncTensor[TorchTensor]"
+    assert configs[0].engine_backend == "SyncTensor[Sequential[TorchTensor,ClassScores]]"
     assert configs[0].model_path == model

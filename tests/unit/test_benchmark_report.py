@@ -163,6 +163,9 @@ class _FakeNvml(types.ModuleType):
     def nvmlDeviceGetUtilizationRates(self, handle):
         return types.SimpleNamespace(gpu=42)
 
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return types.SimpleNamespace(used=1536 << 20)
+
 
 def test_gpu_path_with_a_fake_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
@@ -173,7 +176,8 @@ def test_gpu_path_with_a_fake_nvml(monkeypatch):
     assert (gpu.index_of(4242), gpu.index_of(1)) == (1, 0)
     sampler = ResourceSampler(os.getpid(), gpu=gpu, interval_s=0.05)
     sampler.start()
-    assert sampler.stop().gpu_util_percent == 42.0
+    use = sampler.stop()
+    assert use.gpu_util_percent == 42.0 and use.gpu_memory_mib_max == 1536.0
     args = resolve(parse_args([]), gpu)
     assert not args.quick
     assert (args.total_number, args.warmup, args.processes) == (10000, 200, 4)

@@ -70,6 +70,8 @@ def wait_for_current_stream(device: torch.device | int | None = None) -> None:
         return
     import torch
 
+    if isinstance(device, torch.device) and device.type != "cuda":
+        return  # nothing runs asynchronously there
     wait_for_stream(torch.cuda.current_stream(device))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .base import Backend
-from .image_header import DEFAULT_MAX_PIXELS, check_pixels, read_header
+from .image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_pixels, read_header
 from .jpeg_scan import check_jpeg_scan
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
@@ -47,13 +48,22 @@ def as_bytes(data: Any) -> bytes | memoryview:
     )
 
 
-def decode_bgr(data: Any, max_pixels: int) -> np.ndarray | None:
+def opencv_decode(buf: bytes | memoryview, header: ImageHeader) -> np.ndarray | None:
+    """``cv2.imdecode`` to 3-channel BGR (``None`` where OpenCV cannot decode it)."""
+    return cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+def decode_bgr(
+    data: Any,
+    max_pixels: int,
+    decode: Callable[[bytes | memoryview, ImageHeader], np.ndarray | None] = opencv_decode,
+) -> np.ndarray | None:
     """Decode image bytes to a 3-channel BGR uint8 HxWx3 array; ``None`` when not an image.
 
     The header is checked against ``max_pixels`` before anything is decoded or allocated
     (``InvalidInputError`` naming the declared size). Grayscale becomes 3 channels, alpha is
     dropped, 16-bit samples become 8-bit and EXIF orientation is applied
-    (``cv2.IMREAD_COLOR``).
+    (``cv2.IMREAD_COLOR``). ``decode`` does the decoding itself, once the checks passed.
     """
     buf = as_bytes(data)
     header = read_header(buf)
@@ -63,7 +73,7 @@ def decode_bgr(data: Any, max_pixels: int) -> np.ndarray | None:
     check_pixels(header, max_pixels)
     if header.format == "jpeg":
         check_jpeg_scan(buf)  # libjpeg would decode corrupt scan data as noise, only warning
-    image = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+    image = decode(buf, header)
     if image is None:
         logger.debug("%s header read but OpenCV could not decode it: no result", header.format)
         return None
@@ -93,13 +103,15 @@ class DecodeMat(Backend):
     """
 
     PARAMS = frozenset({"max_pixels"})
+    #: What decodes the bytes once their header passed the checks.
+    decode = staticmethod(opencv_decode)
 
     def init(self, params: dict[str, Any]) -> None:
         self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         for item in batch:
-            image = decode_bgr(item["data"], self.max_pixels)
+            image = decode_bgr(item["data"], self.max_pixels, self.decode)
             if image is not None:
                 item["result"] = image
                 item["color"] = "bgr"
@@ -198,7 +210,9 @@ class Mat2Tensor(Backend):
                 image = image[:, :, None]
             if not image.flags.writeable:  # torch.from_numpy wants writeable memory
                 image = image.copy()
-            tensor = torch.from_numpy(image)
-            if self.device.type != "cpu":
-                tensor = tensor.to(self.device)
-            item["result"] = tensor.permute(2, 0, 1).unsqueeze(0)
+            if self.device.type == "cpu":
+                # The NCHW view made in NumPy: no torch call (each would release and retake
+                # the interpreter lock, a thread switch when other threads wait for it).
+                item["result"] = torch.from_numpy(image.transpose(2, 0, 1)[None])
+            else:
+                item["result"] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]

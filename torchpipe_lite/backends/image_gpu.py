@@ -9,16 +9,16 @@ thread and stream.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from ..errors import ConfigError, InvalidInputError
 from .base import Backend
+from .batch_resize import resize_bilinear
 from .cuda_wait import wait_for_current_stream
 from .image_cpu import ChannelSwap, as_bytes, decode_bgr
-from .image_header import DEFAULT_MAX_PIXELS, check_pixels, read_header
-from .jpeg_scan import check_jpeg_scan
+from .image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_pixels, read_header
+from .jpeg_scan import jpeg_scan_errors, raise_for_scan_error
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
 
@@ -53,7 +53,7 @@ def require_image_tensor(data: Any, channels: int | None = None) -> torch.Tensor
     import torch
 
     if isinstance(data, torch.Tensor) and data.dim() == 3:
-        data = data.unsqueeze(0)
+        data = data[None]
     if (
         not isinstance(data, torch.Tensor)
         or data.dim() != 4
@@ -67,6 +67,11 @@ def require_image_tensor(data: Any, channels: int | None = None) -> torch.Tensor
             + (f" of shape {tuple(shape)}" if shape is not None else "")
         )
     return data
+
+
+# torch.frombuffer warns, once, that the request's bytes are read-only: nvJPEG never writes
+# its input, so the warning would only alarm whoever reads the log.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 def _synchronize(tensor: torch.Tensor) -> None:
@@ -93,22 +98,25 @@ class DecodeTensor(Backend):
         self._torch = torch
         self._decode_jpeg = decode_jpeg
         self._rgb_mode = ImageReadMode.RGB
-        self.device = param_device(params)
-        if self.device.type != "cuda":
+        self.device = self._decode_device(params)
+        self.color = param_color(params, default="rgb")
+        self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
+
+    def _decode_device(self, params: dict[str, Any]) -> torch.device:
+        device = param_device(params)
+        if device.type != "cuda":
             raise ConfigError(
                 "DecodeTensor decodes with nvJPEG and needs a CUDA device; use DecodeMat on the "
                 "CPU",
                 key="device",
             )
-        self.color = param_color(params, default="rgb")
-        self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
+        return device
 
     def placement(self) -> str | None:
         return str(self.device)
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
-        torch = self._torch
-        jpegs: list[tuple[dict[str, Any], Any, int]] = []
+        jpegs: list[tuple[dict[str, Any], Any, ImageHeader]] = []
         for item in batch:
             buf = as_bytes(item["data"])
             header = read_header(buf)
@@ -116,26 +124,46 @@ class DecodeTensor(Backend):
                 logger.debug("not an image (%d bytes): no result", len(buf))
                 continue
             check_pixels(header, self.max_pixels)
-            if header.format == "jpeg":
-                check_jpeg_scan(buf)  # as DecodeMat: corrupt scan data is not an image
             if header.format == "jpeg" and header.channels in (1, 3):
-                jpegs.append((item, buf, header.orientation))
-            else:
+                jpegs.append((item, buf, header))
+            else:  # decode_bgr checks it as DecodeMat does
                 self._decode_on_cpu(item, buf, f"{header.format} with {header.channels} channels")
         if jpegs:
-            encoded = []
-            for _, buf, _ in jpegs:
-                tensor = torch.empty(len(buf), dtype=torch.uint8)  # one copy, writable
-                tensor.numpy()[:] = np.frombuffer(buf, dtype=np.uint8)
-                encoded.append(tensor)
-            for (item, buf, orientation), image in zip(jpegs, self._nvjpeg(encoded), strict=True):
-                if image is None:
-                    self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
-                    continue
-                self._finish(item, apply_orientation(image, orientation), "rgb")
+            self._decode_jpegs(jpegs)
         wait_for_current_stream(self.device)
 
-    def _nvjpeg(self, encoded: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    def _decode_jpegs(self, jpegs: list[tuple[dict[str, Any], Any, ImageHeader]]) -> None:
+        """Check the batch's scan data, then decode it with nvJPEG, in one call each."""
+        torch = self._torch
+        buffers = [buf for _, buf, _ in jpegs]
+        # One host copy of the batch's bytes: the scan check searches it on the device, and
+        # nvJPEG reads each image from a view of it.
+        joined = torch.frombuffer(b"".join(buffers), dtype=torch.uint8)
+        for error in jpeg_scan_errors(buffers, self._marker_candidates(joined)):
+            raise_for_scan_error(error)  # the scheduler then runs each request alone
+        encoded, start = [], 0
+        for buf in buffers:
+            encoded.append(joined[start : start + len(buf)])
+            start += len(buf)
+        decoded = self._nvjpeg(encoded, [header for _, _, header in jpegs])
+        for (item, buf, header), image in zip(jpegs, decoded, strict=True):
+            if image is None:
+                self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
+                continue
+            self._finish(item, apply_orientation(image, header.orientation), "rgb")
+
+    def _marker_candidates(self, joined: torch.Tensor) -> list[int]:
+        """Positions in ``joined`` of 0xFF followed by a non-zero byte (see jpeg_scan)."""
+        data = joined.to(self.device, non_blocking=False)
+        if len(data) < 2:
+            return []
+        return ((data[:-1] == 0xFF) & (data[1:] != 0)).nonzero().flatten().tolist()
+
+    def _nvjpeg(
+        self, encoded: list[torch.Tensor], headers: list[ImageHeader]
+    ) -> list[torch.Tensor | None]:
+        """Decode every JPEG of ``encoded`` (``headers``: what their headers said); None for
+        each that nvJPEG refuses."""
         try:
             return list(self._decode_jpeg(encoded, mode=self._rgb_mode, device=self.device))
         except RuntimeError as error:
@@ -163,7 +191,7 @@ class DecodeTensor(Backend):
     def _finish(self, item: dict[str, Any], image: torch.Tensor, color: str) -> None:
         if color != self.color:
             image = image.flip(0)
-        item["result"] = image.unsqueeze(0)
+        item["result"] = image[None]
         item["color"] = self.color
 
 
@@ -172,12 +200,15 @@ class ResizeTensor(Backend):
     """Bilinear resize of 1xCxHxW tensors to ``resize_h`` x ``resize_w`` (half-pixel centres,
     no antialiasing: OpenCV's INTER_LINEAR); uint8 stays uint8 (rounded).
 
-    Images of the same size, type and device are resized together, as one batch: a handful of
-    kernel launches per group instead of per image, which matters when a batch repeats sizes
-    (one camera, one upstream resizer). Each pixel is computed as it would be alone.
+    On a GPU, a batch of images of any sizes is resized together (``batch_resize``): a fixed
+    number of kernel launches per batch instead of per image. On the CPU, where that gather
+    would cost more than it saves, images of the same size are resized together with one
+    ``interpolate``.
     """
 
     PARAMS = frozenset({"resize_h", "resize_w"})
+    #: Device types whose images are resized as one batch, whatever their sizes.
+    batched_on: frozenset[str] = frozenset({"cuda"})
 
     def init(self, params: dict[str, Any]) -> None:
         import torch
@@ -192,14 +223,28 @@ class ResizeTensor(Backend):
             if tuple(image.shape[-2:]) == self.size:
                 item["result"] = image
                 continue
-            key = (tuple(image.shape), image.dtype, image.device)
+            key = (image.shape[1], image.dtype, image.device)
             groups.setdefault(key, []).append((item, image))
         last = None
-        for members in groups.values():
-            images = [image for _, image in members]
-            last = self._resize(images[0] if len(images) == 1 else self._torch.cat(images))
-            for index, (item, _) in enumerate(members):
-                item["result"] = last[index : index + 1]
+        for (_, _, device), members in groups.items():
+            batched = device.type in self.batched_on
+            if not batched:  # one interpolate per distinct size
+                by_shape: dict[tuple, list[tuple[dict[str, Any], torch.Tensor]]] = {}
+                for item, image in members:
+                    by_shape.setdefault(tuple(image.shape), []).append((item, image))
+                subgroups = list(by_shape.values())
+            else:
+                subgroups = [members]
+            for subgroup in subgroups:
+                images = [image for _, image in subgroup]
+                if len(images) == 1:
+                    last = self._resize(images[0])
+                elif batched:
+                    last = resize_bilinear([image[0] for image in images], *self.size)
+                else:
+                    last = self._resize(self._torch.cat(images))
+                for index, (item, _) in enumerate(subgroup):
+                    item["result"] = last[index : index + 1]
         if last is not None:
             _synchronize(last)
 

@@ -55,7 +55,7 @@ class BatchAssembler:
         self.static_input = torch.empty(
             (max_batch, *chw), dtype=torch.float32, device=device
         ).contiguous(memory_format=layout)
-        self._static_np = None if on_gpu else self.static_input.numpy()
+        self._static_np = self.static_input.numpy() if device.type == "cpu" else None
         self._scale = torch.tensor([1.0 / value for value in std], device=device).view(1, -1, 1, 1)
         self._bias = torch.tensor(
             [-m / s for m, s in zip(mean, std, strict=True)], device=device

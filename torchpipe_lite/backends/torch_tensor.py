@@ -28,7 +28,7 @@ from .params import (
     param_precision,
 )
 from .registry import register_backend
-from .torch_models import shared_model
+from .torch_models import SharedModel, shared_model
 
 if TYPE_CHECKING:
     import torch
@@ -79,9 +79,7 @@ class TorchTensor(Backend):
             self.uses_cuda_graphs = False
         fuse_conv = param_bool(params, "fuse_conv", on_gpu)
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        model = shared_model(
-            str(params["model"]), self._dtype, self.device, channels_last, fuse_conv
-        )
+        model = self._load_model(str(params["model"]), channels_last, fuse_conv)
         self.module = model.module
         chw = param_input_chw(params, model.input_chw)
         mean, std = param_mean_std(params, chw[0])
@@ -157,6 +155,10 @@ class TorchTensor(Backend):
 
     def close(self) -> None:
         self._graphs.clear()
+
+    def _load_model(self, path: str, channels_last: bool, fuse_conv: bool) -> SharedModel:
+        """The shared, converted model of ``path`` in this instance's dtype and device."""
+        return shared_model(path, self._dtype, self.device, channels_last, fuse_conv)
 
     def _on_stream(self) -> contextlib.AbstractContextManager:
         if self._stream is None:

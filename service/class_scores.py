@@ -1,0 +1,54 @@
+"""ClassScores: the model stage's logits turned into class probabilities, once per batch.
+
+The service answers with softmax probabilities and the most probable class. Computing them per
+request costs every request a handful of NumPy calls on its 1000 logits on the thread that
+completes it; computed here, inside the model node after the model, they cost a few calls per
+batch. The service's configs chain it after the engine:
+``SyncTensor[Sequential[TorchTensor,ClassScores]]``; a model node without it still works (the
+handler then scores each request's logits itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchpipe_lite import Backend, InvalidInputError, register_backend
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One image's class probabilities and its most probable class."""
+
+    probabilities: np.ndarray  # float32, one per class, summing to 1
+    best_index: int
+    best_score: float
+
+
+@register_backend("ClassScores")
+class ClassScores(Backend):
+    """Each request's ``data`` (logits, 1 x classes or classes, CPU tensor or array) becomes
+    ``Scores``: the softmax of the logits and the top class."""
+
+    PARAMS = frozenset()
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        rows = [item["data"] for item in batch]
+        for index, row in enumerate(rows):
+            if not isinstance(row, torch.Tensor | np.ndarray) or row.ndim > 2 or not row.shape:
+                raise InvalidInputError(f"item {index}: expected a row of logits, got {row!r:.80}")
+        if all(isinstance(row, torch.Tensor) for row in rows):
+            # The model stage's rows are views of one CPU tensor: one copy for the batch.
+            joined = torch.cat(rows) if rows[0].ndim == 2 else torch.stack(rows)
+            logits = joined.float().cpu().numpy()
+        else:
+            logits = np.stack([np.asarray(row, dtype=np.float32).reshape(-1) for row in rows])
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        best = probabilities.argmax(axis=1).tolist()
+        scores = probabilities[np.arange(len(rows)), best].tolist()
+        for position, item in enumerate(batch):
+            item["result"] = Scores(probabilities[position], best[position], scores[position])
