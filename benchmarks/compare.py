@@ -2,10 +2,12 @@
 
     python -m benchmarks.compare                      # no GPU: a quick CPU run (the demo)
     python -m benchmarks.compare --total-number 10000 --concurrency 10,20 --processes 4
+    python -m benchmarks.compare --workers 4 --mps    # 4 server processes on each side
 
 Exports the model if missing, starts each handler's server in turn on the same model and images,
-drives it at each concurrency with ``clients.client_qps``, samples the server's CPU, memory and
-GPU use, prints the reference-style table and writes JSON + PNG under ``benchmarks/results/``.
+with the same number of server processes (one, as the reference, unless ``--workers``), drives
+it at each concurrency with ``clients.client_qps``, samples the server's CPU, memory and GPU
+use, prints the reference-style table and writes JSON + PNG under ``runs/`` (``--results-dir``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _handlers(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in HANDLERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a list of {', '.join(HANDLERS)}")
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; defaults that depend on the machine are resolved in ``resolve``."""
     parser = argparse.ArgumentParser(
@@ -84,13 +94,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--arch", choices=("resnet50", "resnet18"), default="resnet50", help="model to export"
     )
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
-    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=REPO_ROOT / "runs",
+        help="where the JSON and PNG go (benchmarks/results/ holds the committed figures)",
+    )
+    parser.add_argument("--tag", help="added to the result file names: <date>-<device>-<tag>")
+    parser.add_argument(
+        "--handlers",
+        type=_handlers,
+        default=HANDLERS,
+        help="comma-separated handlers to run, in order (default: baseline,pipelined)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
         default=1,
-        help="pipelined server processes sharing the port (service --workers); the baseline "
-        "stays one process, as the reference's",
+        help="server processes sharing the port (service --workers), for both handlers",
+    )
+    parser.add_argument(
+        "--baseline-workers",
+        type=int,
+        help="the baseline's server processes, when they should differ from --workers (the "
+        "table then shows no ratio between the two)",
     )
     parser.add_argument(
         "--shared-engine",
@@ -135,7 +162,14 @@ def resolve(args: argparse.Namespace, gpu: GpuMonitor) -> argparse.Namespace:
         args.threads = max(20, *args.concurrency)
     if args.shared_engine and args.workers < 2:
         raise SystemExit("compare: --shared-engine needs --workers 2 or more")
+    if args.baseline_workers is None:
+        args.baseline_workers = args.workers
     return args
+
+
+def server_processes(handler: str, args: argparse.Namespace) -> int:
+    """How many server processes ``handler`` runs with in this comparison."""
+    return args.baseline_workers if handler == "baseline" else args.workers
 
 
 def export_model(model: Path, arch: str) -> None:
@@ -156,10 +190,13 @@ def device_slug(gpu: GpuMonitor) -> str:
     return name_slug(gpu.names[0])
 
 
-def _row(handler: str, concurrency: int, load: LoadResult, use: ResourceUse | None) -> dict:
+def _row(
+    handler: str, concurrency: int, load: LoadResult, use: ResourceUse | None, processes: int
+) -> dict:
     return {
         "handler": handler,
         "concurrency": concurrency,
+        "server_processes": processes,
         "requests": load.requests,
         "qps": load.qps,
         "tp50_ms": load.tp50_ms,
@@ -171,6 +208,7 @@ def _row(handler: str, concurrency: int, load: LoadResult, use: ResourceUse | No
         "server_cpu_percent": use.cpu_percent if use else None,
         "server_rss_mib": use.rss_mib_max if use else None,
         "gpu_util_percent": use.gpu_util_percent if use else None,
+        "gpu_memory_mib_max": use.gpu_memory_mib_max if use else None,
         "client_cpu_percent": load.client_cpu_percent,
         "client_processes": load.processes,
         "wall_s": load.wall_s,
@@ -194,12 +232,13 @@ def run_handler(
         handler, port, threads=args.threads, config=args.config, model=args.model
     )
     ready_url = metrics_url = None
-    if handler == "pipelined" and args.workers > 1:
+    workers = server_processes(handler, args)
+    if workers > 1:
         metrics_port = free_port()
-        command += ["--workers", str(args.workers), "--metrics-port", str(metrics_port)]
-        if args.shared_engine:
+        command += ["--workers", str(workers), "--metrics-port", str(metrics_port)]
+        if args.shared_engine and handler == "pipelined":
             command.append("--shared-engine")
-        if args.shared_engine and args.engine_clients:
+        if args.shared_engine and handler == "pipelined" and args.engine_clients:
             command += ["--engine-clients", str(args.engine_clients)]
         ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -224,7 +263,7 @@ def run_handler(
                 warmup=args.warmup,
                 **load_settings,
             )
-            ping_rows.append(_row(f"ping ({handler} server)", concurrency, load, None))
+            ping_rows.append(_row(f"ping ({handler} server)", concurrency, load, None, workers))
             logger.info("ping, %d clients: %.0f calls/s", concurrency, load.qps)
         for concurrency in args.concurrency:
             sampler = ResourceSampler(server.pid, gpu=gpu)
@@ -236,7 +275,7 @@ def run_handler(
                 on_timed_end=sampler.stop,
                 **load_settings,
             )
-            rows.append(_row(handler, concurrency, load, sampler.result))
+            rows.append(_row(handler, concurrency, load, sampler.result, workers))
             logger.info(
                 "%s, %d clients: %.1f QPS, TP50 %.1f ms, errors %d",
                 handler,
@@ -249,9 +288,10 @@ def run_handler(
         if metrics_url is not None:
             # ``stats`` above is the one worker that answered; the group's sums come from the
             # supervisor (nodes as summed counters: no batch-size histogram).
-            stats["workers"] = args.workers
+            stats["workers"] = workers
             stats["group_nodes"] = group_node_figures(metrics_url)
-            stats["shared_engine"] = engine_figures(metrics_url)
+            if args.shared_engine and handler == "pipelined":
+                stats["shared_engine"] = engine_figures(metrics_url)
     return rows, ping_rows, stats
 
 
@@ -273,7 +313,7 @@ def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) 
         f"pipelined server: {args.workers} process(es)"
         + (" and a shared engine" if args.shared_engine else "")
         + ", "
-        f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: 1 process"
+        f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: {args.baseline_workers} process(es)"
         + ("; both under CUDA MPS" if args.mps else "")
     )
 
@@ -295,6 +335,7 @@ def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, A
         "client_processes": args.processes,
         "server_threads": args.threads,
         "pipelined_workers": args.workers,
+        "baseline_workers": args.baseline_workers,
         "shared_engine": args.shared_engine,
         "engine_clients": args.engine_clients,
         "cuda_mps": args.mps,
@@ -346,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             except (MpsError, OSError, subprocess.SubprocessError) as exc:
                 logger.error("--mps: %s", exc)
                 return 2
-        for index, handler in enumerate(HANDLERS):
+        for index, handler in enumerate(args.handlers):
             try:
                 handler_rows, handler_pings, server_stats[handler] = run_handler(
                     handler, args, images, gpu, log_dir, ping_check=args.ping_check and index == 0
@@ -365,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(client CPU {row['client_cpu_percent']:.0f}%)"
         )
     today = datetime.date.today().isoformat()
-    stem = f"{today}-{device_slug(gpu)}"
+    stem = f"{today}-{device_slug(gpu)}" + (f"-{args.tag}" if args.tag else "")
     record = {
         "date": today,
         "device": device_slug(gpu),

@@ -69,3 +69,13 @@ class GpuMonitor:
         except pynvml.NVMLError as exc:
             logger.warning("GPU %d utilisation unreadable: %s", index, exc)
             return None
+
+    def memory_used_mib(self, index: int) -> float | None:
+        """Memory in use on GPU ``index``, by every process (MiB)."""
+        import pynvml
+
+        try:
+            return pynvml.nvmlDeviceGetMemoryInfo(self._handles[index]).used / 2**20
+        except pynvml.NVMLError as exc:
+            logger.warning("GPU %d memory unreadable: %s", index, exc)
+            return None

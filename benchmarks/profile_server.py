@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from benchmarks.interpreter_budget import attribute
 from benchmarks.mps import MpsError, mps_daemon
 from benchmarks.server_process import ServerProcess, free_port, service_command
 from clients.client_qps import run_load
@@ -97,6 +98,7 @@ def profile(args: argparse.Namespace, py_spy: str, command: list[str], port: int
                     py_spy,
                     "record",
                     "--gil",
+                    "--threads",
                     "--nonblocking",
                     "--subprocesses",  # the workers of --workers N
                     "--format",
@@ -115,11 +117,11 @@ def profile(args: argparse.Namespace, py_spy: str, command: list[str], port: int
 
         recorder = threading.Thread(target=record)
         recorder.start()
-        # By default enough calls to outlast the recording at ~2,000 QPS.
+        # By default enough calls to outlast the recording at ~5,000 QPS.
         result = run_load(
             port=port,
             request_client=args.concurrency,
-            total_number=args.total_number or 2000 * args.seconds,
+            total_number=args.total_number or 5000 * args.seconds,
             warmup=200,
             processes=args.processes,
             progress=False,
@@ -131,6 +133,9 @@ def profile(args: argparse.Namespace, py_spy: str, command: list[str], port: int
         samples, summary = summarise(raw_path)
         held_ms = 1e3 * samples / args.rate / max(result.qps * args.seconds, 1)
         print(f"interpreter lock held {held_ms:.3f} ms per request (all processes)")
+        per_request_us = 1e6 / args.rate / max(result.qps * args.seconds, 1)
+        for part, count in attribute(raw_path.read_text()).most_common():
+            print(f"  {part:<40} {count * per_request_us:7.1f} us per request")
         print(summary)
     return 0
 

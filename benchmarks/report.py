@@ -21,14 +21,29 @@ logger = logging.getLogger(__name__)
 #: did not publish GPU/CPU/memory figures alongside these, so they stay empty here.
 REFERENCE_SETUP = "RTX 3080 + 36 CPU cores, 20 concurrent clients (TorchPipe's published table)"
 REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
-    {"handler": "baseline", "concurrency": 20, "qps": 747.92, "tp50_ms": 26.74, "tp99_ms": 35.24},
-    {"handler": "torchpipe", "concurrency": 20, "qps": 2172.54, "tp50_ms": 8.89, "tp99_ms": 14.28},
+    {
+        "handler": "baseline",
+        "server_processes": 1,
+        "concurrency": 20,
+        "qps": 747.92,
+        "tp50_ms": 26.74,
+        "tp99_ms": 35.24,
+    },
+    {
+        "handler": "torchpipe",
+        "server_processes": 1,
+        "concurrency": 20,
+        "qps": 2172.54,
+        "tp50_ms": 8.89,
+        "tp99_ms": 14.28,
+    },
 )
 
 #: One row of results per handler and concurrency: the keys every row of the JSON has.
 ROW_KEYS = (
     "handler",
     "concurrency",
+    "server_processes",
     "requests",
     "qps",
     "tp50_ms",
@@ -50,7 +65,8 @@ def _cell(value: Any, spec: str, suffix: str = "") -> str:
 
 def _line(label: str, row: dict[str, Any]) -> str:
     return (
-        f"{label:<24}{row['concurrency']:>6}{_cell(row.get('qps'), '.2f'):>10}"
+        f"{label:<24}{_cell(row.get('server_processes'), 'd'):>6}{row['concurrency']:>6}"
+        f"{_cell(row.get('qps'), '.2f'):>10}"
         f"{_cell(row.get('tp50_ms'), '.2f'):>9}{_cell(row.get('tp99_ms'), '.2f'):>9}"
         f"{_cell(row.get('gpu_util_percent'), '.0f', '%'):>9}"
         f"{_cell(row.get('server_cpu_percent'), '.0f', '%'):>9}"
@@ -62,24 +78,21 @@ def _line(label: str, row: dict[str, Any]) -> str:
 def format_table(rows: list[dict[str, Any]], *, setup: str) -> str:
     """This run's rows beside the reference's, one line per handler and concurrency."""
     header = (
-        f"{'method':<24}{'conc.':>6}{'QPS':>10}{'TP50 ms':>9}{'TP99 ms':>9}{'GPU util':>9}"
-        f"{'CPU util':>9}{'memory':>11}{'errors':>8}"
+        f"{'method':<24}{'procs':>6}{'conc.':>6}{'QPS':>10}{'TP50 ms':>9}{'TP99 ms':>9}"
+        f"{'GPU util':>9}{'CPU util':>9}{'memory':>11}{'errors':>8}"
     )
     lines = [f"this run: {setup}", header, "-" * len(header)]
     lines += [_line(row["handler"], row) for row in rows]
-    by_key = {(row["handler"], row["concurrency"]): row for row in rows}
-    for row in rows:
-        baseline = by_key.get(("baseline", row["concurrency"]))
-        if row["handler"] == "pipelined" and baseline and baseline["qps"] and row["qps"]:
-            lines.append(
-                f"  pipelined / baseline at {row['concurrency']}: "
-                f"{row['qps'] / baseline['qps']:.2f}x QPS"
-            )
+    for label, ratio in _speedups(rows, with_reference=False):
+        lines.append(f"  pipelined / baseline, {label}: {ratio:.2f}x QPS")
     lines += ["", f"reference: {REFERENCE_SETUP}", header, "-" * len(header)]
     lines += [_line(row["handler"], row) for row in REFERENCE_ROWS]
     ratio = REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]
     lines.append(f"  torchpipe / baseline at 20: {ratio:.2f}x QPS")
-    lines.append("CPU util: server process tree, % of one core; memory: its peak RSS.")
+    lines.append(
+        "procs: server processes (ratios only between rows with the same count); CPU util: "
+        "server process tree, % of one core; memory: its peak RSS."
+    )
     return "\n".join(lines)
 
 
@@ -104,15 +117,20 @@ def _pyplot():
     return plt
 
 
-def _speedups(rows: list[dict[str, Any]]) -> list[tuple[str, float]]:
-    """pipelined QPS / baseline QPS at each concurrency both ran, then the reference's."""
-    by_key = {(r["handler"], r["concurrency"]): r for r in rows}
+def _speedups(
+    rows: list[dict[str, Any]], *, with_reference: bool = True
+) -> list[tuple[str, float]]:
+    """pipelined QPS / baseline QPS at each concurrency both ran with the same number of server
+    processes (a ratio between different process counts is not a speed-up), then the
+    reference's."""
+    by_key = {(r["handler"], r["concurrency"], r.get("server_processes", 1)): r for r in rows}
     pairs = []
-    for (handler, concurrency), row in by_key.items():
-        baseline = by_key.get(("baseline", concurrency))
+    for (handler, concurrency, processes), row in by_key.items():
+        baseline = by_key.get(("baseline", concurrency, processes))
         if handler == "pipelined" and baseline and baseline["qps"] and row["qps"]:
-            pairs.append((f"c={concurrency}", row["qps"] / baseline["qps"]))
-    pairs.append(("reference\nc=20", REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]))
+            pairs.append((f"{processes}p c={concurrency}", row["qps"] / baseline["qps"]))
+    if with_reference:
+        pairs.append(("reference\n1p c=20", REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]))
     return pairs
 
 
@@ -120,7 +138,7 @@ def plot_bars(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
     """Bar charts of this run: QPS, TP50/TP99 per handler and concurrency, and the speed-up of
     pipelined over baseline beside the reference's (the figure comparable across machines)."""
     plt = _pyplot()
-    names = [f"{r['handler']}\nc={r['concurrency']}" for r in rows]
+    names = [f"{r['handler']}\n{r.get('server_processes', 1)}p c={r['concurrency']}" for r in rows]
     colors = ["tab:gray" if r["handler"] == "baseline" else "tab:blue" for r in rows]
     positions = list(range(len(rows)))
     fig, (ax_qps, ax_lat, ax_gain) = plt.subplots(

@@ -22,6 +22,9 @@ class ResourceUse:
     rss_mib_max: float  # largest resident memory seen, the server and its children together
     gpu_util_percent: float | None  # mean of the samples; None without a GPU
     samples: int
+    #: Largest GPU memory in use seen on the server's GPU, by every process on it (the
+    #: servers of a comparison run one at a time); None without a GPU.
+    gpu_memory_mib_max: float | None = None
 
 
 class ResourceSampler:
@@ -36,6 +39,7 @@ class ResourceSampler:
         self._thread: threading.Thread | None = None
         self._rss_mib_max = 0.0
         self._gpu_samples: list[float] = []
+        self._gpu_memory_mib_max: float | None = None
         self._samples = 0
         self._cpu_start_s = 0.0
         self._wall_start_s = 0.0
@@ -70,6 +74,9 @@ class ResourceSampler:
             util = self.gpu.utilization_percent(self.gpu_index)
             if util is not None:
                 self._gpu_samples.append(util)
+            memory = self.gpu.memory_used_mib(self.gpu_index)
+            if memory is not None:
+                self._gpu_memory_mib_max = max(self._gpu_memory_mib_max or 0.0, memory)
         self._samples += 1
 
     def _run(self) -> None:
@@ -98,5 +105,6 @@ class ResourceSampler:
             rss_mib_max=self._rss_mib_max,
             gpu_util_percent=gpu,
             samples=self._samples,
+            gpu_memory_mib_max=self._gpu_memory_mib_max,
         )
         return self.result
