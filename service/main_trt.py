@@ -10,7 +10,6 @@ TensorRT exists): same backend, model file, precision, mean/std and device.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from service.service_config import ServiceConfig
 from torchpipe_lite.backends.base import param_int
 from torchpipe_lite.backends.image_cpu import decode_bgr
 from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.metrics import InstanceCounters
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ class BaselineHandler(ClassifierHandler):
         self._engine = tp.create_backend(self._backend, config.engine_params(batch_size=1))
         self._placement = self._engine.placement()
         self._lock = threading.Lock()
-        # Updated only while holding the lock, so they need no lock of their own. Named after
-        # the config's model node, as the pipelined handler's engine node is.
-        self._figures = tp.NodeStats(node=config.model_node, backend=self._backend, instances=1)
+        # The scheduler's own counters, updated only while holding the lock. Reported under
+        # the config's model node's name, as the pipelined handler's engine node is.
+        self._model_node = config.model_node
+        self._counters = InstanceCounters()
         self._waiting_lock = threading.Lock()
         self._waiting = 0  # requests waiting for the engine lock: the baseline's queue
 
@@ -72,40 +73,40 @@ class BaselineHandler(ClassifierHandler):
             if tensor is None:
                 return None
             item = {"data": tensor}
-            waited_s = time.perf_counter()
+            waited_s = time.monotonic()
             with self._waiting_lock:
                 self._waiting += 1
             with self._lock:
-                started_s = time.perf_counter()
+                started_s = time.monotonic()
                 with self._waiting_lock:
                     self._waiting -= 1
+                failed = 0
+                self._counters.executions += 1
                 try:
                     self._engine.forward([item])
                 except Exception:
-                    self._figures.requests_failed += 1
+                    failed = 1
                     raise
                 finally:
-                    self._count(started_s - waited_s, time.perf_counter() - started_s)
+                    self._counters.record_batch(
+                        size=1,
+                        compute_s=time.monotonic() - started_s,
+                        queue_s=started_s - waited_s,
+                        failed=failed,
+                    )
             return item.get("result")
         except Exception as exc:
             return exc
 
-    def _count(self, queue_time_s: float, compute_time_s: float) -> None:
-        figures = self._figures
-        figures.inferences += 1
-        figures.executions += 1
-        figures.batch_sizes[1] = figures.batch_sizes.get(1, 0) + 1
-        figures.queue_time_ms_total += queue_time_s * 1000.0
-        figures.compute_time_ms_total += compute_time_s * 1000.0
-        figures.request_compute_time_ms_total += compute_time_s * 1000.0  # batch 1: the same
-
     def node_figures(self) -> list[tp.NodeStats]:
+        figures = tp.NodeStats(
+            node=self._model_node,
+            backend=self._backend,
+            instances=1,
+            instance_placements=[self._placement],
+        )
         with self._lock:
-            figures = dataclasses.replace(
-                self._figures, batch_sizes=dict(self._figures.batch_sizes)
-            )
-        figures.requests_ok = figures.inferences - figures.requests_failed
-        figures.instance_placements = [self._placement]
+            self._counters.add_to(figures)
         with self._waiting_lock:
             figures.queue_length = self._waiting
         return [figures]

@@ -66,6 +66,17 @@ class InstanceCounters:
         self.compute_time_s = 0.0
         self.request_compute_time_s = 0.0
 
+    def record_batch(self, *, size: int, compute_s: float, queue_s: float, failed: int) -> None:
+        """A batch of ``size`` requests ran for ``compute_s`` after they had waited ``queue_s``
+        in all; ``failed`` of them failed."""
+        self.compute_time_s += compute_s
+        self.request_compute_time_s += compute_s * size
+        self.queue_time_s += queue_s
+        self.inferences += size
+        self.batch_sizes[size] += 1
+        self.requests_failed += failed
+        self.requests_ok += size - failed
+
     def add_to(self, stats: NodeStats) -> None:
         """Add these counters into ``stats`` (a racy but consistent-enough read)."""
         stats.requests_ok += self.requests_ok

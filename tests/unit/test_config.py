@@ -180,3 +180,16 @@ def test_known_keys_do_not_warn(caplog):
     with caplog.at_level(logging.WARNING, logger="torchpipe_lite"):
         load_config({"a": {"backend": "Sleep", "sleep_ms": 3, "max": 2}})
     assert caplog.text == ""
+
+
+def test_queue_keys_on_an_inline_node_warn(caplog):
+    with caplog.at_level(logging.WARNING):
+        load_config(
+            {
+                "batching_timeout": 5,
+                "a": {"backend": "Identity", "inline": True, "max_queue_size": 8},
+            }
+        )
+    warnings = [record.getMessage() for record in caplog.records]
+    assert any("[a].max_queue_size has no effect: the node is inline" in m for m in warnings)
+    assert not any("batching_timeout" in m for m in warnings)  # a top-level default: silent

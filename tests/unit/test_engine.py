@@ -202,4 +202,4 @@ def test_an_engine_that_cannot_listen_raises_and_stops_its_instances(tmp_path):
     server = EngineServer(node, tmp_path / ("x" * 120), input_hwc=HWC)  # too long for AF_UNIX
     with pytest.raises(OSError):
         server.start()
-    assert not any(thread.is_alive() for thread in server._threads)
+    assert not any(thread.is_alive() for thread in server._stage._threads)

@@ -46,7 +46,9 @@ def resize_bilinear(images: list[torch.Tensor], height: int, width: int) -> torc
     regions[:, 0] = np.arange(count)
     regions[:, 3] = widths
     regions[:, 4] = heights
-    boxes = torch.from_numpy(regions).to(first.device, non_blocking=True)
+    boxes = torch.from_numpy(regions)
+    if first.device.type == "cuda":  # pinned, so the copy does not wait for the stream
+        boxes = boxes.pin_memory().to(first.device, non_blocking=True)
     resized = roi_align(
         padded, boxes, (height, width), spatial_scale=1.0, sampling_ratio=1, aligned=True
     )

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import ConfigError, InvalidInputError
 from .base import Backend
@@ -69,6 +72,9 @@ def require_image_tensor(data: Any, channels: int | None = None) -> torch.Tensor
     return data
 
 
+#: Largest host buffer a DecodeTensor instance keeps for its batches' bytes.
+_MAX_STAGING_BYTES = 64 << 20
+
 # torch.frombuffer warns, once, that the request's bytes are read-only: nvJPEG never writes
 # its input, so the warning would only alarm whoever reads the log.
 warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
@@ -99,6 +105,7 @@ class DecodeTensor(Backend):
         self._decode_jpeg = decode_jpeg
         self._rgb_mode = ImageReadMode.RGB
         self.device = self._decode_device(params)
+        self._staging: torch.Tensor | None = None
         self.color = param_color(params, default="rgb")
         self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
 
@@ -133,31 +140,55 @@ class DecodeTensor(Backend):
         wait_for_current_stream(self.device)
 
     def _decode_jpegs(self, jpegs: list[tuple[dict[str, Any], Any, ImageHeader]]) -> None:
-        """Check the batch's scan data, then decode it with nvJPEG, in one call each."""
-        torch = self._torch
+        """Decode the batch with nvJPEG in one call, checking its scan data on the device."""
         buffers = [buf for _, buf, _ in jpegs]
-        # One host copy of the batch's bytes: the scan check searches it on the device, and
-        # nvJPEG reads each image from a view of it.
-        joined = torch.frombuffer(b"".join(buffers), dtype=torch.uint8)
-        for error in jpeg_scan_errors(buffers, self._marker_candidates(joined)):
-            raise_for_scan_error(error)  # the scheduler then runs each request alone
+        staged = self._stage(buffers)
+        # The scan check's search is queued on the device before nvJPEG runs and read back
+        # after: the two overlap instead of waiting for each other. A corrupt image is then
+        # decoded for nothing, and refused below.
+        markers = self._search_markers(staged, buffers)
         encoded, start = [], 0
-        for buf in buffers:
-            encoded.append(joined[start : start + len(buf)])
+        for buf in buffers:  # nvJPEG reads each image from a view of the staged bytes
+            encoded.append(staged[start : start + len(buf)])
             start += len(buf)
         decoded = self._nvjpeg(encoded, [header for _, _, header in jpegs])
+        for error in jpeg_scan_errors(buffers, markers()):
+            raise_for_scan_error(error)  # the scheduler then runs each request alone
         for (item, buf, header), image in zip(jpegs, decoded, strict=True):
             if image is None:
                 self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
                 continue
             self._finish(item, apply_orientation(image, header.orientation), "rgb")
 
-    def _marker_candidates(self, joined: torch.Tensor) -> list[int]:
-        """Positions in ``joined`` of 0xFF followed by a non-zero byte (see jpeg_scan)."""
-        data = joined.to(self.device, non_blocking=False)
-        if len(data) < 2:
-            return []
-        return ((data[:-1] == 0xFF) & (data[1:] != 0)).nonzero().flatten().tolist()
+    def _stage(self, buffers: list[Any]) -> torch.Tensor:
+        """The batch's bytes in one host buffer of this instance (pinned on a GPU, so that the
+        copy to the device does not wait for the stream), valid until the next batch."""
+        torch = self._torch
+        total = sum(len(buf) for buf in buffers)
+        if total > _MAX_STAGING_BYTES:  # a rare, huge batch: not worth keeping pinned
+            return torch.frombuffer(b"".join(buffers), dtype=torch.uint8)
+        staging = self._staging
+        if staging is None or len(staging) < total:
+            grown = 2 * len(staging) if staging is not None else 1 << 20
+            size = min(_MAX_STAGING_BYTES, max(total, grown))
+            pinned = self.device.type == "cuda"
+            staging = self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=pinned)
+            self._staging_np = staging.numpy()
+        target, start = self._staging_np, 0
+        for buf in buffers:
+            target[start : start + len(buf)] = np.frombuffer(buf, dtype=np.uint8)
+            start += len(buf)
+        return staging[:total]
+
+    def _search_markers(self, staged: torch.Tensor, buffers: list[Any]) -> Callable[[], list[int]]:
+        """Start finding where ``staged`` (``buffers`` concatenated) holds 0xFF followed by a
+        non-zero byte (see jpeg_scan), on the device; the returned call waits for the sorted
+        positions."""
+        if len(staged) < 2:
+            return list
+        data = staged.to(self.device, non_blocking=True)
+        found = (data[:-1] == 0xFF) & (data[1:] != 0)
+        return lambda: found.nonzero().flatten().tolist()
 
     def _nvjpeg(
         self, encoded: list[torch.Tensor], headers: list[ImageHeader]

@@ -41,6 +41,9 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
     if not tables:
         raise ConfigError("no node defined: a node is a table with a 'backend' key")
     nodes = {name: _node(name, {**defaults, **table}) for name, table in tables.items()}
+    for name, table in tables.items():
+        if nodes[name].inline:
+            _warn_queue_keys_inline(name, table)
     order = _topological_order(nodes)
     fed = {target for node in nodes.values() for target in node.next_nodes}
     roots = tuple(name for name in order if name not in fed)
@@ -89,6 +92,22 @@ def _node(name: str, table: dict[str, Any]) -> NodeConfig:
         inline=_bool(name, table, "inline"),
         params=dict(table),
     )
+
+
+#: Keys that steer a node's queue and threads, which an inline node does not have.
+_QUEUE_KEYS = ("instance_num", "batching_timeout", "max_queue_size", "request_timeout")
+
+
+def _warn_queue_keys_inline(name: str, table: Mapping[str, Any]) -> None:
+    """An inline node has no queue: a queue key set on the node itself has no effect there."""
+    for key in _QUEUE_KEYS:
+        if key in table:
+            logger.warning(
+                "[%s].%s has no effect: the node is inline (it runs on the delivering thread, "
+                "with no queue or threads of its own)",
+                name,
+                key,
+            )
 
 
 def _backend_spec(node: str, text: Any) -> BackendSpec:

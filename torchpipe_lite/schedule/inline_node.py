@@ -7,8 +7,9 @@ delivering thread is faster, and it parallelises as widely as the callers do (Op
 the interpreter lock). Each delivering thread gets its own backend instance, created and
 initialised on first use, so the backend still never sees two threads at once.
 
-No queue means no batching window, no ``max_queue_size`` and no ``request_timeout``: the keys
-are ignored. The requests one thread delivers together run as one batch (split at ``max``).
+No queue means no batching window, no ``max_queue_size`` and no ``request_timeout`` (the
+config loader warns when an inline node sets them). The requests one thread delivers together
+run as one batch (split at ``max``), through the same ``run_batch`` as a queued node's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
 from ..errors import BackendError, BackendInitError, PipelineClosedError
 from ..metrics import InstanceCounters
-from .node import Job, Node, Router
+from .execution import run_batch
+from .job import Job, Router
+from .node import Node, batch_range, instance_params
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +38,17 @@ class InlineNode(Node):
         self._placements = []
         self._backends: list[Backend] = []
         self._local = threading.local()
-        self._instances_lock = threading.Lock()
+        self._state = threading.Condition(threading.Lock())
+        self._accepting = True
+        self._in_service = 0
 
     def start(self) -> None:
         """Create one instance on the starting thread: it proves the backend initialises and
         settles the batch range before any request arrives."""
         backend, _ = self._thread_instance()
-        self._set_batch_range([backend])
+        self.queue.min_batch, self.queue.max_batch = batch_range(
+            self.config, [backend], self.backend_name
+        )
         if self.min_batch > 1:
             raise BackendInitError(
                 f"an inline node runs the requests it is given, but min is {self.min_batch}",
@@ -61,54 +68,69 @@ class InlineNode(Node):
         backend = getattr(local, "backend", None)
         if backend is not None:
             return backend, local.counters
-        with self._instances_lock:
+        with self._state:
             index = len(self._counters)
             counters = InstanceCounters()
             self._counters.append(counters)
             self._placements.append(None)
         backend = instantiate(self.config.backend)
         try:
-            backend.init(self._instance_params(index))
+            backend.init(instance_params(self.config, index))
         except Exception as error:
             raise BackendInitError(
                 f"{type(error).__name__}: {error}", node=self.name, backend=self.backend_name
             ) from error
         self._placements[index] = backend.placement()
-        with self._instances_lock:
+        with self._state:
             self._backends.append(backend)
         local.backend, local.counters = backend, counters
         return backend, counters
 
     def put(self, jobs: list[Job]) -> None:
         """Run ``jobs`` here and now, then route them; refuses them once the node is closed."""
-        with self._cond:
+        with self._state:
             if not self._accepting:
                 raise PipelineClosedError(
                     "the pipeline is closed", node=self.name, backend=self.backend_name
                 )
             self._in_service += len(jobs)
+        remaining = len(jobs)
         try:
-            backend, counters = self._thread_instance()
-        except BackendInitError as error:
-            logger.error("node %s: %s", self.name, error)
-            with self._cond:
-                self._in_service -= len(jobs)
-                self._cond.notify_all()
-            for item, handle, _ in jobs:
-                handle.end_branch(self.name, item, BackendError(str(error), node=self.name))
-            return
-        for start in range(0, len(jobs), self.max_batch):
-            # _execute gives back the in-service count of each chunk before routing it on.
-            self._execute(backend, jobs[start : start + self.max_batch], counters)
+            try:
+                backend, counters = self._thread_instance()
+            except BackendInitError as error:
+                logger.error("node %s: %s", self.name, error)
+                failure = BackendError(str(error), node=self.name)
+                self.complete([], [(job, failure) for job in jobs])
+                return
+            for start in range(0, len(jobs), self.max_batch):
+                chunk = jobs[start : start + self.max_batch]
+                ok, failed = run_batch(
+                    backend, chunk, counters, node=self.name, backend_name=self.backend_name
+                )
+                remaining -= len(chunk)
+                self._finished(len(chunk))
+                self.complete(ok, failed)
+        finally:
+            if remaining:
+                self._finished(remaining)
+
+    def _finished(self, count: int) -> None:
+        with self._state:
+            self._in_service -= count
+            if not self._accepting and self._in_service <= 0:
+                self._state.notify_all()
+
+    def pending(self) -> int:
+        return self._in_service
 
     def close(self) -> None:
         """Stop intake and wait for the batches still running on delivering threads."""
-        with self._cond:
+        with self._state:
             self._accepting = False
-            self._draining = True
-            while self._in_service:
-                self._cond.wait()
-        with self._instances_lock:
+            while self._in_service > 0:
+                self._state.wait()
+        with self._state:
             backends = list(self._backends)
         for backend in backends:  # on the closing thread: their own threads may be gone
             try:

@@ -1,42 +1,30 @@
-"""One pipeline node: a queue, ``instance_num`` backend instances each on its own worker thread."""
+"""One pipeline node: a ``StageQueue`` and ``instance_num`` backend instances, each on a thread."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
-from time import monotonic
+from collections.abc import Sequence
 from typing import Any
 
 from ..backends.base import UNBOUNDED_BATCH, Backend, param_device_ids
 from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
-from ..errors import (
-    BackendError,
-    BackendInitError,
-    OverloadedError,
-    PipelineClosedError,
-    RequestError,
-    RequestTimeoutError,
-)
+from ..errors import BackendError, BackendInitError, PipelineClosedError, RequestTimeoutError
 from ..metrics import InstanceCounters, NodeStats
-from .batching import decide_batch
-from .request import RequestHandle
+from .execution import run_batch
+from .job import Job, Router
+from .stage_queue import StageQueue
 
 logger = logging.getLogger(__name__)
-
-#: A queued request: (item dict, its handle, monotonic time it entered this queue).
-Job = tuple[dict[str, Any], RequestHandle, float]
-#: Called by a worker with the jobs a batch finished successfully (routing to the next node).
-Router = Callable[["Node", list[Job]], None]
 
 
 class Node:
     """Queues requests for one stage and runs them in dynamically formed batches.
 
-    Workers call ``router`` with the jobs of each finished batch, on their own thread, so a
-    request moves into the next node's queue with no extra thread hop.
+    Each instance thread takes a batch from the node's queue, runs it, and calls ``router``
+    with the jobs that succeeded, on its own thread, so a request moves into the next node's
+    queue with no extra thread hop; a failed request's completion is told at once.
     """
 
     def __init__(self, config: NodeConfig, router: Router):
@@ -44,25 +32,25 @@ class Node:
         self.name = config.name
         self.backend_name = str(config.backend)
         self._router = router
-        self._queue: deque[Job] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._busy = 0
-        self._in_service = 0  # items taken from the queue whose batch has not finished yet
-        self._timed_waiters = 0  # workers waiting for a batch to fill, with a deadline
-        #: Every node whose requests will reach this one (set by the pipeline); ``None`` for an
-        #: entry node, whose callers cannot be counted.
-        self.upstream: tuple[Node, ...] | None = None
-        self._accepting = True
-        self._draining = False
-        self._rejected = 0
-        self._request_timeout_s = config.request_timeout_ms / 1000.0
-        self._batching_timeout_s = config.batching_timeout_ms / 1000.0
-        self.min_batch = 1
-        self.max_batch = 1
+        self.queue = StageQueue(
+            self.name,
+            self.backend_name,
+            batching_timeout_ms=config.batching_timeout_ms,
+            request_timeout_ms=config.request_timeout_ms,
+            max_queue_size=config.max_queue_size,
+        )
         self._counters = [InstanceCounters() for _ in range(config.instance_num)]
         self._placements: list[str | None] = [None] * config.instance_num
         self._threads: list[threading.Thread] = []
         self._go = threading.Event()
+
+    @property
+    def min_batch(self) -> int:
+        return self.queue.min_batch
+
+    @property
+    def max_batch(self) -> int:
+        return self.queue.max_batch
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -110,92 +98,38 @@ class Node:
         self._go.set()
 
     def _set_batch_range(self, backends: Sequence[Backend]) -> None:
-        backend_min = max(backend.min() for backend in backends)
-        backend_max = min(backend.max() for backend in backends)
-        configured_min, configured_max = self.config.min_batch, self.config.max_batch
-        if configured_max is not None and configured_max > backend_max:
-            raise BackendInitError(
-                f"max = {configured_max} exceeds what the backend accepts ({backend_max})",
-                node=self.name,
-                backend=self.backend_name,
-            )
-        if configured_min is not None and configured_min < backend_min:
-            raise BackendInitError(
-                f"min = {configured_min} is below what the backend accepts ({backend_min})",
-                node=self.name,
-                backend=self.backend_name,
-            )
-        if configured_max is not None:
-            self.max_batch = configured_max
-        else:
-            self.max_batch = backend_max if backend_max != UNBOUNDED_BATCH else backend_min
-        self.min_batch = configured_min if configured_min is not None else backend_min
-        if self.min_batch > self.max_batch:
-            raise BackendInitError(
-                f"batch range {self.min_batch}..{self.max_batch} is empty",
-                node=self.name,
-                backend=self.backend_name,
-            )
+        self.queue.min_batch, self.queue.max_batch = batch_range(
+            self.config, backends, self.backend_name
+        )
 
     def _abort_start(self) -> None:
-        with self._cond:
-            self._accepting = False
-            self._draining = True
+        self.queue.close()
         self._go.set()
         for thread in self._threads:
             thread.join()
 
     def close(self) -> None:
         """Stop intake, run everything queued, and join the workers."""
-        with self._cond:
-            self._accepting = False
-            self._draining = True
-            self._cond.notify_all()
+        self.queue.close()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
 
-    # -- intake --------------------------------------------------------------------------------
+    # -- intake and workers --------------------------------------------------------------------
 
     def put(self, jobs: list[Job]) -> None:
         """Queue ``jobs``; raises ``OverloadedError``/``PipelineClosedError`` for all of them."""
-        cond = self._cond
-        with cond:
-            if not self._accepting:
-                raise PipelineClosedError(
-                    "the pipeline is closed", node=self.name, backend=self.backend_name
-                )
-            queue = self._queue
-            before = len(queue)
-            limit = self.config.max_queue_size
-            if limit and before + len(jobs) > limit:
-                self._rejected += len(jobs)
-                raise OverloadedError(
-                    f"queue full ({before} of {limit} requests waiting)",
-                    node=self.name,
-                    backend=self.backend_name,
-                )
-            queue.extend(jobs)
-            after = before + len(jobs)
-            # Wake a worker only when the decision can change: the queue was empty (start the
-            # batching timer), it reached the minimum, or it holds a full batch.
-            # A worker waiting for its batch to fill is woken too: the arrival may be the last
-            # one upstream, after which waiting cannot fill the batch any more.
-            if (
-                before == 0
-                or after >= self.max_batch
-                or before < self.min_batch <= after
-                or self._timed_waiters
-            ):
-                cond.notify()
+        self.queue.put(jobs)
 
-    # -- workers -------------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Requests queued or running here (for the batching decisions of the nodes it feeds)."""
+        return self.queue.pending()
 
     def _instance_main(self, index: int, backends: list, errors: list, ready) -> None:
         backend = None
         try:
             backend = instantiate(self.config.backend)
-            backend.init(self._instance_params(index))
+            backend.init(instance_params(self.config, index))
             self._placements[index] = backend.placement()
             backends[index] = backend
         except BaseException as error:  # reported to start(), which raises it in the caller
@@ -213,160 +147,56 @@ class Node:
             except Exception:
                 logger.exception("node %s: closing instance %d failed", self.name, index)
 
-    def _instance_params(self, index: int) -> dict[str, Any]:
-        return instance_params(self.config, index)
-
     def _serve(self, backend: Backend, counters: InstanceCounters) -> None:
-        cond, queue = self._cond, self._queue
-        ran_batch = False
+        queue = self.queue
         while True:
-            expired: list[Job] = []
-            leftovers: list[Job] = []
-            jobs: list[Job] = []
-            with cond:
-                if ran_batch:
-                    self._busy -= 1
-                while True:
-                    now = monotonic()
-                    if self._request_timeout_s and queue:
-                        deadline = now - self._request_timeout_s
-                        while queue and queue[0][2] < deadline:
-                            expired.append(queue.popleft())
-                        if expired:
-                            break
-                    decision = decide_batch(
-                        queued=len(queue),
-                        oldest_wait_s=now - queue[0][2] if queue else 0.0,
-                        busy_instances=self._busy,
-                        min_batch=self.min_batch,
-                        max_batch=self.max_batch,
-                        batching_timeout_s=self._batching_timeout_s,
-                        draining=self._draining,
-                        upstream_pending=self._upstream_pending(),
-                    )
-                    if decision.size:
-                        jobs = [queue.popleft() for _ in range(decision.size)]
-                        self._busy += 1
-                        self._in_service += decision.size
-                        if queue:
-                            cond.notify()  # more work: let another idle instance look
-                        break
-                    if self._draining:
-                        leftovers = list(queue)  # fewer than min_batch: they can never run
-                        queue.clear()
-                        break
-                    if decision.wait_s is None:
-                        cond.wait()
-                    else:
-                        self._timed_waiters += 1
-                        cond.wait(decision.wait_s)
-                        self._timed_waiters -= 1
-            ran_batch = bool(jobs)
-            if expired:
-                self._fail_expired(expired, counters)
-            elif jobs:
-                self._execute(backend, jobs, counters)
-            else:
-                self._fail_leftovers(leftovers, counters)
+            taken = queue.take()
+            if taken.batch:
+                ok, failed = run_batch(
+                    backend, taken.batch, counters, node=self.name, backend_name=self.backend_name
+                )
+                queue.finish(len(taken.batch))
+                self.complete(ok, failed)
+            if taken.expired:
+                counters.requests_timed_out += len(taken.expired)
+                self._fail(taken.expired, self._timeout_error)
+            if taken.closed:
+                counters.requests_failed += len(taken.leftovers)
+                self._fail(taken.leftovers, self._leftover_error)
                 return
 
-    def _upstream_pending(self) -> int | None:
-        """Requests queued or running in the stages that feed this one (a racy, cheap read)."""
-        if self.upstream is None:
-            return None
-        return sum(len(node._queue) + node._in_service for node in self.upstream)
-
-    def _fail_expired(self, jobs: list[Job], counters: InstanceCounters) -> None:
-        counters.requests_timed_out += len(jobs)
-        for item, handle, _ in jobs:
-            handle.end_branch(
-                self.name,
-                item,
-                RequestTimeoutError(
-                    f"waited over request_timeout = {self.config.request_timeout_ms:g} ms",
-                    node=self.name,
-                    backend=self.backend_name,
-                ),
-            )
-
-    def _fail_leftovers(self, jobs: list[Job], counters: InstanceCounters) -> None:
-        counters.requests_failed += len(jobs)
-        for item, handle, _ in jobs:
-            handle.end_branch(
-                self.name,
-                item,
-                PipelineClosedError(
-                    f"closed with fewer than min = {self.min_batch} requests queued",
-                    node=self.name,
-                    backend=self.backend_name,
-                ),
-            )
-
-    def _execute(self, backend: Backend, jobs: list[Job], counters: InstanceCounters) -> None:
-        items = [job[0] for job in jobs]
-        start = monotonic()
-        failures = self._forward(backend, items, counters)
-        end = monotonic()
-        with self._cond:  # before routing, so downstream sees them leave here as they arrive
-            self._in_service -= len(jobs)
-            if self._draining and not self._in_service:
-                self._cond.notify_all()  # an inline node's close() waits for this
-        counters.compute_time_s += end - start
-        counters.request_compute_time_s += (end - start) * len(jobs)
-        counters.queue_time_s += sum(start - job[2] for job in jobs)
-        counters.inferences += len(jobs)
-        counters.batch_sizes[len(jobs)] += 1
-        if failures:
-            counters.requests_failed += len(failures)
-            for position, error in failures.items():
-                item, handle, _ = jobs[position]
-                handle.end_branch(self.name, item, error)
-            jobs = [job for position, job in enumerate(jobs) if position not in failures]
-        counters.requests_ok += len(jobs)
-        if jobs:
-            try:
-                self._router(self, jobs)
-            except Exception:  # a router bug must not kill the worker or strand callers
-                logger.exception("node %s: routing failed", self.name)
-                for item, handle, _ in jobs:
-                    handle.end_branch(
-                        self.name, item, BackendError("internal routing error", node=self.name)
-                    )
-
-    def _forward(
-        self, backend: Backend, items: list[dict[str, Any]], counters: InstanceCounters
-    ) -> dict[int, RequestError]:
-        """Run the batch; on failure run each item alone so only the culprits fail."""
-        inputs = [item.get("data") for item in items]
-        counters.executions += 1
+    def complete(self, ok: list[Job], failed: list[tuple[Job, BaseException]]) -> None:
+        """Tell the failed jobs' completions, route the rest on."""
+        for job, error in failed:
+            job.completion.end_branch(self.name, job.item, error)
+        if not ok:
+            return
         try:
-            backend.forward(items)
-            return {}
-        except Exception as error:
-            if len(items) == 1:
-                return {0: self._request_error(error)}
-            logger.debug("node %s: batch of %d failed, retrying alone", self.name, len(items))
-        failures: dict[int, RequestError] = {}
-        for position, (item, data) in enumerate(zip(items, inputs, strict=True)):
-            item["data"] = data  # undo whatever the failed batch did to the item
-            item.pop("result", None)
-            counters.executions += 1
-            try:
-                backend.forward([item])
-            except Exception as error:
-                failures[position] = self._request_error(error)
-        return failures
+            self._router(self.name, ok)
+        except Exception:  # a router bug must not kill the worker or strand callers
+            logger.exception("node %s: routing failed", self.name)
+            for job in ok:
+                job.completion.end_branch(
+                    self.name, job.item, BackendError("internal routing error", node=self.name)
+                )
 
-    def _request_error(self, error: Exception) -> RequestError:
-        if isinstance(error, RequestError):
-            if error.node is None:
-                error.node, error.backend = self.name, self.backend_name
-            return error
-        wrapped = BackendError(
-            f"{type(error).__name__}: {error}", node=self.name, backend=self.backend_name
+    def _fail(self, jobs: list[Job], error: Any) -> None:
+        for job in jobs:
+            job.completion.end_branch(self.name, job.item, error())
+
+    def _timeout_error(self) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            f"waited over request_timeout = {self.config.request_timeout_ms:g} ms",
+            node=self.name,
+            backend=self.backend_name,
         )
-        wrapped.__cause__ = error
-        return wrapped
+
+    def _leftover_error(self) -> PipelineClosedError:
+        return PipelineClosedError(
+            f"closed with fewer than min = {self.min_batch} requests queued",
+            node=self.name,
+            backend=self.backend_name,
+        )
 
     # -- figures -------------------------------------------------------------------------------
 
@@ -376,13 +206,43 @@ class Node:
             node=self.name,
             backend=self.backend_name,
             instances=len(self._counters),
-            requests_rejected=self._rejected,
-            queue_length=len(self._queue),
+            requests_rejected=self.queue.rejected,
+            queue_length=len(self.queue),
             instance_placements=list(self._placements),
         )
         for counters in self._counters:
             counters.add_to(stats)
         return stats
+
+
+def batch_range(config: NodeConfig, backends: Sequence[Backend], backend_name: str) -> tuple:
+    """The (min, max) batch a node runs: its configured bounds within what every instance's
+    backend accepts (``BackendInitError`` when they do not fit)."""
+    backend_min = max(backend.min() for backend in backends)
+    backend_max = min(backend.max() for backend in backends)
+    configured_min, configured_max = config.min_batch, config.max_batch
+    if configured_max is not None and configured_max > backend_max:
+        raise BackendInitError(
+            f"max = {configured_max} exceeds what the backend accepts ({backend_max})",
+            node=config.name,
+            backend=backend_name,
+        )
+    if configured_min is not None and configured_min < backend_min:
+        raise BackendInitError(
+            f"min = {configured_min} is below what the backend accepts ({backend_min})",
+            node=config.name,
+            backend=backend_name,
+        )
+    if configured_max is not None:
+        max_batch = configured_max
+    else:
+        max_batch = backend_max if backend_max != UNBOUNDED_BATCH else backend_min
+    min_batch = configured_min if configured_min is not None else backend_min
+    if min_batch > max_batch:
+        raise BackendInitError(
+            f"batch range {min_batch}..{max_batch} is empty", node=config.name, backend=backend_name
+        )
+    return min_batch, max_batch
 
 
 def instance_params(config: NodeConfig, index: int) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from ..config.schema import PipelineConfig
 from ..errors import InvalidRequestError, PipelineClosedError, RequestError, RequestTimeoutError
 from ..metrics import NodeStats
 from .inline_node import InlineNode
-from .node import Job, Node
+from .job import Job
+from .node import Node
 from .request import RequestHandle
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Pipeline:
             )
         for name, node in self._nodes.items():
             feeders = _transitive_predecessors(config, name)
-            node.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
+            node.queue.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
         started: list[Node] = []
         try:
             for node in self._nodes.values():
@@ -143,50 +144,45 @@ class Pipeline:
         now = monotonic()
         by_entry: dict[Node, list[Job]] = {}
         for handle in handles:
-            by_entry.setdefault(self._entry(handle.item), []).append((handle.item, handle, now))
+            by_entry.setdefault(self._entry(handle.item), []).append(Job(handle.item, handle, now))
         for node, jobs in by_entry.items():
             node.put(jobs)
 
     # -- routing (runs on worker threads) ------------------------------------------------------
 
-    def _route(self, node: Node, jobs: list[Job]) -> None:
-        successors = self._successors[node.name]
+    def _route(self, node_name: str, jobs: list[Job]) -> None:
+        successors = self._successors[node_name]
         onward: list[Job] = []
         now = monotonic()
         for job in jobs:
-            item, handle, _ = job
+            item = job.item
             if not successors or "result" not in item:
-                handle.end_branch(node.name, item, None)
+                job.completion.end_branch(node_name, item, None)
             elif len(successors) == 1:
                 item["data"] = item.pop("result")
-                onward.append((item, handle, now))
+                job.enqueued_s = now
+                onward.append(job)
             else:
-                self._fork(node, successors, item, handle, now)
+                self._fork(successors, job, now)
         if onward:
             self._put(successors[0], onward)
 
-    def _fork(
-        self,
-        node: Node,
-        successors: tuple[Node, ...],
-        item: dict,
-        handle: RequestHandle,
-        now: float,
-    ) -> None:
+    def _fork(self, successors: tuple[Node, ...], job: Job, now: float) -> None:
+        handle = job.completion
         handle.fork(len(successors) - 1)
-        result = item.pop("result")
+        result = job.item.pop("result")
         for successor in successors:
-            branch = dict(item)
+            branch = dict(job.item)
             branch["data"] = result
-            self._put(successor, [(branch, handle, now)])
+            self._put(successor, [Job(branch, handle, now)])
 
     @staticmethod
     def _put(node: Node, jobs: list[Job]) -> None:
         try:
             node.put(jobs)
         except RequestError as error:
-            for item, handle, _ in jobs:
-                handle.end_branch(node.name, item, error)
+            for job in jobs:
+                job.completion.end_branch(node.name, job.item, error)
 
     # -- lifecycle and figures -----------------------------------------------------------------
 

@@ -1,0 +1,34 @@
+"""What travels through a node's queue: a job, and who is told when its request ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Completion(Protocol):
+    """Who waits for a request: told once per branch that ends, with its error or None.
+
+    A pipeline's callers wait on a ``RequestHandle``; the shared engine answers a client's
+    slot. Either way the scheduling core only calls ``end_branch``.
+    """
+
+    def end_branch(self, node: str, item: dict[str, Any], error: BaseException | None) -> None:
+        """One branch of the request ended at ``node``: its result is in ``item``, or it
+        failed with ``error``."""
+
+
+@dataclass(slots=True)
+class Job:
+    """One request's item in one node's queue."""
+
+    item: dict[str, Any]
+    completion: Completion
+    #: ``time.monotonic()`` when it entered this queue (batching timeout, request timeout).
+    enqueued_s: float
+
+
+#: Called with a node's name and the jobs a batch finished successfully, on the thread that ran
+#: the batch: the pipeline moves them on to the next node; the shared engine replies.
+Router = Callable[[str, list[Job]], None]

@@ -1,0 +1,183 @@
+"""One stage's queue and every policy on it: admission, expiry, batch forming, draining.
+
+This is the scheduling core. A node's instance threads (``Node``) and the shared engine's
+(``engine.EngineServer``) take their batches from a ``StageQueue``; callers and upstream nodes
+put jobs into it. The batch-forming decision itself is ``batching.decide_batch``, a pure
+function; this class feeds it the queue's state and acts on what it says.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from time import monotonic
+
+from ..errors import OverloadedError, PipelineClosedError
+from .batching import decide_batch
+from .job import Job
+
+
+@dataclass(slots=True)
+class Taken:
+    """What ``StageQueue.take`` hands an instance: a batch to run, jobs whose request timeout
+    passed (fail them), or, once the queue is closed and drained, the jobs too few to ever form
+    a batch (fail them; ``closed`` is then set and the instance stops)."""
+
+    batch: list[Job] = field(default_factory=list)
+    expired: list[Job] = field(default_factory=list)
+    leftovers: list[Job] = field(default_factory=list)
+    closed: bool = False
+
+
+class StageQueue:
+    """Jobs waiting for one stage, and the instances' view of them.
+
+    ``min_batch`` and ``max_batch`` are set once the backends are known (before the first
+    ``take``). ``upstream`` lists the queues whose jobs will reach this one (``None`` for an
+    entry node, whose callers cannot be counted): while nothing is pending there, waiting
+    cannot fill a batch, so none is waited for.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend_name: str,
+        *,
+        batching_timeout_ms: float = 0.0,
+        request_timeout_ms: float = 0.0,
+        max_queue_size: int = 0,
+    ):
+        self.name = name
+        self.backend_name = backend_name
+        self.batching_timeout_s = batching_timeout_ms / 1000.0
+        self.request_timeout_ms = request_timeout_ms
+        self._request_timeout_s = request_timeout_ms / 1000.0
+        self.max_queue_size = max_queue_size
+        self.min_batch = 1
+        self.max_batch = 1
+        self.upstream: Sequence[StageQueue] | None = None
+        #: Requests refused at intake because the queue was full.
+        self.rejected = 0
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = 0  # instances running a batch
+        self._in_service = 0  # jobs taken and not yet finished
+        self._timed_waiters = 0  # instances waiting, with a deadline, for a batch to fill
+        self._accepting = True
+        self._draining = False
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def put(self, jobs: list[Job]) -> None:
+        """Queue ``jobs``, all or none: ``PipelineClosedError`` once closed, ``OverloadedError``
+        when they would take the queue past ``max_queue_size``."""
+        cond = self._cond
+        with cond:
+            if not self._accepting:
+                raise PipelineClosedError(
+                    "the pipeline is closed", node=self.name, backend=self.backend_name
+                )
+            queue = self._jobs
+            before = len(queue)
+            limit = self.max_queue_size
+            if limit and before + len(jobs) > limit:
+                self.rejected += len(jobs)
+                raise OverloadedError(
+                    f"queue full ({before} of {limit} requests waiting)",
+                    node=self.name,
+                    backend=self.backend_name,
+                )
+            queue.extend(jobs)
+            after = before + len(jobs)
+            # Wake an instance only when the decision can change: the queue was empty (start
+            # the batching timer), it reached the minimum, or it holds a full batch. An
+            # instance waiting for its batch to fill is woken too: the arrival may be the last
+            # one upstream, after which waiting cannot fill the batch any more.
+            if (
+                before == 0
+                or after >= self.max_batch
+                or before < self.min_batch <= after
+                or self._timed_waiters
+            ):
+                cond.notify()
+
+    # -- the instances' side -------------------------------------------------------------------
+
+    def take(self) -> Taken:
+        """Block until there is something for an instance to do (see ``Taken``)."""
+        cond, queue = self._cond, self._jobs
+        with cond:
+            while True:
+                now = monotonic()
+                if self._request_timeout_s and queue:
+                    deadline = now - self._request_timeout_s
+                    expired = []
+                    while queue and queue[0].enqueued_s < deadline:
+                        expired.append(queue.popleft())
+                    if expired:
+                        return Taken(expired=expired)
+                decision = decide_batch(
+                    queued=len(queue),
+                    oldest_wait_s=now - queue[0].enqueued_s if queue else 0.0,
+                    busy_instances=self._busy,
+                    min_batch=self.min_batch,
+                    max_batch=self.max_batch,
+                    batching_timeout_s=self.batching_timeout_s,
+                    draining=self._draining,
+                    upstream_pending=self._upstream_pending(),
+                )
+                if decision.size:
+                    batch = [queue.popleft() for _ in range(decision.size)]
+                    self._busy += 1
+                    self._in_service += decision.size
+                    if queue:
+                        cond.notify()  # more work: let another idle instance look
+                    return Taken(batch=batch)
+                if self._draining:
+                    leftovers = list(queue)  # fewer than min_batch: they can never run
+                    queue.clear()
+                    return Taken(leftovers=leftovers, closed=True)
+                if decision.wait_s is None:
+                    cond.wait()
+                else:
+                    self._timed_waiters += 1
+                    cond.wait(decision.wait_s)
+                    self._timed_waiters -= 1
+
+    def finish(self, count: int) -> None:
+        """A batch of ``count`` jobs taken from here has run (before it is routed on, so that
+        downstream sees the jobs leave here as they arrive there)."""
+        with self._cond:
+            self._busy -= 1
+            self._in_service -= count
+            if self._draining and not self._in_service:
+                self._cond.notify_all()  # wait_idle() may wait for this
+
+    def pending(self) -> int:
+        """Jobs queued or running here (a racy, cheap read, for downstream decisions)."""
+        return len(self._jobs) + self._in_service
+
+    def _upstream_pending(self) -> int | None:
+        if self.upstream is None:
+            return None
+        return sum(queue.pending() for queue in self.upstream)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new jobs; instances run what is queued, then ``take`` returns ``closed``."""
+        with self._cond:
+            self._accepting = False
+            self._draining = True
+            self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        """After ``close``: block until every taken job has finished."""
+        with self._cond:
+            while self._in_service:
+                self._cond.wait()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
