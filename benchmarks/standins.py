@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,27 @@ class StandInDecodeTensor(DecodeTensor):
         TIMES.wait(TIMES.nvjpeg_fixed_ms, TIMES.nvjpeg_per_image_ms, len(encoded))
         # nvJPEG makes its outputs without the interpreter: here they are made once per size.
         return [_decoded(header.height, header.width) for header in headers]
+
+    def _search_markers(self, staged: torch.Tensor, buffers: list[Any]) -> Callable[[], list[int]]:
+        # The GPU's search, without the CPU doing its arithmetic: each photograph's positions
+        # are found once and remembered (the load sends the same few photographs).
+        positions, start = [], 0
+        for buf in buffers:
+            positions.extend(start + offset for offset in _markers_of(bytes(buf[:64]), buf))
+            start += len(buf)
+        return lambda: positions
+
+
+def _markers_of(key: bytes, buf: Any) -> tuple[int, ...]:
+    found = _MARKERS.get((key, len(buf)))
+    if found is None:
+        data = np.frombuffer(buf, dtype=np.uint8)
+        found = tuple(np.flatnonzero((data[:-1] == 0xFF) & (data[1:] != 0)).tolist())
+        _MARKERS[(key, len(buf))] = found
+    return found
+
+
+_MARKERS: dict[tuple[bytes, int], tuple[int, ...]] = {}
 
 
 @register_backend("StandInResizeTensor")

@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="model file (default: models/<arch>.onnx)")
     parser.add_argument("--arch", choices=("resnet50", "resnet18"), default="resnet50")
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
-    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "runs")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
     parser.add_argument("--quick", action="store_true", help="few calls (default without GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
