@@ -158,6 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-engine", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--opencv-threads",
+        type=int,
+        default=1,
+        help="OpenCV's own worker threads for each call (the server already runs many calls at "
+        "once; 0: OpenCV's default, one per core)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     args = parser.parse_args(argv)
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_engine(args)
     if args.workers > 1:
         return run_workers(sys.argv[1:] if argv is None else argv, args)
+    _limit_opencv_threads(args.opencv_threads)
     request_limits = RequestLimits(
         max_image_bytes=int(args.max_image_mb * _MIB), max_images_per_call=args.max_images
     )
@@ -236,6 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     if ops is not None:
         ops.close()
     return code
+
+
+def _limit_opencv_threads(threads: int) -> None:
+    """Each of the server's concurrent calls gets one OpenCV thread: splitting one small resize
+    over a pool of helper threads only adds wake-ups when many calls run at once."""
+    if threads > 0:
+        import cv2
+
+        cv2.setNumThreads(threads)
 
 
 def _serve(

@@ -1,4 +1,4 @@
-"""ClassScores: the model stage's logits turned into class probabilities, once per batch.
+"""ClassScores: the model stage's logits turned into the top class and its probability, per batch.
 
 The service answers with softmax probabilities and the most probable class. Computing them per
 request costs every request a handful of NumPy calls on its 1000 logits on the thread that
@@ -21,17 +21,22 @@ from torchpipe_lite import Backend, InvalidInputError, register_backend
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """One image's class probabilities and its most probable class."""
+    """One image's logits and its most probable class with that class's probability."""
 
-    probabilities: np.ndarray  # float32, one per class, summing to 1
+    logits: np.ndarray  # float32, one per class
     best_index: int
     best_score: float
+
+    def probabilities(self) -> np.ndarray:
+        """The softmax of the logits (computed on demand: most calls need only the top)."""
+        shifted = np.exp(self.logits - self.logits.max(), dtype=np.float64)
+        return shifted / shifted.sum()
 
 
 @register_backend("ClassScores")
 class ClassScores(Backend):
     """Each request's ``data`` (logits, 1 x classes or classes, CPU tensor or array) becomes
-    ``Scores``: the softmax of the logits and the top class."""
+    ``Scores``: the logits, the top class and its softmax probability."""
 
     PARAMS = frozenset()
 
@@ -46,9 +51,11 @@ class ClassScores(Backend):
             logits = joined.float().cpu().numpy()
         else:
             logits = np.stack([np.asarray(row, dtype=np.float32).reshape(-1) for row in rows])
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        best = probabilities.argmax(axis=1).tolist()
-        scores = probabilities[np.arange(len(rows)), best].tolist()
+        best = logits.argmax(axis=1)
+        # softmax(x)[best] = 1 / sum(exp(x - x[best])): the top score without normalising all.
+        peaks = logits[np.arange(len(rows)), best]
+        totals = np.exp(logits - peaks[:, None]).sum(axis=1)
+        scores = (1.0 / totals).tolist()
+        best = best.tolist()
         for position, item in enumerate(batch):
-            item["result"] = Scores(probabilities[position], best[position], scores[position])
+            item["result"] = Scores(logits[position], best[position], scores[position])

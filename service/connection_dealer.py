@@ -2,11 +2,10 @@
 
 With SO_REUSEPORT the kernel picks a worker for each new connection by hashing its addresses,
 blind to load. RPC clients keep their connections, so a few dozen of them stay where the hash
-put them: on the H200 box, 40 connections over 8 workers left one worker at 41% CPU and another
-at 128%. The supervisor instead accepts every connection itself and hands it to the workers in
-turn, over one Unix socket pair per worker (the descriptor travels with SCM_RIGHTS): N
-connections land N / workers on each, however they arrive. Measured with 8 workers, GPU decode,
-40 clients: 3,865 -> 4,653 QPS, TP99 15.7 -> 13.2 ms (``benchmarks/README.md``).
+put them, and some workers get several times the load of others. The supervisor instead
+accepts every connection itself and hands it to the workers in turn, over one Unix socket pair
+per worker (the descriptor travels with SCM_RIGHTS): N connections land N / workers on each,
+however they arrive.
 """
 
 from __future__ import annotations

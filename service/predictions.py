@@ -25,7 +25,7 @@ def top_k(outcome: Scores | torch.Tensor, k: int) -> list[Prediction]:
         if k == 1:
             best = outcome.best_index
             return [Prediction(index=best, label=label_of(best), score=outcome.best_score)]
-        probabilities = outcome.probabilities
+        probabilities = outcome.probabilities()
     else:
         probabilities = _softmax(outcome)
     if k == 1:

@@ -1,9 +1,8 @@
 """``--workers N``: N server processes behind one port, under a supervisor.
 
-One Python process is bound by its interpreter lock long before the CPU or the GPU is: each
-request costs about half a millisecond of lock time (measured with py-spy on the H100 box,
-benchmarks/README.md). Several processes, each with its own pipeline and engine on the same
-GPU, serve the Thrift port: the supervisor listens on it and deals each new connection to the
+One Python process is bound by its interpreter lock before the CPU or the GPU is (the
+interpreter budget in benchmarks/README.md measures it per request). Several processes, each
+with its own pipeline and engine on the same GPU, serve the Thrift port: the supervisor listens on it and deals each new connection to the
 workers in turn (``connection_dealer``), so they carry equal shares of the clients. Each
 worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing else
 connects land one on each worker.

@@ -2,8 +2,8 @@
 
 A ResNet50 converted from ONNX runs 174 GPU kernels per forward: each convolution, then its
 bias add, the residual add and the ReLU as separate elementwise kernels. At the small batches a
-serving pipeline forms, those elementwise kernels are over a third of the GPU time (577 µs per
-forward at batch 2 on an H200, 363 µs fused; benchmarks/README.md, "Fused convolutions").
+serving pipeline forms, those elementwise kernels are a large share of the GPU time
+(``benchmarks.engine_throughput --no-fuse-conv`` measures the difference).
 cuDNN computes ``relu(conv(x) + bias + residual)`` in one kernel
 (``torch.cudnn_convolution_add_relu``); this pass rewrites the graph to use it. Off CUDA the
 fused module runs the same math in plain ops.
