@@ -2,8 +2,9 @@
 
 One Python process is bound by its interpreter lock before the CPU or the GPU is (the
 interpreter budget in benchmarks/README.md measures it per request). Several processes, each
-with its own pipeline and engine on the same GPU, serve the Thrift port: the supervisor listens on it and deals each new connection to the
-workers in turn (``connection_dealer``), so they carry equal shares of the clients. Each
+with its own pipeline and engine on the same GPU, serve the Thrift port: the supervisor
+listens on it and deals each new connection to the workers in turn (``connection_dealer``), so
+they carry equal shares of the clients. Each
 worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing else
 connects land one on each worker.
 

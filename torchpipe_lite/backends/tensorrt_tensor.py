@@ -1,55 +1,62 @@
-"""TensorrtTensor: a TensorRT 10 engine built from ONNX, one execution context per instance.
+"""TensorrtTensor: a TensorRT engine built from ONNX, one execution context and profile per
+instance.
 
 Not executed on the machines this project is developed and tested on: TensorRT cannot be
 installed there (its wheels download from a host that is not reachable). The code follows the
-TensorRT 10 Python API; its tests skip where ``tensorrt`` is absent.
+TensorRT 10.x and 11.x Python APIs (``tensorrt_engine`` has the build and the cache); CI runs
+its call sequence against a test double that keeps to those APIs' documented contracts, and
+its real-TensorRT tests skip where ``tensorrt`` is absent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from .base import Backend
+from .cuda_wait import wait_for_stream
 from .model_input import BatchAssembler, instance_stream, split_rows
 from .params import (
     MODEL_PARAMS,
     param_batch_range,
     param_device,
     param_input_chw,
+    param_int,
     param_mean_std,
     param_precision,
 )
 from .registry import register_backend
+from .tensorrt_engine import (
+    EngineSpec,
+    EngineStore,
+    check_before_build,
+    file_sha256,
+    onnx_facts,
+    tensorrt_major,
+)
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-_engines: dict[tuple, Any] = {}
-_engines_lock = threading.Lock()
+_store = EngineStore()
 
 
 def import_tensorrt() -> Any:
-    """The ``tensorrt`` module (10 or later), or an ImportError saying how to install it."""
+    """The ``tensorrt`` module (10.x or 11.x), or an ImportError saying how to install it."""
     try:
         import tensorrt
     except ImportError as error:
         raise ImportError(
-            "TensorrtTensor needs the NVIDIA TensorRT Python package `tensorrt` (10 or later), "
+            "TensorrtTensor needs the NVIDIA TensorRT Python package `tensorrt` (10.x or 11.x), "
             "which is not installed: pip install 'torchpipe-lite[trt]' (or pip install tensorrt). "
             "Without TensorRT use SyncTensor[TorchTensor] with the same parameters."
         ) from error
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major < 10:
-        raise ImportError(
-            f"TensorrtTensor needs TensorRT 10 or later, found {tensorrt.__version__}"
-        )
+    tensorrt_major(tensorrt)
     return tensorrt
 
 
@@ -57,55 +64,69 @@ def import_tensorrt() -> Any:
 class TensorrtTensor(Backend):
     """Runs an ONNX model with TensorRT on CUDA.
 
-    The engine is built once per process (one optimisation profile ``min``..``max`` on the
-    batch axis; ``precision`` fp16 sets BuilderFlag.FP16) and serialised to ``model::cache``
-    when given (loaded from there when the file exists). Every instance has its own execution
-    context and static input buffer; ``mean``/``std`` are applied on the GPU before the engine.
-    Results are CPU float32 rows, as with TorchTensor.
+    The engine is built once per process, on the instance's GPU, with one optimisation profile
+    ``min``..``max`` per instance (``instance_num``), and kept in ``model::cache`` when given
+    (see ``tensorrt_engine``). Each instance has its own execution context on its own profile,
+    its own stream and static input (zeroed, so padding rows are zeros); ``mean``/``std`` are
+    applied on the GPU before the engine. Every TensorRT call is checked: a refused shape or
+    address fails the batch with a ``BackendError`` naming the node. Results are CPU float32
+    rows, as with TorchTensor, copied back through a pinned buffer the instance waits for
+    without spinning.
     """
 
     PARAMS = MODEL_PARAMS | {"model::cache"}
-    FILE_PARAMS = ("model",)
 
     def init(self, params: dict[str, Any]) -> None:
         trt = import_tensorrt()
         import torch
 
         self._torch = torch
+        self._trt = trt
         if "model" not in params:
             raise ConfigError("is required (an .onnx file)", key="model")
-        self.device = param_device(params, spread=True)
-        if self.device.type != "cuda":
-            raise ConfigError("TensorrtTensor needs a CUDA device", key="device")
+        self.device = self._open_device(params)
         self.precision = param_precision(params, "fp16")
         self._min, self._max = param_batch_range(params)
-        engine = _shared_engine(trt, params, self.precision, self._min, self._max, self.device)
-        names = [engine.get_tensor_name(index) for index in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ConfigError(
-                f"TensorrtTensor runs models with one input and one output; this engine has "
-                f"inputs {inputs} and outputs {outputs}",
-                key="model",
-            )
-        self._input_name, self._output_name = inputs[0], outputs[0]
+        profiles = param_int(params, "instance_num", 1)
+        self._profile = param_int(params, "instance_index", 0) % max(profiles, 1)
+        self._spec = _engine_spec(
+            trt, params, self.precision, (self._min, self._max), profiles, self.device.index or 0
+        )
+        with self._on_device():
+            engine = _store.acquire(trt, self._spec)
+        self._engine = engine
+        self._input_name, self._output_name = _io_names(trt, engine)
         self._input_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input_name))
         self._output_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._output_name))
-        shape = tuple(engine.get_tensor_shape(self._input_name))[1:]
-        chw = param_input_chw(params, tuple(None if dim < 0 else dim for dim in shape))
+        low, _, high = engine.get_tensor_profile_shape(self._input_name, self._profile)
+        if low[0] > self._min or high[0] < self._max:
+            raise ConfigError(
+                f"the engine's profile {self._profile} covers batches {low[0]}..{high[0]}, "
+                f"not {self._min}..{self._max}",
+                key="max",
+            )
+        chw = self._spec.chw
         mean, std = param_mean_std(params, chw[0])
-
-        self._stream = instance_stream(self.device)
-        with torch.cuda.stream(self._stream):
+        self._stream = self._open_stream()
+        with self._on_stream():
             self._context = engine.create_execution_context()
+            if self._context is None:
+                raise RuntimeError("TensorRT could not create an execution context")
+            self._check(
+                self._context.set_optimization_profile_async(self._profile, self._stream_handle()),
+                f"select optimisation profile {self._profile}",
+            )
             self._input = BatchAssembler(
                 chw, self._max, self.device, channels_last=False, mean=mean, std=std
             )
+            self._input.static_input.zero_()
+            self._output = None
+            self._host_output = None
         logger.info(
-            "TensorrtTensor %s (instance %s): device %s, %s, batch %d..%d, input %s %s",
+            "TensorrtTensor %s (instance %s, profile %d): device %s, %s, batch %d..%d, input %s %s",
             params["model"],
             params.get("instance_index", 0),
+            self._profile,
             self.device,
             self.precision,
             self._min,
@@ -115,26 +136,28 @@ class TensorrtTensor(Backend):
         )
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
-        torch = self._torch
         rows = self._input.tensors(batch)
         count = len(rows)
-        run = max(count, self._min)  # below the profile's minimum: pad
-        with torch.cuda.stream(self._stream):
+        run = max(count, self._min)  # below the profile's minimum: padded with zero rows
+        context = self._context
+        with self._on_stream():
             self._input.load(rows)
             # TensorRT reads a contiguous NCHW buffer in the engine's input type.
             engine_input = self._input.normalized(run).to(self._input_dtype).contiguous()
-            context = self._context
-            context.set_input_shape(self._input_name, tuple(engine_input.shape))
-            output = torch.empty(
-                tuple(context.get_tensor_shape(self._output_name)),
-                dtype=self._output_dtype,
-                device=self.device,
+            self._check(
+                context.set_input_shape(self._input_name, tuple(engine_input.shape)),
+                f"set the input shape {tuple(engine_input.shape)}",
             )
-            context.set_tensor_address(self._input_name, engine_input.data_ptr())
-            context.set_tensor_address(self._output_name, output.data_ptr())
-            if not context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-            host = output[:count].float().to("cpu")  # waits for the stream
+            output = self._output_buffer(tuple(context.get_tensor_shape(self._output_name)))
+            self._check(
+                context.set_tensor_address(self._input_name, engine_input.data_ptr()),
+                "bind the input",
+            )
+            self._check(
+                context.set_tensor_address(self._output_name, output.data_ptr()), "bind the output"
+            )
+            self._check(context.execute_async_v3(self._stream_handle()), "run the engine")
+            host = self._download(output[:count])
         split_rows(host, batch)
 
     def min(self) -> int:
@@ -147,7 +170,119 @@ class TensorrtTensor(Backend):
         return str(self.device)
 
     def close(self) -> None:
+        """Drop this instance's context and buffers; the last instance frees the engine."""
+        if getattr(self, "_engine", None) is None:
+            return
         self._context = None
+        self._output = None
+        self._host_output = None
+        self._engine = None
+        _store.release(self._spec)
+
+    # -- the device, one seam each (a test double runs them on the CPU) ------------------------
+
+    def _open_device(self, params: dict[str, Any]) -> torch.device:
+        device = param_device(params, spread=True)
+        if device.type != "cuda":
+            raise ConfigError("TensorrtTensor needs a CUDA device", key="device")
+        return device
+
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        return self._torch.cuda.device(self.device)
+
+    def _open_stream(self) -> Any:
+        with self._on_device():
+            return instance_stream(self.device)
+
+    def _on_stream(self) -> contextlib.AbstractContextManager:
+        return self._torch.cuda.stream(self._stream)
+
+    def _stream_handle(self) -> int:
+        return self._stream.cuda_stream
+
+    def _download(self, output: torch.Tensor) -> torch.Tensor:
+        """The output rows as CPU float32, through a pinned buffer (a sleeping wait)."""
+        torch = self._torch
+        staged = self._host_output
+        if staged is None or staged.shape[0] < self._max or staged.shape[1:] != output.shape[1:]:
+            shape = (self._max, *output.shape[1:])
+            staged = self._host_output = torch.empty(shape, dtype=output.dtype, pin_memory=True)
+        view = staged[: output.shape[0]]
+        view.copy_(output, non_blocking=True)
+        wait_for_stream(self._stream)
+        return view.float().clone()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _output_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if any(dim < 0 for dim in shape):
+            raise BackendError(f"TensorRT left the output shape unresolved: {shape}")
+        output = self._output
+        if output is None or output.shape[0] < shape[0] or tuple(output.shape[1:]) != shape[1:]:
+            full = (self._max, *shape[1:])
+            output = self._output = self._torch.empty(
+                full, dtype=self._output_dtype, device=self.device
+            )
+        return output[: shape[0]]
+
+    @staticmethod
+    def _check(ok: Any, what: str) -> None:
+        if not ok:
+            raise BackendError(f"TensorRT refused to {what} (see the TensorRT log)")
+
+
+def _engine_spec(
+    trt: Any,
+    params: dict[str, Any],
+    precision: str,
+    batch_range: tuple[int, int],
+    profiles: int,
+    device_index: int,
+) -> EngineSpec:
+    """What the engine is built from, checked against the ONNX file before any build."""
+    low, high = batch_range
+    onnx_path = os.path.realpath(str(params["model"]))
+    cache = params.get("model::cache")
+    cache_path = os.path.realpath(str(cache)) if cache else None
+    major = tensorrt_major(trt)
+    if os.path.exists(onnx_path):
+        facts = onnx_facts(onnx_path)
+        shape = facts.input_shape[1:] if len(facts.input_shape) == 4 else None
+        chw = param_input_chw(params, shape)
+        digest = file_sha256(onnx_path)
+    elif cache_path and os.path.exists(cache_path):
+        facts, digest = None, None
+        chw = param_input_chw(params, None)  # without the ONNX, input_shape says it
+    else:
+        raise ConfigError(f"{onnx_path} does not exist (and no model::cache does)", key="model")
+    spec = EngineSpec(
+        onnx_path=onnx_path,
+        onnx_sha256=digest,
+        cache_path=cache_path,
+        precision=precision,
+        min_batch=low,
+        max_batch=high,
+        chw=chw,
+        profiles=profiles,
+        device_index=device_index,
+        tensorrt_version=str(trt.__version__),
+    )
+    if facts is not None:
+        check_before_build(facts, spec, major, onnx_path)
+    return spec
+
+
+def _io_names(trt: Any, engine: Any) -> tuple[str, str]:
+    names = [engine.get_tensor_name(index) for index in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConfigError(
+            f"TensorrtTensor runs engines with one input and one output; this one has inputs "
+            f"{inputs} and outputs {outputs}",
+            key="model",
+        )
+    return inputs[0], outputs[0]
 
 
 def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
@@ -160,79 +295,3 @@ def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     if dtype not in table:
         raise ConfigError(f"unsupported TensorRT tensor type {dtype}", key="model")
     return table[dtype]
-
-
-def _shared_engine(
-    trt: Any, params: dict[str, Any], precision: str, low: int, high: int, device: torch.device
-) -> Any:
-    """The process's engine for these parameters: deserialised from ``model::cache`` when that
-    file exists, else built (minutes) and saved there."""
-    model = os.path.realpath(str(params["model"]))
-    cache = params.get("model::cache")
-    key = (model, cache, precision, low, high, str(device), params.get("input_shape"))
-    with _engines_lock:
-        if key in _engines:
-            return _engines[key]
-        trt_logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(trt_logger)
-        engine = None
-        if cache and os.path.exists(str(cache)):
-            with open(str(cache), "rb") as file:
-                engine = runtime.deserialize_cuda_engine(file.read())
-            if engine is None:
-                logger.warning("%s is not an engine this TensorRT can load: rebuilding", cache)
-            else:
-                logger.info("loaded TensorRT engine %s", cache)
-        if engine is None:
-            serialized = _build(trt, trt_logger, model, params, precision, low, high)
-            if cache:
-                os.makedirs(os.path.dirname(os.path.abspath(str(cache))), exist_ok=True)
-                with open(str(cache), "wb") as file:
-                    file.write(serialized)
-                logger.info("saved TensorRT engine to %s", cache)
-            engine = runtime.deserialize_cuda_engine(serialized)
-            if engine is None:
-                raise RuntimeError("TensorRT could not deserialise the engine it just built")
-        _engines[key] = engine
-        return engine
-
-
-def _build(
-    trt: Any,
-    trt_logger: Any,
-    model: str,
-    params: dict[str, Any],
-    precision: str,
-    low: int,
-    high: int,
-) -> bytes:
-    logger.warning(
-        "building a TensorRT engine from %s (%s, batch %d..%d): this takes minutes%s",
-        model,
-        precision,
-        low,
-        high,
-        "" if params.get("model::cache") else "; set model::cache to keep it for next time",
-    )
-    started_s = time.perf_counter()
-    builder = trt.Builder(trt_logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
-    parser = trt.OnnxParser(network, trt_logger)
-    if not parser.parse_from_file(model):
-        errors = "; ".join(str(parser.get_error(index)) for index in range(parser.num_errors))
-        raise ConfigError(f"TensorRT could not parse {model}: {errors}", key="model")
-    if network.num_inputs != 1:
-        raise ConfigError(f"{model} has {network.num_inputs} inputs; one is supported", key="model")
-    tensor = network.get_input(0)
-    chw = param_input_chw(params, tuple(None if d < 0 else d for d in tuple(tensor.shape)[1:]))
-    profile = builder.create_optimization_profile()
-    profile.set_shape(tensor.name, (low, *chw), (high, *chw), (high, *chw))
-    config = builder.create_builder_config()
-    config.add_optimization_profile(profile)
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {model} (see its log)")
-    logger.info("built the TensorRT engine in %.0f s", time.perf_counter() - started_s)
-    return bytes(serialized)
