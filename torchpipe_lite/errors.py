@@ -45,6 +45,8 @@ class RequestError(TorchpipeError):
         message = super().__str__()
         if self.node is None:
             return message
+        if self.backend is None:
+            return f"node {self.node!r}: {message}"
         return f"node {self.node!r}, backend {self.backend!r}: {message}"
 
 
@@ -71,6 +73,11 @@ class RequestTimeoutError(RequestError, TimeoutError):
     retryable = True
 
 
+class NoResultError(RequestError):
+    """The request ended without a result (asked for with ``strict=True``): a stage had nothing
+    to produce for it, e.g. a decoder given bytes that are not an image. ``node`` is where."""
+
+
 class PipelineClosedError(RequestError):
     """The pipeline is closed (or closing) and accepts no new requests."""
 
@@ -85,6 +92,7 @@ __all__ = [
     "ConfigError",
     "InvalidInputError",
     "InvalidRequestError",
+    "NoResultError",
     "OverloadedError",
     "PipelineClosedError",
     "RequestError",

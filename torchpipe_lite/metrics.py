@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 class NodeStats:
     """A snapshot of one node's figures since the pipeline started.
 
-    ``requests_ok`` counts requests that left the node normally (with or without result);
-    ``inferences`` counts items run through the backend and ``executions`` batches run, so
-    ``inferences / executions`` is the mean batch size.
+    ``requests_ok`` counts requests that left the node with a result and ``requests_no_result``
+    those it ended without one and without an error (TorchPipe's "no result": a decoder given
+    bytes that are not an image; such a request goes no further); ``inferences`` counts items
+    run through the backend and ``executions`` batches run, so ``inferences / executions`` is
+    the mean batch size.
     """
 
     node: str
@@ -20,6 +22,7 @@ class NodeStats:
     instances: int
     requests_ok: int = 0
     requests_failed: int = 0
+    requests_no_result: int = 0
     requests_rejected: int = 0
     requests_timed_out: int = 0
     inferences: int = 0
@@ -51,6 +54,7 @@ class InstanceCounters:
         "queue_time_s",
         "request_compute_time_s",
         "requests_failed",
+        "requests_no_result",
         "requests_ok",
         "requests_timed_out",
     )
@@ -58,6 +62,7 @@ class InstanceCounters:
     def __init__(self) -> None:
         self.requests_ok = 0
         self.requests_failed = 0
+        self.requests_no_result = 0
         self.requests_timed_out = 0
         self.inferences = 0
         self.executions = 0
@@ -66,21 +71,25 @@ class InstanceCounters:
         self.compute_time_s = 0.0
         self.request_compute_time_s = 0.0
 
-    def record_batch(self, *, size: int, compute_s: float, queue_s: float, failed: int) -> None:
+    def record_batch(
+        self, *, size: int, compute_s: float, queue_s: float, failed: int, no_result: int = 0
+    ) -> None:
         """A batch of ``size`` requests ran for ``compute_s`` after they had waited ``queue_s``
-        in all; ``failed`` of them failed."""
+        in all; ``failed`` of them failed and ``no_result`` ended without a result."""
         self.compute_time_s += compute_s
         self.request_compute_time_s += compute_s * size
         self.queue_time_s += queue_s
         self.inferences += size
         self.batch_sizes[size] += 1
         self.requests_failed += failed
-        self.requests_ok += size - failed
+        self.requests_no_result += no_result
+        self.requests_ok += size - failed - no_result
 
     def add_to(self, stats: NodeStats) -> None:
         """Add these counters into ``stats`` (a racy but consistent-enough read)."""
         stats.requests_ok += self.requests_ok
         stats.requests_failed += self.requests_failed
+        stats.requests_no_result += self.requests_no_result
         stats.requests_timed_out += self.requests_timed_out
         stats.inferences += self.inferences
         stats.executions += self.executions

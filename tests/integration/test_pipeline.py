@@ -211,6 +211,47 @@ def test_no_result_ends_the_request_quietly():
         assert model.stats()["b"].inferences == 1  # the junk request never reached b
 
 
+def test_strict_turns_a_missing_result_into_an_error_naming_the_node():
+    config = {
+        "a": {"backend": "NoResult", "drop_on": "junk", "next": "b"},
+        "b": {"backend": "Identity"},
+    }
+    with tp.pipe(config) as model:
+        with pytest.raises(tp.NoResultError, match="without a result") as caught:
+            model({"data": "junk"}, strict=True)
+        assert caught.value.node == "a"
+        good = {"data": "fine"}
+        model(good, strict=True)  # a request with a result is untouched by strict
+        assert good["result"] == "fine"
+        future = model.submit({"data": "junk"}, strict=True)
+        with pytest.raises(tp.NoResultError):
+            future.result(timeout=WAIT_S)
+        ended = threading.Event()
+        errors: list[BaseException | None] = []
+
+        def on_done(request, error):
+            errors.append(error)
+            ended.set()
+
+        model.dispatch({"data": "junk"}, on_done, strict=True)
+        assert ended.wait(WAIT_S)
+        assert isinstance(errors[0], tp.NoResultError)
+
+
+def test_strict_with_branches_fails_only_when_no_branch_produced_a_result():
+    config = {
+        "root": {"backend": "Identity", "next": "left,right"},
+        "left": {"backend": "NoResult", "drop_on": 7},
+        "right": {"backend": "NoResult", "drop_on": 7},
+    }
+    with tp.pipe(config) as model:
+        with pytest.raises(tp.NoResultError):
+            model({"data": 7}, strict=True)
+        request = {"data": 8}
+        model(request, strict=True)
+        assert request["result"] == {"left": 8, "right": 8}
+
+
 def test_branches_run_and_the_caller_gets_every_end():
     config = {
         "root": {"backend": "Identity", "next": "left,right"},

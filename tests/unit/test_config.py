@@ -193,3 +193,41 @@ def test_queue_keys_on_an_inline_node_warn(caplog):
     warnings = [record.getMessage() for record in caplog.records]
     assert any("[a].max_queue_size has no effect: the node is inline" in m for m in warnings)
     assert not any("batching_timeout" in m for m in warnings)  # a top-level default: silent
+
+
+def test_toml_text_loads_like_a_file_and_a_missing_file_says_both_tried():
+    config = load_config('[a]\nbackend = "Identity"\nnext = "b"\n[b]\nbackend = "Identity"\n')
+    assert [node.name for node in config.nodes] == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"file not found: nothere\.toml \(pass TOML text"):
+        load_config("nothere.toml")
+    with pytest.raises(ConfigError, match="TOML text given is not valid TOML"):
+        load_config("[a\nbackend = 1")
+
+
+def test_a_near_miss_of_a_scheduler_key_warns_even_for_backends_without_declared_params(caplog):
+    from torchpipe_lite import Backend, register_backend
+
+    @register_backend("OpenParams")
+    class OpenParams(Backend):  # reads what it likes: PARAMS stays None
+        def forward(self, batch):
+            for item in batch:
+                item["result"] = item["data"]
+
+    with caplog.at_level(logging.WARNING):
+        load_config({"a": {"backend": "OpenParams", "instance_nums": 2, "gain": 3}})
+    warnings = [record.getMessage() for record in caplog.records]
+    assert any("[a].instance_nums: unknown key" in m and "'instance_num'" in m for m in warnings)
+    assert not any("gain" in m for m in warnings)  # may be the backend's own parameter
+
+
+def test_a_misspelt_backend_key_is_named():
+    with pytest.raises(ConfigError, match=r"missing required key \(did you mean 'bakend'"):
+        load_config({"a": {"bakend": "Identity"}})
+
+
+def test_backend_names_match_without_regard_to_case_and_unknown_ones_get_a_hint():
+    config = load_config({"a": {"backend": "Sequential[cvtColorMat,identity]", "color": "rgb"}})
+    assert str(config.nodes[0].backend) == "Sequential[cvtColorMat,identity]"
+    did_you_mean = r"unknown backend 'ResizeMatt' \(did you mean 'ResizeMat'"
+    with pytest.raises(ConfigError, match=did_you_mean):
+        load_config({"a": {"backend": "ResizeMatt"}})

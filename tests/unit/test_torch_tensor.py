@@ -33,9 +33,9 @@ def images(count: int, seed: int = 0, size: int = 64) -> list[torch.Tensor]:
 @pytest.fixture(scope="module")
 def reference_logits():
     """The plain torchvision model (same seeded weights as the export), mean/std by hand."""
-    from service.export_model import build_resnet
+    from service.export_model import build_classifier
 
-    model = build_resnet("resnet18")
+    model = build_classifier("resnet18")
     mean = torch.tensor([float(v) for v in MEAN.split(",")]).view(1, 3, 1, 1)
     std = torch.tensor([float(v) for v in STD.split(",")]).view(1, 3, 1, 1)
 
@@ -216,11 +216,15 @@ def test_sync_tensor_without_cuda_runs_its_child(
     assert relative_error(torch.cat([item["result"] for item in batch]), expected) < 1e-4
 
 
-def test_sync_tensor_takes_exactly_one_child() -> None:
+def test_sync_tensor_takes_at_most_one_child_and_alone_passes_data_on() -> None:
     with pytest.raises(tp.ConfigError, match="SyncTensor takes at most 1 child"):
         tp.load_config({"n": {"backend": "SyncTensor[Identity,Identity]"}})
-    with pytest.raises(ValueError, match="exactly one child"):
-        tp.create_backend("SyncTensor", {})
+    # TorchPipe's Sequential[...,Mat2Tensor,SyncTensor]: a childless SyncTensor is a
+    # synchronisation point that passes each item's data on.
+    chain = tp.create_backend("Sequential[Identity,SyncTensor]", {})
+    batch = [{"data": 3}, {"data": 4}]
+    chain.forward(batch)
+    assert [item["result"] for item in batch] == [3, 4]
 
 
 def test_fused_model_the_device_cannot_run_is_a_config_error_naming_fuse_conv(

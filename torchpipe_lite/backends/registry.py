@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Callable
 
@@ -27,12 +28,20 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name``; ``KeyError`` naming the known ones otherwise."""
-    try:
-        return _registry[name]
-    except KeyError:
-        known = ", ".join(sorted(_registry))
-        raise KeyError(f"unknown backend {name!r} (registered: {known})") from None
+    """The class registered as ``name``, matched without regard to case when no exact match
+    exists (TorchPipe's own configs write ``cvtColorMat``); ``KeyError`` naming a near miss and
+    the known ones otherwise."""
+    found = _registry.get(name)
+    if found is not None:
+        return found
+    folded = [key for key in _registry if key.lower() == name.lower()]
+    if len(folded) == 1:
+        return _registry[folded[0]]
+    close = difflib.get_close_matches(name.lower(), [key.lower() for key in _registry], n=1)
+    by_lower = {key.lower(): key for key in _registry}
+    hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+    known = ", ".join(sorted(_registry))
+    raise KeyError(f"unknown backend {name!r}{hint} (registered: {known})")
 
 
 def registered_backends() -> list[str]:

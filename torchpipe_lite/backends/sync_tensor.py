@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .base import Backend, param_int
-from .cuda_wait import deferred_waits, wait_for_stream
+from .base import UNBOUNDED_BATCH, Backend, param_int
+from .cuda_wait import deferred_waits, wait_for_current_stream, wait_for_stream
 from .params import default_gpu_index
 from .registry import register_backend
 
@@ -23,6 +23,10 @@ class SyncTensor(Backend):
     stream once before returning (the child's own waits are deferred to that one): the batch's
     tensors are ready when the request moves on. Without CUDA it logs that once and runs the
     child plainly. Its batch range is the child's.
+
+    Without a child, as the last step of a ``Sequential`` (TorchPipe's
+    ``Sequential[ResizeMat,cvtColorMat,Mat2Tensor,SyncTensor]``), it waits for the thread's
+    current stream, so the steps before it have finished, and passes each item's data on.
     """
 
     PARAMS = frozenset({"device_id"})
@@ -31,12 +35,12 @@ class SyncTensor(Backend):
     def init(self, params: dict[str, Any]) -> None:
         global _warned_no_cuda
 
-        if len(self.children) != 1:
-            raise ValueError("SyncTensor needs exactly one child backend: SyncTensor[X]")
         import torch
 
         self._torch = torch
         self.stream = None
+        if not self.children:
+            return
         if not torch.cuda.is_available():
             if not _warned_no_cuda:
                 _warned_no_cuda = True
@@ -52,6 +56,12 @@ class SyncTensor(Backend):
         self.stream.synchronize()
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
+        if not self.children:  # a synchronisation point: the data moves on as it is
+            if self._torch.cuda.is_available():
+                wait_for_current_stream()
+            for item in batch:
+                item["result"] = item["data"]
+            return
         if self.stream is None:
             self.children[0].forward(batch)
             return
@@ -63,10 +73,11 @@ class SyncTensor(Backend):
             wait_for_stream(self.stream)
 
     def min(self) -> int:
-        return self.children[0].min()
+        return self.children[0].min() if self.children else 1
 
     def max(self) -> int:
-        return self.children[0].max()
+        return self.children[0].max() if self.children else UNBOUNDED_BATCH
 
     def close(self) -> None:
-        self.children[0].close()
+        for child in self.children:
+            child.close()

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
-    """Read ``source`` (a TOML file path or a dict of the same shape) and validate it.
+    """Read ``source`` (a TOML file's path, TOML text, or a dict of the same shape) and
+    validate it.
 
     Top-level keys that are not tables are defaults for every node; each table is a node.
     Raises :class:`ConfigError` naming the node and key at fault.
@@ -40,7 +41,10 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
     tables = {name: value for name, value in raw.items() if isinstance(value, Mapping)}
     if not tables:
         raise ConfigError("no node defined: a node is a table with a 'backend' key")
-    nodes = {name: _node(name, {**defaults, **table}) for name, table in tables.items()}
+    nodes = {
+        name: _node(name, {**defaults, **table}, own_keys=set(table))
+        for name, table in tables.items()
+    }
     for name, table in tables.items():
         if nodes[name].inline:
             _warn_queue_keys_inline(name, table)
@@ -53,19 +57,34 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
 def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(source, Mapping):
         return source
+    if isinstance(source, str) and _looks_like_toml(source):
+        try:
+            return tomllib.loads(source)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"the TOML text given is not valid TOML: {error}") from None
     path = Path(source)
     try:
         with path.open("rb") as file:
             return tomllib.load(file)
     except FileNotFoundError:
-        raise ConfigError(f"configuration file not found: {path}") from None
+        raise ConfigError(
+            f"configuration file not found: {path} (pass TOML text itself, or a dict, to load "
+            f"a configuration that is not in a file)"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
 
 
-def _node(name: str, table: dict[str, Any]) -> NodeConfig:
+def _looks_like_toml(text: str) -> bool:
+    """A string with a line break or an ``=`` is TOML text, not a file name."""
+    return "\n" in text or ("=" in text and not Path(text).exists())
+
+
+def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
     if "backend" not in table:
-        raise ConfigError("missing required key", node=name, key="backend")
+        close = difflib.get_close_matches("backend", sorted(own_keys), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r} for 'backend'?)" if close else ""
+        raise ConfigError(f"missing required key{hint}", node=name, key="backend")
     spec = _backend_spec(name, table["backend"])
     min_batch = _optional_int(name, table, "min", minimum=1)
     max_batch = _optional_int(name, table, "max", minimum=1)
@@ -77,7 +96,7 @@ def _node(name: str, table: dict[str, Any]) -> NodeConfig:
         param_device_ids(table)
     except ValueError as error:
         raise ConfigError(str(error), node=name, key="device_id") from None
-    _warn_unknown_keys(name, table, spec)
+    _warn_unknown_keys(name, table, spec, own_keys)
     _check_files(name, table, spec)
     return NodeConfig(
         name=name,
@@ -192,16 +211,24 @@ def _next_nodes(node: str, value: Any) -> tuple[str, ...]:
     return names
 
 
-def _warn_unknown_keys(node: str, table: Mapping[str, Any], spec: BackendSpec) -> None:
+def _warn_unknown_keys(
+    node: str, table: Mapping[str, Any], spec: BackendSpec, own_keys: set[str]
+) -> None:
+    """Warn of keys no one reads, on the node's own keys only: a top-level default is meant
+    for the nodes that use it. A near miss of a scheduler key is always a typo, even where a
+    backend reads parameters it does not declare."""
     declared = [backend_class(part.name).PARAMS for part in spec.walk()]
-    if any(params is None for params in declared):
-        return  # some backend reads parameters it does not declare: cannot tell typos apart
-    known = set(NODE_KEYS).union(*declared)
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            logger.warning("[%s].%s: unknown key, ignored by %s%s", node, key, spec, hint)
+    undeclared = any(params is None for params in declared)
+    known = set(NODE_KEYS).union(*(params for params in declared if params is not None))
+    for key in sorted(own_keys):
+        if key in known:
+            continue
+        near_scheduler = difflib.get_close_matches(key, sorted(NODE_KEYS), n=1, cutoff=0.8)
+        if undeclared and not near_scheduler:
+            continue  # may be one of that backend's own parameters
+        close = near_scheduler or difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        logger.warning("[%s].%s: unknown key, ignored by %s%s", node, key, spec, hint)
 
 
 def _check_files(node: str, table: Mapping[str, Any], spec: BackendSpec) -> None:

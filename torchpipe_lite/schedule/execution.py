@@ -27,11 +27,16 @@ def run_batch(
     items = [job.item for job in jobs]
     started_s = monotonic()
     failures = _forward(backend, items, counters, node, backend_name)
+    compute_s = monotonic() - started_s
+    no_result = sum(
+        "result" not in item for position, item in enumerate(items) if position not in failures
+    )
     counters.record_batch(
         size=len(jobs),
-        compute_s=monotonic() - started_s,
+        compute_s=compute_s,
         queue_s=sum(started_s - job.enqueued_s for job in jobs),
         failed=len(failures),
+        no_result=no_result,
     )
     if not failures:
         return jobs, []

@@ -60,15 +60,22 @@ class Pipeline:
     # -- calling -------------------------------------------------------------------------------
 
     def __call__(
-        self, request: dict[str, Any] | list[dict[str, Any]], timeout_s: float | None = None
+        self,
+        request: dict[str, Any] | list[dict[str, Any]],
+        timeout_s: float | None = None,
+        *,
+        strict: bool = False,
     ) -> None:
         """Run one request dict, or a list of them, to completion (results land in the dicts).
 
         With a list, every request runs; the first error (in list order) is raised after all
-        have completed. ``timeout_s`` bounds the wait (the request itself carries on).
+        have completed. ``timeout_s`` bounds the wait (the request itself carries on). A request
+        that a stage ends without a result (a decoder given bytes that are not an image) has
+        no ``"result"`` key and no error, as in TorchPipe; ``strict=True`` raises
+        ``NoResultError`` for it instead, naming the node.
         """
         requests = request if isinstance(request, list) else [request]
-        handles = [RequestHandle(self._checked(item)) for item in requests]
+        handles = [RequestHandle(self._checked(item), strict=strict) for item in requests]
         self._enqueue(handles)
         deadline = None if timeout_s is None else monotonic() + timeout_s
         for handle in handles:
@@ -79,8 +86,9 @@ class Pipeline:
             if handle.error is not None:
                 raise handle.error
 
-    def submit(self, request: dict[str, Any]) -> Future:
-        """Start ``request`` and return a future that resolves to the same dict (or raises)."""
+    def submit(self, request: dict[str, Any], *, strict: bool = False) -> Future:
+        """Start ``request`` and return a future that resolves to the same dict (or raises;
+        ``strict`` as for calling)."""
         future: Future = Future()
         future.set_running_or_notify_cancel()
 
@@ -90,7 +98,7 @@ class Pipeline:
             else:
                 future.set_exception(handle.error)
 
-        handle = RequestHandle(self._checked(request), on_done=resolve)
+        handle = RequestHandle(self._checked(request), on_done=resolve, strict=strict)
         try:
             self._enqueue([handle])
         except RequestError as error:
@@ -101,8 +109,11 @@ class Pipeline:
         self,
         request: dict[str, Any],
         on_done: Callable[[dict[str, Any], BaseException | None], None],
+        *,
+        strict: bool = False,
     ) -> None:
-        """Start ``request``; ``on_done(request, error)`` is called once it has ended.
+        """Start ``request``; ``on_done(request, error)`` is called once it has ended
+        (``strict`` as for calling).
 
         The cheapest way in for servers: no thread waits and no future is made. ``on_done``
         runs on the worker thread that ends the request (or, for a request refused at once,
@@ -112,7 +123,7 @@ class Pipeline:
         def resolve(handle: RequestHandle) -> None:
             on_done(handle.item, handle.error)
 
-        handle = RequestHandle(self._checked(request), on_done=resolve)
+        handle = RequestHandle(self._checked(request), on_done=resolve, strict=strict)
         try:
             self._enqueue([handle])
         except RequestError as error:

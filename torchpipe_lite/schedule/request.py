@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import NoResultError
+
 _allocate_lock = threading.Lock
 
 
@@ -17,12 +19,26 @@ class RequestHandle:
     locks). A caller that gives ``on_done`` instead is called back and needs no lock.
     """
 
-    __slots__ = ("_branch_lock", "_done", "_on_done", "_pending", "branch_results", "error", "item")
+    __slots__ = (
+        "_branch_lock",
+        "_done",
+        "_on_done",
+        "_pending",
+        "_strict",
+        "branch_results",
+        "error",
+        "item",
+    )
 
     def __init__(
-        self, item: dict[str, Any], on_done: Callable[[RequestHandle], None] | None = None
+        self,
+        item: dict[str, Any],
+        on_done: Callable[[RequestHandle], None] | None = None,
+        *,
+        strict: bool = False,
     ):
         self.item = item
+        self._strict = strict
         self.error: BaseException | None = None
         self.branch_results: dict[str, Any] | None = None
         self._on_done = on_done
@@ -44,6 +60,8 @@ class RequestHandle:
     def end_branch(self, node: str, item: dict[str, Any], error: BaseException | None) -> None:
         """One branch ended at ``node`` (with its result in ``item``, or with ``error``)."""
         if self._branch_lock is None:  # the common, unbranched case: no lock needed
+            if error is None and self._strict and "result" not in item:
+                error = _no_result(node)
             self.error = error
             self._complete()
             return
@@ -57,6 +75,8 @@ class RequestHandle:
                 return
         if self.error is None and self.branch_results:
             self.item["result"] = dict(self.branch_results)
+        elif self.error is None and self._strict:
+            self.error = _no_result(node)
         self._complete()
 
     def _complete(self) -> None:
@@ -74,3 +94,11 @@ class RequestHandle:
         if acquired:
             self._done.release()  # let any later wait() return at once
         return acquired
+
+
+def _no_result(node: str) -> NoResultError:
+    return NoResultError(
+        "the request ended without a result (the stage produced nothing for its input, "
+        "e.g. bytes that are not an image)",
+        node=node,
+    )
