@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine install clean
 
 $(STAMP): pyproject.toml
+	@echo "installing the project into $(VENV) (about 6 GB, mostly torch; a few minutes)..."
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,bench]'

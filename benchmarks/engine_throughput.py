@@ -1,5 +1,6 @@
 """Engine throughput: TorchTensor images/s at batch 1, 2, 8 and 32 (ResNet50, fp16, CUDA graphs)
-beside the raw CUDA-graph ceilings measured on the lent H100 (DESIGN.md section 9).
+beside the raw CUDA-graph ceilings probed on the lent H100 (benchmarks/README.md, "The stages
+alone").
 
 Run: ``python -m benchmarks.engine_throughput [--model models/resnet50.onnx] [--seconds 3]
 [--no-fuse-conv] [--json-dir benchmarks/results]``. Without ``--model`` it exports a
@@ -37,7 +38,7 @@ from benchmarks.report import name_slug
 
 logger = logging.getLogger("benchmarks.engine_throughput")
 
-#: ResNet50 fp16 channels-last CUDA-graph replay on the lent H100 (DESIGN.md section 9).
+#: ResNet50 fp16 channels-last CUDA-graph replay probed on the lent H100 (benchmarks/README.md).
 DESIGN_CEILINGS = {1: 1159, 8: 7096, 32: 12415}
 MEAN = "123.675, 116.28, 103.53"
 STD = "58.395, 57.120, 57.375"
@@ -143,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if model is None:
-            from service.export_model import export_resnet
+            from service.export_model import export_classifier
 
-            model = str(export_resnet(arch, Path(scratch) / f"{arch}.onnx"))
+            model = str(export_classifier(arch, Path(scratch) / f"{arch}.onnx"))
         params = {"model": model, "precision": precision, "min": 1, "max": max(batches)}
         params |= {"mean": MEAN, "std": STD, "fuse_conv": args.fuse_conv}
         logger.info("initialising two SyncTensor[TorchTensor] instances (captures CUDA graphs)")

@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-client", type=int, default=20, help="concurrent clients")
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--threads", type=int, default=None, help="server RPC threads")
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "resnet50.onnx")
+    parser.add_argument(
+        "--model", type=Path, help="model file (default: the config's, exported when missing)"
+    )
     parser.add_argument("--config", type=Path, default=None, help="pipeline TOML")
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--growth-limit-pct", type=float, default=5.0)

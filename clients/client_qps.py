@@ -16,18 +16,25 @@ import queue
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 from tqdm import tqdm
 
 from clients.calls import METHODS
 from clients.images import DEFAULT_IMG_DIR, load_images
-from clients.load_worker import WorkerReport, WorkerSpec, run_worker
+from clients.load_result import LoadResult, format_summary, summarise
+from clients.load_worker import (
+    Done,
+    Failed,
+    Progress,
+    Warm,
+    WorkerReport,
+    WorkerSpec,
+    run_worker,
+    run_worker_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,45 +46,8 @@ class LoadTestError(RuntimeError):
     """The load test could not run (server unreachable, a worker died, a client crashed)."""
 
 
-@dataclass
-class LoadResult:
-    """The timed phase of one load test. Latencies are over the calls that fully succeeded."""
-
-    method: str
-    host: str
-    port: int
-    request_client: int
-    request_batch: int
-    processes: int
-    warmup: int
-    requests: int  # calls made in the timed phase
-    images: int  # images sent in the timed phase
-    ok_requests: int  # calls in which every image succeeded
-    wall_s: float
-    qps: float  # calls per second
-    images_per_s: float
-    tp50_ms: float | None
-    tp90_ms: float | None
-    tp99_ms: float | None
-    mean_ms: float | None
-    max_ms: float | None
-    errors: int  # images that failed, all codes together
-    errors_by_code: dict[str, int] = field(default_factory=dict)
-    warmup_errors_by_code: dict[str, int] = field(default_factory=dict)
-    client_cpu_s: float = 0.0  # CPU time of every client process during the timed phase
-    client_cpu_percent: float = 0.0  # of one core, so 4 busy cores read 400
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-
-def percentile_ms(sorted_s: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of sorted latencies in seconds, in ms (None when empty)."""
-    if not sorted_s:
-        return None
-    rank = max(1, -(-len(sorted_s) * fraction // 1))  # ceil(n * fraction), at least 1
-    return sorted_s[int(rank) - 1] * 1000.0
+class LoadInterrupted(LoadTestError):
+    """Ctrl-C came before any call was timed: there are no figures to show."""
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -119,40 +89,6 @@ def _worker_specs(
     return specs
 
 
-def _summarise(
-    reports: list[WorkerReport], wall_s: float, parent_cpu_s: float, **settings: Any
-) -> LoadResult:
-    latencies_s = sorted(s for report in reports for s in report.latencies_s)
-    errors: Counter[str] = Counter()
-    warmup_errors: Counter[str] = Counter()
-    for report in reports:
-        errors.update(report.errors)
-        warmup_errors.update(report.warmup_errors)
-    requests = sum(report.calls for report in reports)
-    images = sum(report.images for report in reports)
-    cpu_s = parent_cpu_s + sum(report.cpu_s for report in reports)
-    mean_ms = sum(latencies_s) / len(latencies_s) * 1000.0 if latencies_s else None
-    return LoadResult(
-        **settings,
-        requests=requests,
-        images=images,
-        ok_requests=len(latencies_s),
-        wall_s=wall_s,
-        qps=requests / wall_s if wall_s > 0 else 0.0,
-        images_per_s=images / wall_s if wall_s > 0 else 0.0,
-        tp50_ms=percentile_ms(latencies_s, 0.50),
-        tp90_ms=percentile_ms(latencies_s, 0.90),
-        tp99_ms=percentile_ms(latencies_s, 0.99),
-        mean_ms=mean_ms,
-        max_ms=latencies_s[-1] * 1000.0 if latencies_s else None,
-        errors=sum(errors.values()),
-        errors_by_code=dict(errors),
-        warmup_errors_by_code=dict(warmup_errors),
-        client_cpu_s=cpu_s,
-        client_cpu_percent=100.0 * cpu_s / wall_s if wall_s > 0 else 0.0,
-    )
-
-
 def _start_workers(specs: list[WorkerSpec], images: list[bytes]) -> tuple[Any, Any, Any, list[Any]]:
     """Starts the workers: in this process (one) or in child processes (several)."""
     if len(specs) == 1:
@@ -169,7 +105,9 @@ def _start_workers(specs: list[WorkerSpec], images: list[bytes]) -> tuple[Any, A
     context = multiprocessing.get_context("spawn")
     messages, go, abort = context.Queue(), context.Event(), context.Event()
     runners = [
-        context.Process(target=run_worker, args=(spec, images, messages, go, abort), daemon=True)
+        context.Process(
+            target=run_worker_process, args=(spec, images, messages, go, abort), daemon=True
+        )
         for spec in specs
     ]
     for runner in runners:
@@ -222,64 +160,38 @@ def run_load(
         total_number,
     )
     messages, go, abort, runners = _start_workers(specs, images)
-    # The timed bar is made when timing starts, so the two never share the terminal.
-    bars = {"warmup": tqdm(total=warmup, desc="warm-up", unit="call", disable=not progress)}
-    reports: dict[int, WorkerReport] = {}
-    warm: set[int] = set()
-    start_s = end_s = cpu_start_s = 0.0
+    run = _Run(len(specs), total_number, warmup, method, progress, on_timed_start, go)
     try:
-        while len(reports) < len(specs):
+        while not run.finished:
             try:
-                message = messages.get(timeout=POLL_S)
-            except queue.Empty:
-                # Nothing came for POLL_S: a worker that is gone without a report has died.
-                for worker_id, runner in enumerate(runners):
-                    if not runner.is_alive() and worker_id not in reports:
-                        code = getattr(runner, "exitcode", None)
-                        raise LoadTestError(
-                            f"load-test worker {worker_id} died without a report (exit {code})"
-                        ) from None
-                continue
-            kind = message[0]
-            if kind == "progress":
-                bars[message[1]].update(message[2])
-            elif kind == "failed":
-                raise LoadTestError(message[2])
-            elif kind == "warm":
-                warm.add(message[1])
-                if len(warm) == len(specs):
-                    bars["warmup"].close()
-                    bars["timed"] = tqdm(
-                        total=total_number, desc=method, unit="call", disable=not progress
-                    )
-                    if on_timed_start is not None:
-                        on_timed_start()
-                    cpu_start_s = time.process_time()
-                    start_s = time.perf_counter()
-                    go.set()
-            elif kind == "done":
-                reports[message[1]] = message[2]
+                run.take(messages, runners)
+            except KeyboardInterrupt:
+                if run.interrupted:
+                    raise  # a second Ctrl-C: stop waiting for the clients
+                logger.warning("interrupted: the clients finish their current call, then stop")
+                run.interrupt(abort, give_up_s=timeout_s + POLL_S)
         end_s = time.perf_counter()
-        parent_cpu_s = time.process_time() - cpu_start_s if len(specs) > 1 else 0.0
+        parent_cpu_s = time.process_time() - run.cpu_start_s if len(specs) > 1 else 0.0
     finally:
-        if len(reports) < len(specs):
+        if len(run.reports) < len(specs):
             abort.set()
         go.set()
-        for bar in bars.values():
-            bar.close()
+        run.close_bars()
         for runner in runners:
             runner.join(timeout=timeout_s + POLL_S)
             if runner.is_alive() and hasattr(runner, "terminate"):
                 runner.terminate()
     if on_timed_end is not None:
         on_timed_end()
-    crashes = [crash for report in reports.values() for crash in report.crashes]
+    crashes = [crash for report in run.reports.values() for crash in report.crashes]
     if crashes:
         raise LoadTestError("load-test clients crashed: " + "; ".join(crashes))
+    if run.start_s is None:
+        raise LoadInterrupted("interrupted during the warm-up: no call was timed")
     # In-process, the worker measured this whole process's CPU time; otherwise add the parent's.
-    return _summarise(
-        list(reports.values()),
-        end_s - start_s,
+    return summarise(
+        list(run.reports.values()),
+        end_s - run.start_s,
         parent_cpu_s,
         method=method,
         host=host,
@@ -288,46 +200,113 @@ def run_load(
         request_batch=request_batch,
         processes=processes,
         warmup=warmup,
+        interrupted=run.interrupted,
     )
 
 
-def format_summary(result: LoadResult) -> str:
-    """The human summary ``client_qps`` prints."""
+class _Run:
+    """The parent's side of one load test: takes the workers' messages, keeps the reports,
+    starts the timed phase when every worker is warm, and draws the progress bars."""
 
-    def ms(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
+    def __init__(
+        self,
+        workers: int,
+        total_number: int,
+        warmup: int,
+        method: str,
+        progress: bool,
+        on_timed_start: Callable[[], None] | None,
+        go: Any,
+    ):
+        self.workers = workers
+        self.reports: dict[int, WorkerReport] = {}
+        self.start_s: float | None = None
+        self.cpu_start_s = 0.0
+        self.interrupted = False
+        self._total_number = total_number
+        self._method = method
+        self._progress = progress
+        self._on_timed_start = on_timed_start
+        self._go = go
+        self._warm: set[int] = set()
+        self._give_up_at_s: float | None = None
+        # The timed bar is made when timing starts, so the two never share the terminal.
+        self._bars = {
+            "warmup": tqdm(total=warmup, desc="warm-up", unit="call", disable=not progress)
+        }
 
-    where = "process" if result.processes == 1 else "processes"
-    payload = "no payload" if result.method == "ping" else f"{result.request_batch} image(s) each"
-    rate = f"QPS: {result.qps:.2f}"
-    if result.method != "ping":
-        rate += f"   images/s: {result.images_per_s:.2f}"
-    lines = [
-        f"{result.requests} {result.method} calls ({payload}) from "
-        f"{result.request_client} clients in {result.processes} {where}, {result.wall_s:.2f} s",
-        rate,
-        f"latency ms (successful calls): TP50 {ms(result.tp50_ms)}  TP90 {ms(result.tp90_ms)}  "
-        f"TP99 {ms(result.tp99_ms)}  mean {ms(result.mean_ms)}  max {ms(result.max_ms)}",
-        f"errors: {result.errors}"
-        + "".join(f"  {code}={n}" for code, n in sorted(result.errors_by_code.items())),
-        f"client CPU: {result.client_cpu_percent:.0f}% of one core "
-        f"({result.client_cpu_s:.2f} s over {result.processes} {where}; "
-        f"{psutil.cpu_count()} logical cores here)",
-    ]
-    if result.warmup_errors_by_code:
-        lines.append(f"warm-up errors: {result.warmup_errors_by_code}")
-    return "\n".join(lines)
+    @property
+    def finished(self) -> bool:
+        """Every worker has reported, or (after an interrupt) the wait for them is over."""
+        if len(self.reports) == self.workers:
+            return True
+        return self._give_up_at_s is not None and time.monotonic() >= self._give_up_at_s
+
+    def take(self, messages: Any, runners: list[Any]) -> None:
+        """Handles the next message, or checks the workers are alive when none comes."""
+        try:
+            message = messages.get(timeout=POLL_S)
+        except queue.Empty:
+            # Nothing came for POLL_S: a worker that is gone without a report has died.
+            for worker_id, runner in enumerate(runners):
+                if not runner.is_alive() and worker_id not in self.reports:
+                    code = getattr(runner, "exitcode", None)
+                    raise LoadTestError(
+                        f"load-test worker {worker_id} died without a report (exit {code})"
+                    ) from None
+            return
+        if isinstance(message, Progress):
+            self._bars[message.phase].update(message.calls)
+        elif isinstance(message, Failed):
+            raise LoadTestError(message.reason)
+        elif isinstance(message, Warm):
+            self._warm.add(message.worker_id)
+            if len(self._warm) == self.workers and not self.interrupted:
+                self._start_timing()
+        elif isinstance(message, Done):
+            self.reports[message.worker_id] = message.report
+
+    def interrupt(self, abort: Any, *, give_up_s: float) -> None:
+        """Ctrl-C: ask every client to stop after its call, and wait at most ``give_up_s``."""
+        self.interrupted = True
+        abort.set()
+        self._go.set()  # clients still waiting to start the timed phase end at once
+        self._give_up_at_s = time.monotonic() + give_up_s
+
+    def close_bars(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+    def _start_timing(self) -> None:
+        self._bars["warmup"].close()
+        self._bars["timed"] = tqdm(
+            total=self._total_number, desc=self._method, unit="call", disable=not self._progress
+        )
+        if self._on_timed_start is not None:
+            self._on_timed_start()
+        self.cpu_start_s = time.process_time()
+        self.start_s = time.perf_counter()
+        self._go.set()
+
+
+#: Timed calls when ``--total_number`` is not given, by where the server runs its model: a
+#: CPU server answers a few dozen calls a second, so 10,000 would take a quarter of an hour.
+DEFAULT_TOTAL_NUMBER_GPU = 10000
+DEFAULT_TOTAL_NUMBER_CPU = 1000
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8888)
+    parser = argparse.ArgumentParser(
+        prog="python -m clients.client_qps",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="the server's address")
+    parser.add_argument("--port", type=int, default=8888, help="the server's Thrift port")
     parser.add_argument(
         "--img_dir",
         default=str(DEFAULT_IMG_DIR),
-        help="folder of JPEGs; up to 1000 are preloaded, longest side shrunk to 640, q95 "
-        "(default: the repository's tests/data/images)",
+        help="folder of JPEGs; up to 1000 are preloaded, longest side shrunk to 640, q95",
     )
     parser.add_argument("--request_client", type=int, default=10, help="concurrent clients")
     parser.add_argument(
@@ -336,21 +315,59 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="images per call: 1 calls infer_batch, more calls infer_many",
     )
-    parser.add_argument("--total_number", type=int, default=10000, help="timed calls")
+    parser.add_argument(
+        "--total_number",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"timed calls (default: {DEFAULT_TOTAL_NUMBER_GPU} against a server whose model "
+        f"runs on a GPU, {DEFAULT_TOTAL_NUMBER_CPU} against one on the CPU; the server's "
+        "stats() says which)",
+    )
     parser.add_argument("--warmup", type=int, default=200, help="untimed calls sent first")
     parser.add_argument(
         "--processes", type=int, default=1, help="client processes the clients are spread over"
     )
-    parser.add_argument("--method", choices=METHODS, default="infer_batch")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="infer_batch",
+        help="the call to make (ping: no payload, the RPC layer alone)",
+    )
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per-call timeout")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures here as JSON")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="also write the figures here as JSON (default: not written)",
+    )
+    args = parser.parse_args(argv)
+    for optional in ("total_number", "json"):  # SUPPRESS keeps "(default: None)" off --help
+        setattr(args, optional, getattr(args, optional, None))
+    return args
+
+
+def default_total_number(host: str, port: int, timeout_s: float) -> int:
+    """Timed calls sized to the server: fewer when its ``stats()`` says it runs on the CPU."""
+    from clients.connection import connect
+
+    try:
+        with connect(host, port, timeout_s=timeout_s) as connection:
+            device = connection.client.stats().device
+    except Exception as exc:  # run_load reports an unreachable server in its own words
+        logger.debug("stats() failed (%s): sizing the run for a GPU server", exc)
+        return DEFAULT_TOTAL_NUMBER_GPU
+    on_cpu = device.strip().lower().startswith("cpu")
+    total = DEFAULT_TOTAL_NUMBER_CPU if on_cpu else DEFAULT_TOTAL_NUMBER_GPU
+    logger.info("the server runs on %s: %d timed calls (--total_number to change)", device, total)
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; exits 1 when the load could not run or any call failed."""
+    """Command-line entry point; exits 1 when the load could not run or any call failed, 130
+    after Ctrl-C (with the figures of the calls made until then)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = _parse_args(argv)
+    total_number = args.total_number or default_total_number(args.host, args.port, args.timeout_s)
     try:
         result = run_load(
             host=args.host,
@@ -358,12 +375,18 @@ def main(argv: list[str] | None = None) -> int:
             img_dir=args.img_dir,
             request_client=args.request_client,
             request_batch=args.request_batch,
-            total_number=args.total_number,
+            total_number=total_number,
             warmup=args.warmup,
             processes=args.processes,
             method=args.method,
             timeout_s=args.timeout_s,
         )
+    except LoadInterrupted as exc:
+        logger.warning("%s", exc)
+        return 130
+    except KeyboardInterrupt:
+        logger.warning("interrupted again: stopped without waiting for the clients")
+        return 130
     except (LoadTestError, OSError, ValueError) as exc:
         logger.error("load test failed: %s", exc)
         return 1
@@ -371,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         logger.info("wrote %s", args.json)
+    if result.interrupted:
+        return 130
     return 1 if result.errors else 0
 
 

@@ -3,16 +3,17 @@
 The parent (``client_qps.run_load``) starts one worker per process (or one thread when the load
 runs in-process) and talks to it through a message queue and two events:
 
-- the worker sends ``("progress", phase, n)`` as calls end, ``("warm", worker_id)`` once its
-  clients have all finished their warm-up, then ``("done", worker_id, WorkerReport)``, or
-  ``("failed", worker_id, message)`` if it could not start;
+- the worker sends ``Progress`` as calls end, ``Warm`` once its clients have all finished
+  their warm-up, then ``Done`` with its ``WorkerReport``, or ``Failed`` if it could not start;
 - the parent sets ``go`` when every worker is warm (timing starts), and sets ``abort`` first
-  when the run must stop instead.
+  when the run must stop instead (an error, or Ctrl-C): each client ends after its current
+  call and the worker still sends ``Done`` with what was measured so far.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import Counter
@@ -54,6 +55,29 @@ class WorkerSpec:
     timed_calls: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """``calls`` more calls of ``phase`` ("warmup" or "timed") have ended."""
+
+    phase: str
+    calls: int
+
+
+@dataclass(frozen=True)
+class Warm:
+    """Every client of worker ``worker_id`` has finished its warm-up."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Worker ``worker_id`` could not run (``reason`` says why); no report follows."""
+
+    worker_id: int
+    reason: str
+
+
 @dataclass
 class WorkerReport:
     """The timed phase as one worker saw it."""
@@ -65,6 +89,18 @@ class WorkerReport:
     warmup_errors: Counter[str] = field(default_factory=Counter)
     cpu_s: float = 0.0  # this process's CPU time during the timed phase
     crashes: list[str] = field(default_factory=list)  # unexpected exceptions (client bugs)
+
+
+@dataclass(frozen=True)
+class Done:
+    """Worker ``worker_id`` has ended; ``report`` is what it measured."""
+
+    worker_id: int
+    report: WorkerReport
+
+
+#: What a worker sends its parent.
+WorkerMessage = Progress | Warm | Failed | Done
 
 
 class _Client:
@@ -131,8 +167,10 @@ def _client_thread(
     made = 0
     try:
         for _ in range(warmup_calls):
+            if abort.is_set():
+                break
             warmup_errors.update(client.one_call())
-            messages.put(("progress", "warmup", 1))
+            messages.put(Progress("warmup", 1))
         warm.wait()
         go.wait()
         unreported = 0
@@ -150,10 +188,10 @@ def _client_thread(
                 latencies_s.append(end_s - start_s)
             unreported += 1
             if end_s - last_report_s >= PROGRESS_INTERVAL_S:
-                messages.put(("progress", "timed", unreported))
+                messages.put(Progress("timed", unreported))
                 unreported, last_report_s = 0, end_s
         if unreported:
-            messages.put(("progress", "timed", unreported))
+            messages.put(Progress("timed", unreported))
     except threading.BrokenBarrierError:
         pass  # another client crashed during the warm-up; it reports why
     except Exception as exc:
@@ -176,9 +214,7 @@ def run_worker(spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, ab
     try:
         clients = [_Client(spec, client_id, images) for client_id in spec.client_ids]
     except (TTransportException, OSError) as exc:
-        messages.put(
-            ("failed", spec.worker_id, f"cannot connect to {spec.host}:{spec.port}: {exc}")
-        )
+        messages.put(Failed(spec.worker_id, f"cannot connect to {spec.host}:{spec.port}: {exc}"))
         return
     report = WorkerReport()
     lock = threading.Lock()
@@ -199,12 +235,21 @@ def run_worker(spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, ab
     except threading.BrokenBarrierError:
         for thread in threads:
             thread.join()
-        messages.put(("failed", spec.worker_id, "; ".join(report.crashes)))
+        messages.put(Failed(spec.worker_id, "; ".join(report.crashes)))
         return
-    messages.put(("warm", spec.worker_id))
+    messages.put(Warm(spec.worker_id))
     go.wait()
     cpu_start_s = time.process_time()
     for thread in threads:
         thread.join()
     report.cpu_s = time.process_time() - cpu_start_s
-    messages.put(("done", spec.worker_id, report))
+    messages.put(Done(spec.worker_id, report))
+
+
+def run_worker_process(
+    spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, abort: Any
+) -> None:
+    """``run_worker`` as a child process's main: Ctrl-C reaches the whole process group, and
+    the parent alone decides what it means (it sets ``abort`` and keeps the partial figures)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_worker(spec, images, messages, go, abort)

@@ -9,22 +9,19 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.app import build_handler
-from service.gpu_stats import GpuReader
-from service.handler import ClassifierHandler, RequestLimits
-from service.model_file import EXPORTABLE_ARCHS
-from service.ops_server import OpsServer, ServiceState
-from service.prometheus_export import MetricsRenderer
-from service.rpc.server import ThriftServer, TransportLimits, fastbinary_available
-from service.service_config import DEFAULT_CONFIG, ServiceConfigError
-from service.warmup import connect_host, warm_up
-from service.workers import run_workers
-from torchpipe_lite.errors import ConfigError
+if TYPE_CHECKING:  # the real imports wait until after parsing: `--help` must not load torch
+    from service.handler import ClassifierHandler
+    from service.ops_server import ServiceState
+    from service.rpc.server import TransportLimits
 
 logger = logging.getLogger("service")
 
 _MIB = 1 << 20
+#: The shipped default pipeline (``service.service_config.DEFAULT_CONFIG``, spelled here so
+#: that parsing the command line imports nothing heavy).
+_DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "resnet50.toml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,24 +44,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         type=Path,
-        default=DEFAULT_CONFIG,
+        default=_DEFAULT_CONFIG,
         help="pipeline TOML (its model node also defines the baseline's engine)",
     )
     parser.add_argument(
-        "--model", type=Path, default=None, help="model file; overrides the config's `model`"
+        "--model",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="model file, which must exist unless --arch is given; overrides the config's "
+        "`model` (default: the config's; the shipped configs' is exported on first start)",
     )
     parser.add_argument(
         "--device",
-        default=None,
+        default=argparse.SUPPRESS,
         help="engine device (cpu, cuda, cuda:1); overrides the config "
-        "(default there: cuda when available, else cpu)",
+        "(default: the config's, else cuda when available, else cpu)",
     )
     parser.add_argument(
         "--arch",
-        choices=EXPORTABLE_ARCHS,
-        default=None,
-        help="architecture to export when the model file is missing "
-        "(default: from the file name, e.g. resnet18.onnx, else resnet50)",
+        default=argparse.SUPPRESS,
+        help="export this torchvision classifier (resnet18, mobilenet_v3_small, ...; random "
+        "weights) when the model file is missing (default: the file's name when it is one, "
+        "e.g. resnet18.onnx, else resnet50)",
     )
     parser.add_argument(
         "--max-image-mb", type=float, default=16.0, help="larger images get TOO_LARGE"
@@ -168,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     args = parser.parse_args(argv)
+    for optional in ("model", "device", "arch"):  # SUPPRESS keeps "(default: None)" off --help
+        setattr(args, optional, getattr(args, optional, None))
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     supervisor = args.engine_socket is None and args.serve_engine is None
@@ -192,7 +195,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_engine(args)
     if args.workers > 1:
+        from service.workers import run_workers
+
         return run_workers(sys.argv[1:] if argv is None else argv, args)
+    from service.app import build_handler
+    from service.export_model import ExportError
+    from service.gpu_stats import GpuReader
+    from service.handler import RequestLimits
+    from service.ops_server import OpsServer, ServiceState
+    from service.prometheus_export import MetricsRenderer
+    from service.rpc.server import TransportLimits
+    from service.service_config import ServiceConfigError
+    from torchpipe_lite.errors import ConfigError
+
     _limit_opencv_threads(args.opencv_threads)
     request_limits = RequestLimits(
         max_image_bytes=int(args.max_image_mb * _MIB), max_images_per_call=args.max_images
@@ -231,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except Exception as exc:
         # A configuration mistake needs its message, not a traceback; anything else gets both.
-        expected = isinstance(exc, ServiceConfigError | ConfigError | FileNotFoundError)
+        expected = isinstance(
+            exc, ServiceConfigError | ConfigError | ExportError | FileNotFoundError
+        )
         logger.error(
             "cannot start the %s handler: %s", args.handler, exc, exc_info=None if expected else exc
         )
@@ -263,6 +280,9 @@ def _serve(
     transport_limits: TransportLimits,
 ) -> int:
     """Listen, warm up, serve until a signal, drain; returns the exit code."""
+    from service.rpc.server import ThriftServer, fastbinary_available
+    from service.warmup import connect_host, warm_up
+
     server = ThriftServer(
         handler,
         host=args.host,

@@ -28,7 +28,8 @@ def build_handler(
 ) -> tuple[ClassifierHandler, list[str]]:
     """The ``name`` handler ("baseline" or "pipelined") on the engine ``config_path`` defines,
     and the lines of a start-up summary. ``model`` and ``device`` override the config's model
-    node. Exports the model first when its file is missing. ``engine_socket``: the pipelined
+    node. Exports the model first when the shipped config's file is missing, or when ``arch``
+    asks for it (a model file the user named must exist otherwise). ``engine_socket``: the pipelined
     handler sends its model node's requests to the shared engine there (``--shared-engine``),
     at most ``engine_clients`` at a time."""
     if name not in HANDLERS:
@@ -38,7 +39,7 @@ def build_handler(
         if name != "pipelined":
             raise ValueError("a shared engine serves the pipelined handler only")
         config = config.with_engine(engine_socket, engine_clients)
-    exported = ensure_model(config.model_path, arch)
+    exported = ensure_model(config.model_path, arch, user_given=config.model_user_given)
     engine_params = config.node_params(config.model_node)
     engine = engine_device(engine_params)
     if name == "baseline":

@@ -92,7 +92,7 @@ class EngineProcess:
 def run_engine(args: argparse.Namespace) -> int:
     """Serve the model node on ``args.serve_engine`` until SIGTERM; returns the exit code."""
     config = load_service_config(args.config, args.model, args.device)
-    if ensure_model(config.model_path, args.arch):
+    if ensure_model(config.model_path, args.arch, user_given=config.model_user_given):
         logger.warning("model %s was just exported: RANDOM WEIGHTS", config.model_path)
     node = tp.load_config(config.engine_node_pipeline()).node(config.model_node)
     logger.info(

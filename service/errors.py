@@ -7,6 +7,7 @@ import logging
 from service.gen.inference.ttypes import ErrorCode, InferenceError
 from torchpipe_lite.errors import (
     InvalidInputError,
+    NoResultError,
     OverloadedError,
     PipelineClosedError,
     RequestTimeoutError,
@@ -34,8 +35,9 @@ def printable_uuid(uuid: object) -> str:
 def to_inference_error(exc: BaseException, uuid: str | None) -> InferenceError:
     """The wire error for a failure of one request.
 
-    Bad input -> INVALID_IMAGE; a full queue or a closing pipeline -> OVERLOADED (retryable);
-    a request that waited past its deadline -> TIMEOUT; anything else -> INTERNAL, whose
+    Bad input, or no result (a decoder given bytes that are not an image) -> INVALID_IMAGE;
+    a full queue or a closing pipeline -> OVERLOADED (retryable); a request that waited past
+    its deadline -> TIMEOUT; anything else -> INTERNAL, whose
     details stay in the server log (``is_internal`` tells the caller to log the traceback).
     """
     if isinstance(exc, InferenceError):
@@ -44,6 +46,8 @@ def to_inference_error(exc: BaseException, uuid: str | None) -> InferenceError:
         return exc
     if isinstance(exc, InvalidInputError):
         return inference_error(ErrorCode.INVALID_IMAGE, f"invalid image: {exc}", uuid)
+    if isinstance(exc, NoResultError):
+        return inference_error(ErrorCode.INVALID_IMAGE, "not a decodable image", uuid)
     if isinstance(exc, OverloadedError):
         return inference_error(ErrorCode.OVERLOADED, f"server overloaded, retry later: {exc}", uuid)
     if isinstance(exc, PipelineClosedError):

@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "resnet50.onnx")
+    default_model = REPO / "models" / "resnet50.onnx"
+    parser.add_argument("--model", type=Path, default=default_model)
     parser.add_argument("--images", type=Path, default=REPO / "tests" / "data" / "images")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "gpu_check")
     parser.add_argument(
@@ -130,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.model.absolute()
-    ensure_model(model)  # once, before the servers start, so that they all load this file
+    ensure_model(
+        model, user_given=args.model != default_model
+    )  # once, before the servers start, so that they all load this file
     images = {p.stem: p.read_bytes() for p in sorted(args.images.glob("*.jpg"))}
     runs = [r for r in RUNS if not (args.skip_gpu_decode and r[2] == GPU_DECODE_CONFIG)]
     results = {}

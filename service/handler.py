@@ -57,8 +57,12 @@ class RequestLimits:
 
 
 def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
-    """The library's per-node figures as the wire struct (the fields the IDL has)."""
+    """The library's per-node figures as the wire struct (the fields the IDL has).
+
+    A request a node ended without a result is a failure here: the service answers it
+    INVALID_IMAGE (bytes that are not an image), so it counts in ``requests_failed``."""
     fields = dataclasses.asdict(stats)
+    fields["requests_failed"] += fields["requests_no_result"]
     names = (spec[2] for spec in NodeStats.thrift_spec if spec is not None)
     wire = {name: fields[name] for name in names if name in fields}
     wire["batch_sizes"] = dict(wire["batch_sizes"])

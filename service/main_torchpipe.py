@@ -48,16 +48,16 @@ class PipelinedHandler(ClassifierHandler):
         requests = [{"data": image} for image in images]
         if len(requests) == 1:  # the common call: wait on the pipeline, no future needed
             try:
-                self._pipeline(requests[0])
+                self._pipeline(requests[0], strict=True)
             except Exception as exc:
                 return [exc]
-            return [requests[0].get("result")]
+            return [requests[0]["result"]]
         # Submit every image before waiting on any, so they batch together downstream.
-        futures = [self._pipeline.submit(request) for request in requests]
+        futures = [self._pipeline.submit(request, strict=True) for request in requests]
         outcomes: list[Outcome] = []
         for future in futures:
             try:
-                outcomes.append(future.result().get("result"))
+                outcomes.append(future.result()["result"])
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
@@ -68,9 +68,8 @@ class PipelinedHandler(ClassifierHandler):
         if len(images) == 1:  # the common call: the request's own end is the answer
             self._pipeline.dispatch(
                 {"data": images[0]},
-                lambda request, error: done(
-                    [error if error is not None else request.get("result")]
-                ),
+                lambda request, error: done([error if error is not None else request["result"]]),
+                strict=True,
             )
             return
         outcomes: list[Outcome] = [None] * len(images)
@@ -78,7 +77,7 @@ class PipelinedHandler(ClassifierHandler):
         lock = threading.Lock()
 
         def one_done(position: int, request: dict, error: BaseException | None) -> None:
-            outcomes[position] = error if error is not None else request.get("result")
+            outcomes[position] = error if error is not None else request["result"]
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
@@ -87,7 +86,9 @@ class PipelinedHandler(ClassifierHandler):
 
         for position, image in enumerate(images):
             self._pipeline.dispatch(
-                {"data": image}, lambda request, error, at=position: one_done(at, request, error)
+                {"data": image},
+                lambda request, error, at=position: one_done(at, request, error),
+                strict=True,
             )
 
     def node_figures(self) -> list[tp.NodeStats]:

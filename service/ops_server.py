@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
@@ -99,7 +100,7 @@ class OpsServer:
         self.state = state
         self._render_metrics = render_metrics
         handler = _make_request_handler(self)
-        self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self._httpd = _OpsHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -138,6 +139,19 @@ class OpsServer:
                 logger.exception("rendering /metrics failed")
                 return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
         return 404, "text/plain; charset=utf-8", "not found; try /metrics or /health/ready\n"
+
+
+class _OpsHTTPServer(http.server.ThreadingHTTPServer):
+    """Logs a failed ops connection as one line: a prober that hangs up before its answer (a
+    supervisor polling its workers' readiness, a load balancer's short check timeout) is
+    routine, not a 20-line traceback on stderr."""
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            logger.debug("ops client %s went away: %s", client_address[0], error)
+        else:
+            logger.error("ops request from %s failed", client_address[0], exc_info=error)
 
 
 def _make_request_handler(ops: OpsServer) -> type[http.server.BaseHTTPRequestHandler]:

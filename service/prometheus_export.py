@@ -103,8 +103,9 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
 
 def failures_by_reason(node: NodeStats) -> dict[str, int]:
     """A node's failed requests in Triton's reasons: REJECTED = refused by the scheduler (queue
-    full) or expired in its queue (request_timeout); BACKEND = failed in the backend; the
-    library has no cancellation, and nothing else fails inside a node."""
+    full) or expired in its queue (request_timeout); BACKEND = failed in the backend, or ended
+    there without a result (bytes that are not an image: the service answers INVALID_IMAGE);
+    the library has no cancellation, and nothing else fails inside a node."""
     return {
         "REJECTED": node.requests_rejected + node.requests_timed_out,
         "CANCELED": 0,

@@ -14,10 +14,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+#: The configs shipped with the service; their model is exported on first start when missing.
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 #: The default pipeline: CPU decode and resize, then the model stage.
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "resnet50.toml"
+DEFAULT_CONFIG = SHIPPED_CONFIGS / "resnet50.toml"
 
-#: Node keys that steer the scheduler, not a backend (DESIGN.md section 4).
+#: Node keys that steer the scheduler, not a backend (TorchPipe's; README, "Use the library").
 _SCHEDULING_KEYS = frozenset(
     {"backend", "next", "instance_num", "batching_timeout", "max_queue_size", "request_timeout"}
 )
@@ -36,6 +38,9 @@ class ServiceConfig:
     pipeline: dict[str, Any]
     #: The node that runs the model (the one with a ``model`` key).
     model_node: str
+    #: Whether the user named the model file (``--model``, or a config of their own), which
+    #: must then exist; the shipped configs' model may be exported on first start.
+    model_user_given: bool = True
     #: Set in the workers of ``--shared-engine``: the model node runs in the engine process
     #: listening on this Unix socket, and this process sends it requests (``EngineTensor``).
     engine_socket: str | None = None
@@ -138,7 +143,11 @@ def load_service_config(
 ) -> ServiceConfig:
     """Reads ``path``; ``model_override`` replaces the model node's ``model`` and
     ``device_override`` its ``device``. A relative model path resolves against the current
-    directory (TorchPipe's convention), here, once."""
+    directory (TorchPipe's convention), here, once.
+
+    A model node named after its model file (``[resnet50]`` for ``resnet50.onnx``) takes the
+    name of the file ``model_override`` names, so that logs and metrics say which model runs.
+    """
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -158,11 +167,43 @@ def load_service_config(
     (model_node,) = model_nodes
     if "backend" not in pipeline[model_node]:
         raise ServiceConfigError(f"{path}: node [{model_node}] has no `backend`")
+    if model_override is not None:
+        renamed = _model_name(model_override)
+        if model_node == _model_name(pipeline[model_node]["model"]) and renamed not in pipeline:
+            pipeline = _renamed_node(pipeline, model_node, renamed)
+            model_node = renamed
     model = model_override if model_override is not None else pipeline[model_node]["model"]
     pipeline[model_node]["model"] = str(Path(model).expanduser().absolute())
     if device_override is not None:
         pipeline[model_node]["device"] = device_override
-    return ServiceConfig(path=path, pipeline=pipeline, model_node=model_node)
+    shipped = path.resolve().parent == SHIPPED_CONFIGS
+    return ServiceConfig(
+        path=path,
+        pipeline=pipeline,
+        model_node=model_node,
+        model_user_given=model_override is not None or not shipped,
+    )
+
+
+def _model_name(model: str | Path) -> str:
+    """The name a model file gives its node: ``models/resnet18.onnx`` -> ``resnet18``."""
+    return Path(model).name.split(".")[0]
+
+
+def _renamed_node(pipeline: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``pipeline`` with node ``old`` called ``new``, in its place and in every ``next``."""
+
+    def renamed_next(value: Any) -> Any:
+        parts = value if isinstance(value, list) else str(value).split(",")
+        names = [new if str(part).strip() == old else str(part).strip() for part in parts]
+        return names if isinstance(value, list) else ",".join(names)
+
+    result: dict[str, Any] = {}
+    for name, table in pipeline.items():
+        if isinstance(table, dict) and "next" in table:
+            table = {**table, "next": renamed_next(table["next"])}
+        result[new if name == old else name] = table
+    return result
 
 
 def _without_scores(expression: str) -> str:

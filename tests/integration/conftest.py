@@ -81,9 +81,9 @@ def live_service(
 @pytest.fixture(scope="session")
 def resnet18_onnx(tmp_path_factory) -> Path:
     """A ResNet18 with seeded random weights, exported once per test session."""
-    from service.export_model import export_resnet
+    from service.export_model import export_classifier
 
-    return export_resnet("resnet18", tmp_path_factory.mktemp("models") / "resnet18.onnx")
+    return export_classifier("resnet18", tmp_path_factory.mktemp("models") / "resnet18.onnx")
 
 
 @pytest.fixture(scope="session")

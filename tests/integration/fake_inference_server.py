@@ -4,7 +4,7 @@
 
 JPEG payloads (FF D8 ...) get a deterministic label derived from their bytes and score 0.5;
 anything else gets ``InferenceError(INVALID_IMAGE)``. ``--bad-score`` answers with score 1.5, a
-broken response the load tester must count as an error.
+broken response the load tester must count as an error; ``--device`` is what ``stats()`` says.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ JPEG_MAGIC = b"\xff\xd8"
 class FakeHandler:
     """Answers every method of the IDL without a model."""
 
-    def __init__(self, score: float):
+    def __init__(self, score: float, device: str = "none"):
         self.score = score
+        self.device = device
         self.ok = 0
         self.failed = 0
 
@@ -65,7 +66,7 @@ class FakeHandler:
     def stats(self) -> ttypes.ServerStats:
         return ttypes.ServerStats(
             handler="fake",
-            device="none",
+            device=self.device,
             uptime_s=0.0,
             requests_ok=self.ok,
             requests_failed=self.failed,
@@ -95,8 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bad-score", action="store_true")
+    parser.add_argument("--device", default="none", help="what stats() says the model runs on")
     args = parser.parse_args()
-    handler = FakeHandler(score=1.5 if args.bad_score else 0.5)
+    handler = FakeHandler(score=1.5 if args.bad_score else 0.5, device=args.device)
     server = TServer.TThreadPoolServer(
         InferenceService.Processor(handler),
         TSocket.TServerSocket(host="127.0.0.1", port=args.port),

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from benchmarks.server_process import ServerProcess, free_port, service_command
-from clients.client_qps import LoadResult, LoadTestError, main, run_load
+from clients.client_qps import (
+    DEFAULT_TOTAL_NUMBER_CPU,
+    DEFAULT_TOTAL_NUMBER_GPU,
+    LoadResult,
+    LoadTestError,
+    default_total_number,
+    main,
+    run_load,
+)
+from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR, load_images
 from tests.integration.fake_inference_server import start_fake_server
 
@@ -102,6 +114,52 @@ def test_cli_prints_summary_and_writes_json(fake_server, tmp_path, capsys):
     assert "QPS:" in printed and "TP99" in printed and "errors: 0" in printed
     figures = json.loads(out.read_text())
     assert figures["requests"] == 50 and figures["errors"] == 0
+
+
+def test_help_shows_every_default():
+    run = subprocess.run(
+        [sys.executable, "-m", "clients.client_qps", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0
+    text = " ".join(run.stdout.split())
+    assert "(default: 10)" in text and "(default: 200)" in text and "(default: infer_batch)" in text
+    assert f"default: {DEFAULT_TOTAL_NUMBER_GPU} against a server" in text
+    assert "(default: None)" not in text
+
+
+def test_the_default_number_of_calls_follows_the_servers_device(fake_server, tmp_path):
+    assert default_total_number("127.0.0.1", fake_server.port, 5.0) == DEFAULT_TOTAL_NUMBER_GPU
+    with start_fake_server(tmp_path, "--device", "cpu") as cpu_server:
+        assert default_total_number("127.0.0.1", cpu_server.port, 5.0) == DEFAULT_TOTAL_NUMBER_CPU
+
+
+def test_ctrl_c_prints_the_figures_so_far_without_a_traceback(tmp_path):
+    with start_fake_server(tmp_path) as server:
+        command = [sys.executable, "-m", "clients.client_qps", "--port", str(server.port)]
+        command += ["--total_number", "10000000", "--warmup", "0", "--processes", "2"]
+        command += ["--request_client", "4"]
+        # A session of its own, so that the SIGINT below reaches every process of the load
+        # tester as a terminal's Ctrl-C does, and nothing else.
+        client = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            with connect("127.0.0.1", server.port) as probe:
+                while probe.client.stats().requests_ok < 200:  # the timed phase is under way
+                    assert time.monotonic() < deadline and client.poll() is None
+            os.killpg(client.pid, signal.SIGINT)
+            out, err = client.communicate(timeout=60)
+        finally:
+            if client.poll() is None:
+                client.kill()
+    assert client.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
+    printed = out.decode()
+    assert "INTERRUPTED" in printed and "QPS:" in printed and "errors: 0" in printed
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The reference TorchPipe configuration (DESIGN.md section 4), with only the engine name
-changed to SyncTensor[TorchTensor], runs through tp.pipe and gives what the same steps give by
+"""The reference TorchPipe configuration (its ResNet50 tutorial's pipeline), with only the engine
+name changed to SyncTensor[TorchTensor], runs through tp.pipe and gives what the same steps give by
 hand; bad inputs end without result or with a typed error, leaving their batch-mates alone."""
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_stats_count_requests(service, photos):
     assert model_node.compute_time_ms_total > before_node.compute_time_ms_total
     assert sum(model_node.batch_sizes.values()) == model_node.executions
     if service.handler.handler_name == "pipelined":
-        assert [n.node for n in after.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet50"]
+        assert [n.node for n in after.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet18"]
         # The bad request was stopped by the decoder: it never reached the later stages.
         assert after.nodes[0].inferences - before.nodes[0].inferences == 2
 

@@ -39,7 +39,7 @@ def test_ready_after_warmup_and_not_ready_once_draining(resnet18_onnx):
         assert stats.ready is True
         assert stats.requests_ok == 1  # the warm-up inference went through the whole path
         found = samples(get(metrics_port, "/metrics")[2])
-        assert value(found, "nv_inference_count", model="resnet50") == 1
+        assert value(found, "nv_inference_count", model="resnet18") == 1
         assert value(found, "tp_ready") == 1
         assert value(found, "process_resident_memory_bytes") > 0
 
@@ -62,7 +62,7 @@ def test_ready_after_warmup_and_not_ready_once_draining(resnet18_onnx):
     # precision and limits.
     assert "node cpu_decoder: DecodeMat x8, batch 1..1, on cpu, max_queue_size 2048" in output
     assert (
-        "node resnet50: SyncTensor[Sequential[TorchTensor,ClassScores]] x2, batch 1..8, on cpu, "
+        "node resnet18: SyncTensor[Sequential[TorchTensor,ClassScores]] x2, batch 1..8, on cpu, "
         "precision fp32 (fp16 requested; CPU), max_queue_size 256, request_timeout 10000 ms"
     ) in output
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import sys
+import threading
 import types
 import urllib.error
 import urllib.request
@@ -74,6 +77,41 @@ def ops():
         server.close()
 
 
+def test_a_prober_that_hangs_up_early_costs_one_debug_line_not_a_traceback(capfd, caplog):
+    rendering, hung_up, handled = threading.Event(), threading.Event(), threading.Event()
+
+    def render() -> str:
+        rendering.set()
+        assert hung_up.wait(WAIT_S)
+        return "x 1.0\n" * 1_000_000  # more than the socket buffers: the write must fail
+
+    server = OpsServer(ServiceState(), render, host="127.0.0.1", port=0)
+    handle_error = server._httpd.handle_error
+
+    def handle_error_then_tell(request, address):
+        handle_error(request, address)
+        handled.set()
+
+    server._httpd.handle_error = handle_error_then_tell
+    server.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="service.ops_server"):
+            prober = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
+            prober.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert rendering.wait(WAIT_S)
+            # Close with a reset, as a prober whose timeout fired does.
+            prober.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            prober.close()
+            hung_up.set()
+            assert handled.wait(WAIT_S)
+    finally:
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+    records = [r for r in caplog.records if r.name == "service.ops_server"]
+    assert all(r.levelno == logging.DEBUG for r in records)
+    assert sum("went away" in r.getMessage() for r in records) == 1
+
+
 def test_health_follows_the_life_of_the_server(ops):
     server, state, _calls = ops
     assert get(server.port, "/health/live")[0] == 200
@@ -127,7 +165,8 @@ def test_pipelined_metrics_match_stats(pipelined_service, photos):
     found = samples(render_triton(stats))
     assert set(found) >= TRITON_NODE_FAMILIES
     assert not any(name.startswith("nv_gpu") for name in found)  # no GPU here: not exported
-    assert [n.node for n in stats.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet50"]
+    # The model node is named after the model file it runs (the test's resnet18.onnx).
+    assert [n.node for n in stats.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet18"]
     for node in stats.nodes:
         labels = {"model": node.node, "version": "1"}
         assert value(found, "nv_inference_request_success", **labels) == node.requests_ok
@@ -154,7 +193,7 @@ def test_pipelined_metrics_match_stats(pipelined_service, photos):
             "BACKEND": node.requests_failed,
             "OTHER": 0,
         }
-    model = next(n for n in stats.nodes if n.node == "resnet50")
+    model = next(n for n in stats.nodes if n.node == "resnet18")
     # The bad image ended at the decoder (no result), so the model ran the good ones only.
     assert model.inferences >= 3 and model.requests_ok >= 3
     assert value(found, "tp_requests_success", handler="pipelined") == stats.requests_ok
@@ -162,14 +201,33 @@ def test_pipelined_metrics_match_stats(pipelined_service, photos):
     assert invalid == stats.failures_by_code[ErrorCode.INVALID_IMAGE] >= 1
 
 
-def test_baseline_exports_its_engine_under_the_model_node_name(baseline_service, photos):
+def test_images_a_stage_cannot_decode_count_as_its_failures(pipelined_service, photos):
+    """A non-image and a truncated JPEG end at the decoder without a result: the caller gets
+    INVALID_IMAGE, and the decoder counts them as BACKEND failures, not as successes."""
+    truncated = photos["chelsea"][: len(photos["chelsea"]) // 2]
+    with pipelined_service.connect() as connection:
+        before = {n.node: n for n in connection.client.stats().nodes}
+        for bad in (b"not an image", truncated):
+            with pytest.raises(InferenceError) as caught:
+                connection.client.infer_batch(InferenceParams(uuid="bad", data=bad))
+            assert caught.value.code == ErrorCode.INVALID_IMAGE
+        stats = connection.client.stats()
+    decoder = next(n for n in stats.nodes if n.node == "cpu_decoder")
+    assert decoder.requests_ok == before["cpu_decoder"].requests_ok
+    assert decoder.requests_failed == before["cpu_decoder"].requests_failed + 2
+    found = samples(render_triton(stats))
+    labels = {"model": "cpu_decoder", "version": "1", "reason": "BACKEND"}
+    assert value(found, "nv_inference_request_failure", **labels) == decoder.requests_failed
+
+
+def test_baseline_exports_its_engine_under_the_model_nodes_name(baseline_service, photos):
     with baseline_service.connect() as connection:
         connection.client.infer_batch(InferenceParams(uuid="a", data=photos["coffee"]))
         stats = connection.client.stats()
     (node,) = stats.nodes
-    assert node.node == "resnet50" and node.queue_length == 0
+    assert node.node == "resnet18" and node.queue_length == 0
     found = samples(render_triton(stats))
-    labels = {"model": "resnet50", "version": "1"}
+    labels = {"model": "resnet18", "version": "1"}
     assert value(found, "nv_inference_count", **labels) == node.inferences >= 1
     assert value(found, "nv_inference_exec_count", **labels) == node.executions
     assert value(found, "nv_inference_pending_request_count", **labels) == 0

@@ -79,6 +79,8 @@ def test_signal_finishes_in_flight_requests(
     model = resnet18_onnx if model_exists else tmp_path / "fresh" / "resnet18.onnx"
     args = ["--handler", handler, "--model", str(model), "--threads", "4", "--log-level", "debug"]
     args += ["--drain-timeout-s", str(DRAIN_TIMEOUT_S)]
+    if not model_exists:
+        args += ["--arch", "resnet18"]  # a missing model the user names is exported only so
     server = ServiceProcess(*args)
     try:
         server.wait_for("serving")
@@ -120,14 +122,42 @@ def test_signal_finishes_in_flight_requests(
     assert "stopped accepting" in output and "stopped\n" in output
 
 
-def test_unreadable_config_fails_clearly(tmp_path):
-    missing = tmp_path / "nope.toml"
-    run = subprocess.run(
-        [sys.executable, "-m", "service", "--config", str(missing), "--port", str(free_port())],
+def run_service(*args: str, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m service ARGS`` to its end (a start that must fail, or ``--help``)."""
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "service", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_unreadable_config_fails_clearly(tmp_path):
+    missing = tmp_path / "nope.toml"
+    run = run_service("--config", str(missing), "--port", str(free_port()))
     assert run.returncode == 2
     assert f"cannot read the pipeline config {missing}" in run.stderr
+
+
+def test_a_model_path_that_does_not_exist_is_refused_not_exported(tmp_path):
+    missing = tmp_path / "typo" / "resnet5O.onnx"
+    run = run_service("--model", str(missing), "--port", str(free_port()))
+    assert run.returncode == 2
+    assert f"model file {missing} does not exist" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_help_is_quick_and_shows_each_default_once():
+    started_s = time.monotonic()
+    run = run_service("--help", python_flags=("-X", "importtime"))
+    assert run.returncode == 0
+    assert time.monotonic() - started_s < 30
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in run.stderr.splitlines()}
+    assert not {"torch", "cv2", "numpy", "thrift"} & imported, "--help loaded the engine"
+    assert "(default: None)" not in run.stdout
+    options = run.stdout.split("\n  --")[1:]  # one chunk per option
+    assert len(options) > 20
+    for option in options:
+        assert option.count("(default:") <= 1, option

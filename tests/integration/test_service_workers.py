@@ -66,7 +66,7 @@ def test_two_workers_share_the_port_report_together_and_stop_cleanly(resnet18_on
         status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         # Two warm-ups (one per worker) and eight calls, summed over both workers.
-        assert 'nv_inference_request_success{model="resnet50",version="1"} 10.0' in text
+        assert 'nv_inference_request_success{model="resnet18",version="1"} 10.0' in text
         server.process.send_signal(signal.SIGTERM)
         assert server.finish() == 0
         # Ten connections (a warm-up from each worker, then the eight calls): five each.

@@ -55,8 +55,8 @@ def test_workers_send_the_model_stage_to_one_engine(resnet18_onnx, photos, basel
         # Two warm-ups and one call per photograph reached the engine; the bad image did not.
         requests = 2 + len(photos)
         text = _metrics(metrics_port)
-        assert f'tp_engine_requests{{model="resnet50"}} {float(requests)!r}' in text
-        assert f'nv_inference_request_success{{model="resnet50",version="1"}} {requests}.0' in text
+        assert f'tp_engine_requests{{model="resnet18"}} {float(requests)!r}' in text
+        assert f'nv_inference_request_success{{model="resnet18",version="1"}} {requests}.0' in text
         server.process.send_signal(signal.SIGTERM)
         assert server.finish() == 0
         assert any(f"shared engine: {requests} requests in" in line for line in server.log)

@@ -8,7 +8,9 @@ is long and the refusal must come fast).
 
 from __future__ import annotations
 
+import logging
 import socket
+import struct
 import time
 
 import psutil
@@ -118,6 +120,26 @@ def test_client_leaving_mid_request_harms_nothing(server, photos):
         with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
             sock.sendall(whole[:cut])
     assert_still_serving(server, photos["coins"])
+
+
+def test_a_client_that_hangs_up_before_its_answer_is_not_an_error(server, photos, caplog):
+    """A load tester stopped with Ctrl-C leaves calls whose answers nobody reads: routine,
+    so the server answers them into the void and logs nothing about it."""
+    with server.connect() as connection:
+        before = connection.client.stats().requests_ok
+    with caplog.at_level(logging.INFO, logger="service"):
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
+            sock.sendall(complete_call(photos["chelsea"]))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, before the answer
+        deadline = time.monotonic() + WAIT_S
+        with server.connect() as connection:
+            while connection.client.stats().requests_ok < before + 3:
+                assert time.monotonic() < deadline, "the abandoned calls never ran"
+    assert_still_serving(server, photos["coins"])
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == [], [r.getMessage() for r in noisy]
 
 
 def test_framed_transport_client_is_cut_off(server, photos):

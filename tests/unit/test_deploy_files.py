@@ -229,7 +229,8 @@ def test_image_holds_every_package_the_server_imports():
         assert path not in ignored, f".dockerignore leaves {path} out of the build context"
     assert {".git", ".venv", "models"} <= ignored
     code = (
-        "import sys, service.__main__, service.export_model; "
+        "import sys, service.__main__, service.app, service.workers, service.engine_process, "
+        "service.export_model; "
         "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     run = subprocess.run(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from clients.calls import valid_top1
-from clients.client_qps import _split, percentile_ms
+from clients.client_qps import _split
+from clients.load_result import percentile_ms
 
 
 def test_nearest_rank_percentiles():

@@ -49,9 +49,9 @@ def test_converted_resnet_matches_onnxruntime(resnet18_small_onnx: Path) -> None
 
 
 def test_converted_resnet_matches_the_torch_model(resnet18_small_onnx: Path) -> None:
-    from service.export_model import build_resnet
+    from service.export_model import build_classifier
 
-    reference = build_resnet("resnet18")  # the same seeded weights as the export
+    reference = build_classifier("resnet18")  # the same seeded weights as the export
     converted = convert_onnx(resnet18_small_onnx).module
     batch = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
