@@ -68,9 +68,15 @@ class OverloadedError(RequestError):
 
 
 class RequestTimeoutError(RequestError, TimeoutError):
-    """The request waited longer than ``request_timeout`` in a queue and was not run."""
+    """The request waited longer than ``request_timeout`` in a queue, or past its own
+    deadline (``timeout_s`` of the call), and was not run."""
 
     retryable = True
+
+
+class RequestCancelledError(RequestError):
+    """The caller cancelled the request (its client went away) before a stage ran it; it was
+    dropped there, unrun."""
 
 
 class NoResultError(RequestError):
@@ -95,6 +101,7 @@ __all__ = [
     "NoResultError",
     "OverloadedError",
     "PipelineClosedError",
+    "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
     "TorchpipeError",

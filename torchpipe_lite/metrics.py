@@ -25,6 +25,8 @@ class NodeStats:
     requests_no_result: int = 0
     requests_rejected: int = 0
     requests_timed_out: int = 0
+    #: Dropped unrun because their caller cancelled them (``RequestCancelledError``).
+    requests_cancelled: int = 0
     inferences: int = 0
     executions: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
@@ -53,6 +55,7 @@ class InstanceCounters:
         "inferences",
         "queue_time_s",
         "request_compute_time_s",
+        "requests_cancelled",
         "requests_failed",
         "requests_no_result",
         "requests_ok",
@@ -64,6 +67,7 @@ class InstanceCounters:
         self.requests_failed = 0
         self.requests_no_result = 0
         self.requests_timed_out = 0
+        self.requests_cancelled = 0
         self.inferences = 0
         self.executions = 0
         self.batch_sizes: Counter[int] = Counter()
@@ -91,6 +95,7 @@ class InstanceCounters:
         stats.requests_failed += self.requests_failed
         stats.requests_no_result += self.requests_no_result
         stats.requests_timed_out += self.requests_timed_out
+        stats.requests_cancelled += self.requests_cancelled
         stats.inferences += self.inferences
         stats.executions += self.executions
         for size, count in list(self.batch_sizes.items()):

@@ -310,6 +310,51 @@ def test_request_timeout_fails_without_running(gate):
     assert stats.requests_timed_out == 1 and stats.inferences == 1
 
 
+def test_a_cancelled_request_is_dropped_at_the_next_stage_unrun(gate):
+    config = {
+        "a": {"backend": "TestGate", "next": "b"},
+        "b": {"backend": "TestAddNode", "tag": "b"},
+    }
+    with tp.pipe(config) as model:
+        running = model.submit({"data": 0})
+        assert gate.entered.acquire(timeout=WAIT_S)  # the only instance of a is busy
+        ended = threading.Semaphore(0)
+        outcome: list[BaseException | None] = []
+
+        def on_done(request, error):
+            outcome.append(error)
+            ended.release()
+
+        in_flight = model.dispatch({"data": 1}, on_done)  # it waits for a behind the gate
+        waiting = model.dispatch({"data": 2}, on_done)
+        waiting.cancel()
+        in_flight.cancel()  # too late for a (it may be batched already), in time for b
+        gate.gate.set()
+        assert running.result(timeout=WAIT_S)["result"] == (0, "b")
+        assert ended.acquire(timeout=WAIT_S) and ended.acquire(timeout=WAIT_S)
+        stats = model.stats()
+    assert all(isinstance(error, tp.RequestCancelledError) for error in outcome), outcome
+    assert stats["a"].requests_cancelled + stats["b"].requests_cancelled == 2
+    assert stats["b"].inferences == 1  # only the request nobody cancelled reached b
+
+
+def test_timeout_s_is_a_deadline_that_drops_the_request_where_it_waits(gate):
+    with tp.pipe({"a": {"backend": "TestGate"}}) as model:
+        running = model.submit({"data": 0})
+        assert gate.entered.acquire(timeout=WAIT_S)
+        with pytest.raises(tp.RequestTimeoutError, match="no answer within"):
+            model({"data": 1}, timeout_s=0.01)
+        late = model.submit({"data": 2}, timeout_s=0.01)
+        assert not gate.gate.wait(0.05)  # let the deadline pass while it queues
+        gate.gate.set()
+        assert running.result(timeout=WAIT_S)["result"] == 0
+        with pytest.raises(tp.RequestTimeoutError, match="deadline"):
+            late.result(timeout=WAIT_S)
+        stats = model.stats()["a"]
+    assert stats.inferences == 1  # neither late request ran
+    assert stats.requests_cancelled + stats.requests_timed_out == 2
+
+
 def test_close_with_work_in_flight_loses_nothing(gate):
     model = tp.pipe(
         {

@@ -3,6 +3,7 @@ per-request outcomes, on one thread (no worker threads; nothing here waits)."""
 
 from __future__ import annotations
 
+import math
 from time import monotonic
 from typing import Any
 
@@ -12,14 +13,15 @@ from torchpipe_lite.backends.base import Backend
 from torchpipe_lite.errors import BackendError, OverloadedError, PipelineClosedError
 from torchpipe_lite.metrics import InstanceCounters, NodeStats
 from torchpipe_lite.schedule.execution import run_batch
-from torchpipe_lite.schedule.job import Job
+from torchpipe_lite.schedule.job import CANCELLED, Job
 from torchpipe_lite.schedule.stage_queue import StageQueue
 
 
 class Recorder:
     """A completion that remembers how each branch ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline_s: float = math.inf) -> None:
+        self.deadline_s = deadline_s
         self.ended: list[tuple[str, Any, BaseException | None]] = []
 
     def end_branch(self, node: str, item: dict[str, Any], error: BaseException | None) -> None:
@@ -118,3 +120,26 @@ def test_run_batch_reruns_a_failed_batch_per_item_and_counts_each_outcome():
     assert (stats.requests_ok, stats.requests_failed, stats.inferences) == (2, 1, 3)
     assert stats.executions == 4  # the batch, then each item alone
     assert stats.batch_sizes == {3: 1}
+
+
+def test_jobs_past_their_deadline_or_cancelled_are_dropped_when_a_batch_forms():
+    stage = queue(max_batch=4)
+    now = monotonic()
+    wanted, late, cancelled = Recorder(), Recorder(now - 1.0), Recorder(CANCELLED)
+    stage.put([Job({"data": 0}, wanted, now), Job({"data": 1}, late, now)])
+    stage.put([Job({"data": 2}, cancelled, now), Job({"data": 3}, wanted, now)])
+    taken = stage.take()
+    assert [job.item["data"] for job in taken.batch] == [0, 3]
+    assert [job.completion for job in taken.abandoned] == [late, cancelled]
+    assert stage.pending() == 2  # only the wanted ones are in service
+
+
+def test_wanted_jobs_too_few_for_a_batch_wait_again_at_the_head():
+    stage = queue(min_batch=2, max_batch=2)
+    now = monotonic()
+    stage.put([Job({"data": 0}, Recorder(), now), Job({"data": 1}, Recorder(CANCELLED), now)])
+    taken = stage.take()
+    assert taken.batch == [] and len(taken.abandoned) == 1
+    assert [job.item["data"] for job in stage._jobs] == [0]
+    stage.put([Job({"data": 2}, Recorder(), now)])
+    assert [job.item["data"] for job in stage.take().batch] == [0, 2]

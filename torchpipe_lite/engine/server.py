@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import selectors
 import socket
@@ -63,6 +64,7 @@ class _SlotCompletion:
     """A client's request: answered in its slot (results) or on its socket (errors)."""
 
     __slots__ = ("connection", "slot")
+    deadline_s = math.inf  # the client's own node keeps the deadline
 
     def __init__(self, connection: EngineConnection, slot: int):
         self.connection = connection
@@ -79,6 +81,8 @@ class _SlotCompletion:
 
 class _ProbeCompletion:
     """The start-up probe's request: its result, when it has one."""
+
+    deadline_s = math.inf
 
     def __init__(self) -> None:
         self.done = threading.Event()

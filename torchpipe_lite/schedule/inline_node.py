@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from time import monotonic
 
 from ..backends.base import Backend
 from ..backends.tree import instantiate
@@ -103,6 +104,10 @@ class InlineNode(Node):
                 failure = BackendError(str(error), node=self.name)
                 self.complete([], [(job, failure) for job in jobs])
                 return
+            now = monotonic()
+            if any(job.completion.deadline_s <= now for job in jobs):
+                self.drop([job for job in jobs if job.completion.deadline_s <= now], counters)
+                jobs = [job for job in jobs if job.completion.deadline_s > now]
             for start in range(0, len(jobs), self.max_batch):
                 chunk = jobs[start : start + self.max_batch]
                 ok, failed = run_batch(

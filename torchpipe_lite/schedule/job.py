@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+#: A completion's ``deadline_s`` once its caller has cancelled it (before every instant).
+CANCELLED = -math.inf
 
 
 class Completion(Protocol):
     """Who waits for a request: told once per branch that ends, with its error or None.
 
     A pipeline's callers wait on a ``RequestHandle``; the shared engine answers a client's
-    slot. Either way the scheduling core only calls ``end_branch``.
+    slot. Either way the scheduling core only calls ``end_branch``, and reads ``deadline_s``
+    when it forms a batch: a request whose deadline has passed (``math.inf``: none;
+    ``CANCELLED``: its caller gave up) is dropped there, unrun.
     """
+
+    deadline_s: float
 
     def end_branch(self, node: str, item: dict[str, Any], error: BaseException | None) -> None:
         """One branch of the request ended at ``node``: its result is in ``item``, or it

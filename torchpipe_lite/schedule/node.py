@@ -10,10 +10,16 @@ from typing import Any
 from ..backends.base import UNBOUNDED_BATCH, Backend, param_device_ids
 from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
-from ..errors import BackendError, BackendInitError, PipelineClosedError, RequestTimeoutError
+from ..errors import (
+    BackendError,
+    BackendInitError,
+    PipelineClosedError,
+    RequestCancelledError,
+    RequestTimeoutError,
+)
 from ..metrics import InstanceCounters, NodeStats
 from .execution import run_batch
-from .job import Job, Router
+from .job import CANCELLED, Job, Router
 from .stage_queue import StageQueue
 
 logger = logging.getLogger(__name__)
@@ -157,6 +163,8 @@ class Node:
                 )
                 queue.finish(len(taken.batch))
                 self.complete(ok, failed)
+            if taken.abandoned:
+                self.drop(taken.abandoned, counters)
             if taken.expired:
                 counters.requests_timed_out += len(taken.expired)
                 self._fail(taken.expired, self._timeout_error)
@@ -179,6 +187,21 @@ class Node:
                 job.completion.end_branch(
                     self.name, job.item, BackendError("internal routing error", node=self.name)
                 )
+
+    def drop(self, jobs: list[Job], counters: InstanceCounters) -> None:
+        """End jobs whose deadline passed or whose caller cancelled them, unrun."""
+        for job in jobs:
+            if job.completion.deadline_s == CANCELLED:
+                counters.requests_cancelled += 1
+                error: BaseException = RequestCancelledError(
+                    "cancelled by its caller", node=self.name, backend=self.backend_name
+                )
+            else:
+                counters.requests_timed_out += 1
+                error = RequestTimeoutError(
+                    "its deadline passed before it ran", node=self.name, backend=self.backend_name
+                )
+            job.completion.end_branch(self.name, job.item, error)
 
     def _fail(self, jobs: list[Job], error: Any) -> None:
         for job in jobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -69,26 +70,36 @@ class Pipeline:
         """Run one request dict, or a list of them, to completion (results land in the dicts).
 
         With a list, every request runs; the first error (in list order) is raised after all
-        have completed. ``timeout_s`` bounds the wait (the request itself carries on). A request
-        that a stage ends without a result (a decoder given bytes that are not an image) has
-        no ``"result"`` key and no error, as in TorchPipe; ``strict=True`` raises
-        ``NoResultError`` for it instead, naming the node.
+        have completed. ``timeout_s`` is the requests' deadline: one still waiting at a stage
+        when it passes is dropped there, unrun, and the call raises ``RequestTimeoutError``
+        (a batch already running finishes, unwatched). A request that a stage ends without a
+        result (a decoder given bytes that are not an image) has no ``"result"`` key and no
+        error, as in TorchPipe; ``strict=True`` raises ``NoResultError`` for it instead,
+        naming the node.
         """
         requests = request if isinstance(request, list) else [request]
-        handles = [RequestHandle(self._checked(item), strict=strict) for item in requests]
+        deadline_s = _deadline(timeout_s)
+        handles = [
+            RequestHandle(self._checked(item), strict=strict, deadline_s=deadline_s)
+            for item in requests
+        ]
         self._enqueue(handles)
-        deadline = None if timeout_s is None else monotonic() + timeout_s
         for handle in handles:
-            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            remaining = None if timeout_s is None else max(0.0, deadline_s - monotonic())
             if not handle.wait(remaining):
+                for unfinished in handles:
+                    unfinished.cancel()
                 raise RequestTimeoutError(f"no answer within {timeout_s} s")
         for handle in handles:
             if handle.error is not None:
                 raise handle.error
 
-    def submit(self, request: dict[str, Any], *, strict: bool = False) -> Future:
+    def submit(
+        self, request: dict[str, Any], *, strict: bool = False, timeout_s: float | None = None
+    ) -> Future:
         """Start ``request`` and return a future that resolves to the same dict (or raises;
-        ``strict`` as for calling)."""
+        ``strict`` and ``timeout_s`` as for calling). Cancelling the future before it ends
+        drops the request at the next stage it reaches."""
         future: Future = Future()
         future.set_running_or_notify_cancel()
 
@@ -98,7 +109,9 @@ class Pipeline:
             else:
                 future.set_exception(handle.error)
 
-        handle = RequestHandle(self._checked(request), on_done=resolve, strict=strict)
+        handle = RequestHandle(
+            self._checked(request), on_done=resolve, strict=strict, deadline_s=_deadline(timeout_s)
+        )
         try:
             self._enqueue([handle])
         except RequestError as error:
@@ -111,9 +124,11 @@ class Pipeline:
         on_done: Callable[[dict[str, Any], BaseException | None], None],
         *,
         strict: bool = False,
-    ) -> None:
+        timeout_s: float | None = None,
+    ) -> RequestHandle:
         """Start ``request``; ``on_done(request, error)`` is called once it has ended
-        (``strict`` as for calling).
+        (``strict`` and ``timeout_s`` as for calling). Returns its handle, whose ``cancel()``
+        drops the request at the next stage it reaches (its caller has gone away).
 
         The cheapest way in for servers: no thread waits and no future is made. ``on_done``
         runs on the worker thread that ends the request (or, for a request refused at once,
@@ -123,11 +138,14 @@ class Pipeline:
         def resolve(handle: RequestHandle) -> None:
             on_done(handle.item, handle.error)
 
-        handle = RequestHandle(self._checked(request), on_done=resolve, strict=strict)
+        handle = RequestHandle(
+            self._checked(request), on_done=resolve, strict=strict, deadline_s=_deadline(timeout_s)
+        )
         try:
             self._enqueue([handle])
         except RequestError as error:
             on_done(request, error)
+        return handle
 
     def _checked(self, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
@@ -225,6 +243,11 @@ class Pipeline:
     def node_names(self) -> list[str]:
         """Node names in pipeline order."""
         return list(self._nodes)
+
+
+def _deadline(timeout_s: float | None) -> float:
+    """The ``time.monotonic()`` instant ``timeout_s`` from now (``math.inf`` for none)."""
+    return math.inf if timeout_s is None else monotonic() + timeout_s
 
 
 def _transitive_predecessors(config: PipelineConfig, name: str) -> list[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import NoResultError
+from .job import CANCELLED
 
 _allocate_lock = threading.Lock
 
@@ -17,6 +19,10 @@ class RequestHandle:
     A caller that waits gets a plain lock, held from creation and released on completion:
     the cheapest blocking primitive CPython has (an Event costs a Condition and two more
     locks). A caller that gives ``on_done`` instead is called back and needs no lock.
+
+    ``deadline_s`` (a ``time.monotonic()`` instant; ``math.inf``: none) travels with the
+    request: a stage that finds it passed drops the request unrun. ``cancel()`` drops it
+    wherever it waits next, for a caller that has gone away.
     """
 
     __slots__ = (
@@ -26,6 +32,7 @@ class RequestHandle:
         "_pending",
         "_strict",
         "branch_results",
+        "deadline_s",
         "error",
         "item",
     )
@@ -36,9 +43,11 @@ class RequestHandle:
         on_done: Callable[[RequestHandle], None] | None = None,
         *,
         strict: bool = False,
+        deadline_s: float = math.inf,
     ):
         self.item = item
         self._strict = strict
+        self.deadline_s = deadline_s
         self.error: BaseException | None = None
         self.branch_results: dict[str, Any] | None = None
         self._on_done = on_done
@@ -48,6 +57,15 @@ class RequestHandle:
         if on_done is None:
             self._done = _allocate_lock()
             self._done.acquire()
+
+    def cancel(self) -> None:
+        """Drop the request at the next stage it reaches (one already running finishes);
+        it then ends with ``RequestCancelledError``. Safe from any thread, and after the end."""
+        self.deadline_s = CANCELLED
+
+    @property
+    def cancelled(self) -> bool:
+        return self.deadline_s == CANCELLED
 
     def fork(self, extra_branches: int) -> None:
         """The request splits: ``extra_branches`` more branches must end before it completes."""

@@ -22,11 +22,13 @@ from .job import Job
 @dataclass(slots=True)
 class Taken:
     """What ``StageQueue.take`` hands an instance: a batch to run, jobs whose request timeout
-    passed (fail them), or, once the queue is closed and drained, the jobs too few to ever form
-    a batch (fail them; ``closed`` is then set and the instance stops)."""
+    passed (fail them), jobs whose own deadline passed or whose caller cancelled them (fail
+    them), or, once the queue is closed and drained, the jobs too few to ever form a batch
+    (fail them; ``closed`` is then set and the instance stops)."""
 
     batch: list[Job] = field(default_factory=list)
     expired: list[Job] = field(default_factory=list)
+    abandoned: list[Job] = field(default_factory=list)
     leftovers: list[Job] = field(default_factory=list)
     closed: bool = False
 
@@ -130,11 +132,17 @@ class StageQueue:
                 )
                 if decision.size:
                     batch = [queue.popleft() for _ in range(decision.size)]
+                    if any(job.completion.deadline_s <= now for job in batch):
+                        batch, abandoned = self._without_abandoned(batch, now)
+                        if not batch:
+                            return Taken(abandoned=abandoned)
+                    else:
+                        abandoned = []
                     self._busy += 1
-                    self._in_service += decision.size
+                    self._in_service += len(batch)
                     if queue:
                         cond.notify()  # more work: let another idle instance look
-                    return Taken(batch=batch)
+                    return Taken(batch=batch, abandoned=abandoned)
                 if self._draining:
                     leftovers = list(queue)  # fewer than min_batch: they can never run
                     queue.clear()
@@ -145,6 +153,16 @@ class StageQueue:
                     self._timed_waiters += 1
                     cond.wait(decision.wait_s)
                     self._timed_waiters -= 1
+
+    def _without_abandoned(self, batch: list[Job], now: float) -> tuple[list[Job], list[Job]]:
+        """(the jobs still wanted, the ones whose deadline passed); the wanted ones go back to
+        the head of the queue when they are now too few for a batch."""
+        live = [job for job in batch if job.completion.deadline_s > now]
+        abandoned = [job for job in batch if job.completion.deadline_s <= now]
+        if len(live) < self.min_batch:
+            self._jobs.extendleft(reversed(live))
+            live = []
+        return live, abandoned
 
     def finish(self, count: int) -> None:
         """A batch of ``count`` jobs taken from here has run (before it is routed on, so that
