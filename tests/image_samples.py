@@ -42,3 +42,15 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+def jpeg_declaring(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its baseline frame header (SOF0) rewritten to ``width`` x ``height``."""
+    sof = jpeg.index(b"\xff\xc0")
+    return jpeg[: sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9 :]
+
+
+def gif_declaring(width: int, height: int) -> bytes:
+    """A tiny GIF whose logical screen is ``width`` x ``height`` (no image data to speak of)."""
+    screen = width.to_bytes(2, "little") + height.to_bytes(2, "little") + b"\x00\x00\x00"
+    return b"GIF89a" + screen + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"

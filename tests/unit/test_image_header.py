@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.image_samples import jpeg_claiming, png_header_claiming
+from tests.image_samples import gif_declaring, jpeg_claiming, png_header_claiming
+from torchpipe_lite.backends.image_cpu import DecodeMat
 from torchpipe_lite.backends.image_header import ImageHeader, check_pixels, read_header
 from torchpipe_lite.errors import InvalidInputError
+
+IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 
 
 def encode(ext: str, image: np.ndarray) -> bytes:
@@ -101,3 +105,18 @@ def test_random_bytes_never_raise_anything_but_invalid_input() -> None:
         except InvalidInputError:
             continue
         assert header is None or (header.width > 0 and header.height > 0)
+
+
+def test_a_few_bytes_declaring_a_huge_canvas_are_a_bomb_refused_before_decoding():
+    bomb = gif_declaring(7000, 7000)  # 49 MP: under max_pixels, but from 30-odd bytes
+    header = read_header(bomb)
+    assert (header.format, header.pixels) == ("gif", 49_000_000)
+    with pytest.raises(InvalidInputError, match=r"pixels per byte .* decompression bomb"):
+        check_pixels(header, 50_000_000, encoded_bytes=len(bomb))
+    backend = DecodeMat()
+    backend.init({})
+    with pytest.raises(InvalidInputError, match="decompression bomb"):
+        backend.forward([{"data": bomb}])
+    # A photograph is a few pixels per byte: far from the limit.
+    photo = (IMAGES / "chelsea.jpg").read_bytes()
+    check_pixels(read_header(photo), 50_000_000, encoded_bytes=len(photo))

@@ -19,7 +19,13 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .base import Backend
-from .image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_pixels, read_header
+from .image_header import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_PIXELS_PER_BYTE,
+    ImageHeader,
+    check_pixels,
+    read_header,
+)
 from .jpeg_scan import check_jpeg_scan
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
@@ -57,20 +63,24 @@ def decode_bgr(
     data: Any,
     max_pixels: int,
     decode: Callable[[bytes | memoryview, ImageHeader], np.ndarray | None] = opencv_decode,
+    *,
+    max_pixels_per_byte: int = DEFAULT_MAX_PIXELS_PER_BYTE,
 ) -> np.ndarray | None:
     """Decode image bytes to a 3-channel BGR uint8 HxWx3 array; ``None`` when not an image.
 
-    The header is checked against ``max_pixels`` before anything is decoded or allocated
-    (``InvalidInputError`` naming the declared size). Grayscale becomes 3 channels, alpha is
-    dropped, 16-bit samples become 8-bit and EXIF orientation is applied
-    (``cv2.IMREAD_COLOR``). ``decode`` does the decoding itself, once the checks passed.
+    The header is checked against ``max_pixels`` and ``max_pixels_per_byte`` before anything
+    is decoded or allocated (``InvalidInputError`` naming the declared size). Grayscale
+    becomes 3 channels, alpha is dropped, 16-bit samples become 8-bit and EXIF orientation is
+    applied (``cv2.IMREAD_COLOR``). ``decode`` does the decoding itself, once the checks passed.
     """
     buf = as_bytes(data)
     header = read_header(buf)
     if header is None:
         logger.debug("not an image (%d bytes, starts %r): no result", len(buf), bytes(buf[:8]))
         return None
-    check_pixels(header, max_pixels)
+    check_pixels(
+        header, max_pixels, encoded_bytes=len(buf), max_pixels_per_byte=max_pixels_per_byte
+    )
     if header.format == "jpeg":
         check_jpeg_scan(buf)  # libjpeg would decode corrupt scan data as noise, only warning
     image = decode(buf, header)
@@ -99,19 +109,28 @@ class DecodeMat(Backend):
 
     Decodes what OpenCV reads whose size can be checked first (JPEG, PNG, BMP, GIF, WebP, and
     through Pillow's header reader TIFF, PNM and others). ``max_pixels`` (default 50 M) bounds
-    the declared size.
+    the declared size, ``max_pixels_per_byte`` (default 20,000) the declared size per byte of
+    the file (decompression bombs).
     """
 
-    PARAMS = frozenset({"max_pixels"})
+    PARAMS = frozenset({"max_pixels", "max_pixels_per_byte"})
     #: What decodes the bytes once their header passed the checks.
     decode = staticmethod(opencv_decode)
 
     def init(self, params: dict[str, Any]) -> None:
         self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
+        self.max_pixels_per_byte = param_positive(
+            params, "max_pixels_per_byte", DEFAULT_MAX_PIXELS_PER_BYTE
+        )
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         for item in batch:
-            image = decode_bgr(item["data"], self.max_pixels, self.decode)
+            image = decode_bgr(
+                item["data"],
+                self.max_pixels,
+                self.decode,
+                max_pixels_per_byte=self.max_pixels_per_byte,
+            )
             if image is not None:
                 item["result"] = image
                 item["color"] = "bgr"

@@ -20,7 +20,13 @@ from .base import Backend
 from .batch_resize import resize_bilinear
 from .cuda_wait import wait_for_current_stream
 from .image_cpu import ChannelSwap, as_bytes, decode_bgr
-from .image_header import DEFAULT_MAX_PIXELS, ImageHeader, check_pixels, read_header
+from .image_header import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_PIXELS_PER_BYTE,
+    ImageHeader,
+    check_pixels,
+    read_header,
+)
 from .jpeg_scan import jpeg_scan_errors, raise_for_scan_error
 from .params import param_color, param_device, param_positive
 from .registry import register_backend
@@ -95,7 +101,7 @@ class DecodeTensor(Backend):
     ``max_pixels`` bounds the declared size before anything is decoded.
     """
 
-    PARAMS = frozenset({"color", "max_pixels", "device", "device_id"})
+    PARAMS = frozenset({"color", "max_pixels", "max_pixels_per_byte", "device", "device_id"})
 
     def init(self, params: dict[str, Any]) -> None:
         import torch
@@ -108,6 +114,9 @@ class DecodeTensor(Backend):
         self._staging: torch.Tensor | None = None
         self.color = param_color(params, default="rgb")
         self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
+        self.max_pixels_per_byte = param_positive(
+            params, "max_pixels_per_byte", DEFAULT_MAX_PIXELS_PER_BYTE
+        )
 
     def _decode_device(self, params: dict[str, Any]) -> torch.device:
         device = param_device(params)
@@ -130,7 +139,12 @@ class DecodeTensor(Backend):
             if header is None:
                 logger.debug("not an image (%d bytes): no result", len(buf))
                 continue
-            check_pixels(header, self.max_pixels)
+            check_pixels(
+                header,
+                self.max_pixels,
+                encoded_bytes=len(buf),
+                max_pixels_per_byte=self.max_pixels_per_byte,
+            )
             if header.format == "jpeg" and header.channels in (1, 3):
                 jpegs.append((item, buf, header))
             else:  # decode_bgr checks it as DecodeMat does
@@ -213,7 +227,7 @@ class DecodeTensor(Backend):
 
     def _decode_on_cpu(self, item: dict[str, Any], buf: Any, what: str) -> None:
         logger.debug("DecodeTensor: %s, decoding on the CPU with OpenCV", what)
-        image = decode_bgr(buf, self.max_pixels)
+        image = decode_bgr(buf, self.max_pixels, max_pixels_per_byte=self.max_pixels_per_byte)
         if image is None:
             return
         tensor = self._torch.from_numpy(image).to(self.device).permute(2, 0, 1)

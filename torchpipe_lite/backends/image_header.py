@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 #: Default ``max_pixels`` of the decoders: 50 megapixels (150 MB as 3-channel uint8).
 DEFAULT_MAX_PIXELS = 50_000_000
+#: Default ``max_pixels_per_byte``: declared pixels per byte of the encoded file. Photographs
+#: hold a few pixels per byte and even a flat one-colour JPEG or PNG some hundreds (deflate
+#: stops near 1,000:1), so far more is a decompression bomb: a few bytes declaring a canvas that
+#: costs the decoder seconds of CPU and hundreds of megabytes.
+DEFAULT_MAX_PIXELS_PER_BYTE = 20_000
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers carry the frame size: SOF0-3, 5-7, 9-11, 13-15 (not DHT C4, JPG C8,
@@ -73,12 +78,25 @@ def read_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
     return header
 
 
-def check_pixels(header: ImageHeader, max_pixels: int) -> None:
-    """Raise ``InvalidInputError`` when ``header`` declares more than ``max_pixels`` pixels."""
+def check_pixels(
+    header: ImageHeader,
+    max_pixels: int,
+    *,
+    encoded_bytes: int | None = None,
+    max_pixels_per_byte: int = DEFAULT_MAX_PIXELS_PER_BYTE,
+) -> None:
+    """Raise ``InvalidInputError`` when ``header`` declares more than ``max_pixels`` pixels, or
+    (given the file's ``encoded_bytes``) more than ``max_pixels_per_byte`` pixels per byte."""
     if header.pixels > max_pixels:
         raise InvalidInputError(
             f"{header.format.upper()} image declares {header.width}x{header.height} "
             f"({header.pixels:,} pixels), over the limit of {max_pixels:,} pixels (max_pixels)"
+        )
+    if encoded_bytes is not None and header.pixels > max_pixels_per_byte * max(1, encoded_bytes):
+        raise InvalidInputError(
+            f"{header.format.upper()} image of {encoded_bytes:,} bytes declares "
+            f"{header.width}x{header.height} pixels, over {max_pixels_per_byte:,} pixels per "
+            "byte (max_pixels_per_byte): a decompression bomb"
         )
 
 
