@@ -19,8 +19,8 @@ struct InferenceResult {
 // Why a request failed. Clients may retry OVERLOADED and TIMEOUT.
 enum ErrorCode {
   INVALID_IMAGE = 1,  // the bytes are not an image that can be decoded, or it is too large
-  OVERLOADED = 2,     // a queue was full; the request was not run
-  TIMEOUT = 3,        // the request waited too long before it could run; it was not run
+  OVERLOADED = 2,     // the server holds all the work it admits; the request was not run
+  TIMEOUT = 3,        // the request waited past its deadline before it could run; not run
   INTERNAL = 4,       // a server-side failure; the log has the details
   TOO_LARGE = 5,      // the payload exceeds the server's size limit
   INVALID_ARGUMENT = 6,  // a parameter other than the image is out of range (e.g. k)
@@ -64,6 +64,30 @@ struct NodeStats {
   14: optional double request_compute_time_ms_total;
   // Where each instance computes, in instance order ("cuda:0", "cuda:1"; "" for CPU stages).
   15: optional list<string> instance_placements;
+  // Dropped unrun because their client went away (Triton's CANCELED).
+  16: optional i64 requests_cancelled;
+}
+
+// The work a server process admits: images and their declared pixels, in flight at once.
+struct AdmissionStats {
+  1: required i64 images_in_flight;
+  2: required i64 max_images_in_flight;
+  3: required double megapixels_in_flight;
+  4: required double max_megapixels_in_flight;
+  5: required i64 calls_refused;           // answered OVERLOADED at once, unrun
+}
+
+// The connection layer of a server process since it started.
+struct ConnectionStats {
+  1: required i32 open;
+  2: required i32 max_open;
+  3: required i64 accepted;
+  4: required i64 refused_over_cap;        // closed at accept: the cap was reached
+  5: required i64 closed_idle;             // sent nothing for the idle timeout
+  6: required i64 closed_slow_message;     // a message took longer than its deadline
+  7: required i64 closed_malformed;        // not a message of this protocol, or over a limit
+  8: required i64 replies_undelivered;     // the client had gone when its answer was ready
+  9: required i64 calls_abandoned;         // the client went away while its call waited
 }
 
 // One GPU of the server's machine, read through NVML when the stats are asked for.
@@ -86,6 +110,8 @@ struct ServerStats {
   7: required list<NodeStats> nodes;
   8: optional list<GpuStats> gpus;      // absent where NVML or a GPU is missing
   9: optional bool ready;               // warmed up and not draining (what /health/ready says)
+  10: optional AdmissionStats admission;
+  11: optional ConnectionStats connections;
 }
 
 service InferenceService {

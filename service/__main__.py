@@ -73,8 +73,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-images",
         type=int,
-        default=1024,
+        default=256,
         help="longest infer_many list; longer calls get TOO_LARGE",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=512,
+        help="images this process holds at once (admitted calls not yet answered); a call "
+        "that would take it past this is answered OVERLOADED at once, unrun",
+    )
+    parser.add_argument(
+        "--max-in-flight-mp",
+        type=float,
+        default=1000.0,
+        help="megapixels the images in flight may declare (bounds the memory decoding takes); "
+        "past it, OVERLOADED",
+    )
+    parser.add_argument(
+        "--max-call-mp",
+        type=float,
+        default=400.0,
+        help="megapixels the images of one call may declare; more is TOO_LARGE",
+    )
+    parser.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        help="a call's deadline from its arrival: its images still waiting to run then are "
+        "dropped and answered TIMEOUT (0: none)",
+    )
+    parser.add_argument(
+        "--call-window",
+        type=int,
+        default=16,
+        help="images of one infer_many call in the pipeline at once, so that other clients' "
+        "calls interleave with a long one",
     )
     parser.add_argument(
         "--max-message-mb",
@@ -180,6 +214,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--engine-clients must be at least 1")
     if args.max_image_mb > args.max_message_mb:
         parser.error("--max-image-mb cannot exceed --max-message-mb")
+    if args.max_images > args.max_in_flight:
+        parser.error("--max-images cannot exceed --max-in-flight: such a call could never run")
+    if args.max_call_mp > args.max_in_flight_mp:
+        parser.error("--max-call-mp cannot exceed --max-in-flight-mp")
+    if args.call_window < 1:
+        parser.error("--call-window must be at least 1")
     return args
 
 
@@ -198,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         from service.workers import run_workers
 
         return run_workers(sys.argv[1:] if argv is None else argv, args)
+    from service.admission import Admission, AdmissionLimits
     from service.app import build_handler
     from service.export_model import ExportError
-    from service.gpu_stats import GpuReader
     from service.handler import RequestLimits
     from service.ops_server import OpsServer, ServiceState
     from service.prometheus_export import MetricsRenderer
@@ -210,7 +250,17 @@ def main(argv: list[str] | None = None) -> int:
 
     _limit_opencv_threads(args.opencv_threads)
     request_limits = RequestLimits(
-        max_image_bytes=int(args.max_image_mb * _MIB), max_images_per_call=args.max_images
+        max_image_bytes=int(args.max_image_mb * _MIB),
+        max_images_per_call=args.max_images,
+        call_window=args.call_window,
+    )
+    admission = Admission(
+        AdmissionLimits(
+            max_images_in_flight=args.max_in_flight,
+            max_megapixels_in_flight=args.max_in_flight_mp,
+            max_megapixels_per_call=args.max_call_mp,
+            request_timeout_s=args.request_timeout_s,
+        )
     )
     transport_limits = TransportLimits(
         max_message_bytes=int(args.max_message_mb * _MIB),
@@ -241,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             arch=args.arch,
             limits=request_limits,
+            admission=admission,
             engine_socket=args.engine_socket,
             engine_clients=args.engine_clients,
         )
@@ -255,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
         if ops is not None:
             ops.close()
         return 2
-    handler.observe(state=state, gpu_reader=GpuReader())
     code = _serve(args, handler, state, summary, transport_limits)
     handler.close()
     if ops is not None:
@@ -280,6 +330,7 @@ def _serve(
     transport_limits: TransportLimits,
 ) -> int:
     """Listen, warm up, serve until a signal, drain; returns the exit code."""
+    from service.gpu_stats import GpuReader
     from service.rpc.server import ThriftServer, fastbinary_available
     from service.warmup import connect_host, warm_up
 
@@ -292,6 +343,9 @@ def _serve(
         reuse_port=args.reuse_port,
         handoff=None if args.connection_fd is None else socket.socket(fileno=args.connection_fd),
     )
+    handler.observe(state=state, gpu_reader=GpuReader())
+    state.add_load_check(handler.admission.saturated)
+    state.add_load_check(server.at_connection_cap)
     try:
         port = server.listen()
     except OSError as exc:
@@ -318,11 +372,16 @@ def _serve(
     for line in summary:
         logger.info("%s", line)
     logger.info(
-        "limits: image %.0f MiB, %d images per call, message %.0f MiB; %d RPC threads; "
+        "limits: image %.0f MiB, %d images per call, message %.0f MiB; admits %d images "
+        "(%.0f MP) at once, %.0f MP per call, deadline %s; %d RPC threads; "
         "accelerated binary protocol: %s",
         args.max_image_mb,
         args.max_images,
         args.max_message_mb,
+        args.max_in_flight,
+        args.max_in_flight_mp,
+        args.max_call_mp,
+        f"{args.request_timeout_s:g} s" if args.request_timeout_s > 0 else "none",
         args.threads,
         "yes" if fastbinary_available() else "NO (pure Python)",
     )

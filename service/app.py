@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+from service.admission import Admission, AdmissionLimits
 from service.device import engine_device
 from service.handler import ClassifierHandler, RequestLimits
 from service.model_file import ensure_model
-from service.service_config import DEFAULT_CONFIG, ServiceConfig, load_service_config
+from service.service_config import (
+    DEFAULT_CONFIG,
+    ServiceConfig,
+    ServiceConfigError,
+    load_service_config,
+)
+from torchpipe_lite.backends.base import param_int
+from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +32,7 @@ def build_handler(
     device: str | None = None,
     arch: str | None = None,
     limits: RequestLimits | None = None,
+    admission: Admission | None = None,
     engine_socket: str | None = None,
     engine_clients: int = 8,
 ) -> tuple[ClassifierHandler, list[str]]:
@@ -40,16 +50,20 @@ def build_handler(
             raise ValueError("a shared engine serves the pipelined handler only")
         config = config.with_engine(engine_socket, engine_clients)
     exported = ensure_model(config.model_path, arch, user_given=config.model_user_given)
+    admission = admission_for(config, admission)
     engine_params = config.node_params(config.model_node)
     engine = engine_device(engine_params)
     if name == "baseline":
         from service.main_trt import BaselineHandler
 
-        handler: ClassifierHandler = BaselineHandler(config, device=engine, limits=limits)
+        handler: ClassifierHandler = BaselineHandler(
+            config, device=engine, limits=limits, admission=admission
+        )
     else:
         from service.main_torchpipe import PipelinedHandler
 
-        handler = PipelinedHandler(config, device=engine, limits=limits)
+        check_queues_hold_admitted_work(config, admission.limits.max_images_in_flight)
+        handler = PipelinedHandler(config, device=engine, limits=limits, admission=admission)
     precision = str(engine_params.get("precision", "fp32"))
     if precision == "fp16" and engine == "cpu":
         precision = "fp16 requested, fp32 on the CPU"
@@ -62,6 +76,29 @@ def build_handler(
         *describe_nodes(handler, config),
     ]
     return handler, summary
+
+
+def admission_for(config: ServiceConfig, admission: Admission | None) -> Admission:
+    """``admission`` (or the default one) weighing images as this config's decoders do."""
+    limits = AdmissionLimits() if admission is None else admission.limits
+    max_pixels = param_int(config.preprocess_params(), "max_pixels", DEFAULT_MAX_PIXELS)
+    return Admission(dataclasses.replace(limits, max_pixels_per_image=max_pixels))
+
+
+def check_queues_hold_admitted_work(config: ServiceConfig, max_images_in_flight: int) -> None:
+    """Refuse a config whose node queues are smaller than the work the server admits: an
+    admitted call would meet a full queue inside the pipeline and fail in part, where the
+    server's own admission answers the whole call OVERLOADED at its door."""
+    for name, table in config.pipeline.items():
+        if not isinstance(table, dict) or str(table.get("inline", "")).lower() == "true":
+            continue
+        size = int(config.node_params(name).get("max_queue_size") or 0)
+        if 0 < size < max_images_in_flight:
+            raise ServiceConfigError(
+                f"{config.path}: node [{name}] max_queue_size = {size} is below the "
+                f"{max_images_in_flight} images the server admits at once (--max-in-flight): "
+                "raise it, or lower --max-in-flight"
+            )
 
 
 def describe_nodes(handler: ClassifierHandler, config: ServiceConfig) -> list[str]:

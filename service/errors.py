@@ -40,9 +40,9 @@ def to_inference_error(exc: BaseException, uuid: str | None) -> InferenceError:
     its deadline -> TIMEOUT; anything else -> INTERNAL, whose
     details stay in the server log (``is_internal`` tells the caller to log the traceback).
     """
-    if isinstance(exc, InferenceError):
+    if isinstance(exc, InferenceError):  # immutable, as thrift makes exceptions
         if exc.uuid is None:
-            exc.uuid = uuid
+            return InferenceError(code=exc.code, message=exc.message, uuid=uuid)
         return exc
     if isinstance(exc, InvalidInputError):
         return inference_error(ErrorCode.INVALID_IMAGE, f"invalid image: {exc}", uuid)

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 
 import torchpipe_lite as tp
+from service.admission import Admission, Ticket, call_images
 from service.class_scores import Scores
 from service.errors import (
     code_name,
@@ -24,6 +25,7 @@ from service.errors import (
     to_inference_error,
 )
 from service.gen.inference.ttypes import (
+    ConnectionStats,
     ErrorCode,
     InferenceError,
     InferenceParams,
@@ -34,6 +36,7 @@ from service.gen.inference.ttypes import (
     ServerStats,
 )
 from service.gpu_stats import GpuReader
+from service.log_limit import LogLimiter
 from service.ops_server import ServiceState
 from service.predictions import top_k
 from service.rpc.connection import Reply
@@ -53,7 +56,10 @@ class RequestLimits:
     """What one call may ask of a handler; over these, the call gets TOO_LARGE."""
 
     max_image_bytes: int = 16 << 20
-    max_images_per_call: int = 1024
+    max_images_per_call: int = 256
+    #: Images of one call in the pipeline at once; the rest wait their turn, so that the calls
+    #: of other clients interleave with a long one.
+    call_window: int = 16
 
 
 def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
@@ -88,9 +94,19 @@ class ClassifierHandler(abc.ABC):
     #: Methods the server runs as ``<name>_async(*args, reply)`` instead of on a pool thread.
     async_methods: ClassVar[tuple[str, ...]] = ("ping",)
 
-    def __init__(self, *, device: str, limits: RequestLimits | None = None):
+    def __init__(
+        self,
+        *,
+        device: str,
+        limits: RequestLimits | None = None,
+        admission: Admission | None = None,
+    ):
         self.device = device
         self.limits = limits or RequestLimits()
+        #: The work this process admits at once (``admit``, called before every call runs).
+        self.admission = admission or Admission()
+        self._log = LogLimiter(logger)
+        self._connections: Callable[[], ConnectionStats] | None = None
         self._started_s = time.monotonic()
         self._counts_lock = threading.Lock()
         self._requests_ok = 0
@@ -103,6 +119,41 @@ class ClassifierHandler(abc.ABC):
         self._state = state
         self._gpu_reader = gpu_reader
 
+    def observe_connections(self, connections: Callable[[], ConnectionStats]) -> None:
+        """Let ``stats()`` report the connection layer (its server calls this)."""
+        self._connections = connections
+
+    # -- admission (the RPC layer calls these on its loop thread) ------------------------------
+
+    def admit(self, method: str, args: tuple) -> Ticket | None:
+        """The ticket of a call about to run, or the ``InferenceError`` to answer it with at
+        once (OVERLOADED: the process holds all the work it admits; TOO_LARGE: the call's
+        images declare too many pixels). Calls without images need none."""
+        datas = call_images(method, args, self.limits.max_images_per_call)
+        if datas is None:
+            return None
+        try:
+            return self.admission.admit(datas)
+        except InferenceError as error:
+            with self._counts_lock:
+                self._failures_by_code[error.code] += len(datas)
+            self._log.log(
+                f"refused-{error.code}",
+                logging.WARNING,
+                "call refused (%s): %s",
+                code_name(error.code),
+                error.message,
+            )
+            raise
+
+    def expired(self, method: str, ticket: Ticket) -> InferenceError:
+        """The answer to a call whose deadline passed before it could start (counted)."""
+        with self._counts_lock:
+            self._failures_by_code[ErrorCode.TIMEOUT] += ticket.images
+        timeout_s = self.admission.limits.request_timeout_s
+        self._log.log("expired", logging.WARNING, "%s waited over %g s unrun", method, timeout_s)
+        return inference_error(ErrorCode.TIMEOUT, f"waited over {timeout_s:g} s before it ran")
+
     # -- what a handler implements -----------------------------------------------------------
 
     @abc.abstractmethod
@@ -114,11 +165,13 @@ class ClassifierHandler(abc.ABC):
         """Per-stage figures (the library's, with each instance's placement), in order."""
 
     def classify_async(
-        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None]
+        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None], reply: Reply
     ) -> None:
         """Start classifying ``images``; ``done(outcomes)`` is called once, from any thread.
 
-        Only handlers that list inference methods in ``async_methods`` implement it."""
+        ``reply`` is the call's: its ticket's deadline bounds the work, and work still waiting
+        when its client goes away is cancelled (``reply.when_abandoned``). Only handlers that
+        list inference methods in ``async_methods`` implement it."""
         raise NotImplementedError(f"{type(self).__name__} classifies only synchronously")
 
     def batch_range(self, node: str) -> tuple[int, int]:
@@ -152,6 +205,7 @@ class ClassifierHandler(abc.ABC):
         results, pending = self._many_start(params_list, k)
         outcomes = self.classify([params_list[position].data for position in pending])
         self._many_finish(params_list, k, results, pending, outcomes)
+        self._log_many(results)
         return results
 
     def _many_start(
@@ -178,7 +232,7 @@ class ClassifierHandler(abc.ABC):
             if error is None:
                 pending.append(position)
             else:
-                results[position].error = self._failed(error, None)
+                results[position].error = self._failed(error, None, log=False)
         return results, pending
 
     def _many_finish(
@@ -192,9 +246,22 @@ class ClassifierHandler(abc.ABC):
         for position, outcome in zip(pending, outcomes, strict=True):
             try:
                 uuid = params_list[position].uuid
-                results[position].predictions = self._predictions(outcome, k, uuid)
+                results[position].predictions = self._predictions(outcome, k, uuid, log=False)
             except InferenceError as error:
                 results[position].error = error
+
+    def _log_many(self, results: list[ItemResult]) -> None:
+        """One line for the failed images of an ``infer_many`` call, however many failed."""
+        codes = Counter(code_name(r.error.code) for r in results if r.error is not None)
+        if codes:
+            self._log.log(
+                "infer_many",
+                logging.INFO,
+                "infer_many: %d of %d images failed (%s)",
+                sum(codes.values()),
+                len(results),
+                ", ".join(f"{code} x{count}" for code, count in codes.most_common()),
+            )
 
     # -- the RPCs without a waiting thread (for handlers with ``classify_async``) -------------
 
@@ -231,14 +298,16 @@ class ClassifierHandler(abc.ABC):
         """``infer_many``, answered once the last of its images is finished."""
         results, pending = self._many_start(params_list, k)
         if not pending:
+            self._log_many(results)
             reply.send(results)
             return
 
         def done(outcomes: list[Outcome]) -> None:
             self._many_finish(params_list, k, results, pending, outcomes)
+            self._log_many(results)
             reply.send(results)
 
-        self.classify_async([params_list[position].data for position in pending], done)
+        self.classify_async([params_list[position].data for position in pending], done, reply)
 
     def _start_one(self, params: InferenceParams, done: Callable, reply: Reply) -> None:
         if logger.isEnabledFor(logging.DEBUG):
@@ -247,7 +316,7 @@ class ClassifierHandler(abc.ABC):
         if error is not None:
             reply.fail(self._failed(error, None))
             return
-        self.classify_async([params.data], done)
+        self.classify_async([params.data], done, reply)
 
     def stats(self) -> ServerStats:
         """The server's counters and per-stage figures."""
@@ -264,6 +333,8 @@ class ClassifierHandler(abc.ABC):
             nodes=self.node_stats(),
             gpus=None if self._gpu_reader is None else self._gpu_reader.read(),
             ready=None if self._state is None else self._state.ready,
+            admission=self.admission.stats(),
+            connections=None if self._connections is None else self._connections(),
         )
 
     # -- shared steps --------------------------------------------------------------------------
@@ -277,17 +348,19 @@ class ClassifierHandler(abc.ABC):
         (outcome,) = self.classify([params.data])  # params checked above
         return self._predictions(outcome, k, params.uuid)
 
-    def _predictions(self, outcome: Outcome, k: int, uuid: str | None = None) -> list[Prediction]:
+    def _predictions(
+        self, outcome: Outcome, k: int, uuid: str | None = None, *, log: bool = True
+    ) -> list[Prediction]:
         """Top-k of one image's outcome, counting it; raises its ``InferenceError``."""
         if isinstance(outcome, BaseException):
-            raise self._failed(to_inference_error(outcome, uuid), outcome)
+            raise self._failed(to_inference_error(outcome, uuid), outcome, log=log)
         if outcome is None:
             error = inference_error(ErrorCode.INVALID_IMAGE, "not a decodable image", uuid)
-            raise self._failed(error, None)
+            raise self._failed(error, None, log=log)
         try:
             predictions = top_k(outcome, k)
         except Exception as exc:
-            raise self._failed(to_inference_error(exc, uuid), exc) from exc
+            raise self._failed(to_inference_error(exc, uuid), exc, log=log) from exc
         with self._counts_lock:
             self._requests_ok += 1
         return predictions
@@ -313,13 +386,22 @@ class ClassifierHandler(abc.ABC):
             )
             raise self._failed(error, None)
 
-    def _failed(self, error: InferenceError, cause: BaseException | None) -> InferenceError:
-        """Count and log one failed request; returns ``error`` for raising or returning."""
+    def _failed(
+        self, error: InferenceError, cause: BaseException | None, *, log: bool = True
+    ) -> InferenceError:
+        """Count one failed request and log it (at a bounded rate per code: a client can make
+        every request fail); returns ``error`` for raising or returning."""
         with self._counts_lock:
             self._failures_by_code[error.code] += 1
+        if not log and not is_internal(error):  # summed up per call by the caller
+            return error
         uuid, code = printable_uuid(error.uuid), code_name(error.code)
         if is_internal(error):
-            logger.error("request failed uuid=%s code=%s", uuid, code, exc_info=cause)
+            self._log.log(
+                code, logging.ERROR, "request failed uuid=%s code=%s", uuid, code, exc_info=cause
+            )
         else:
-            logger.info("request failed uuid=%s code=%s: %s", uuid, code, error.message)
+            self._log.log(
+                code, logging.INFO, "request failed uuid=%s code=%s: %s", uuid, code, error.message
+            )
         return error

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torchpipe_lite as tp
+from service.admission import Admission
 from service.handler import ClassifierHandler, Outcome, RequestLimits
+from service.rpc.connection import Reply
 from service.service_config import ServiceConfig
 
 logger = logging.getLogger(__name__)
@@ -20,8 +23,15 @@ class PipelinedHandler(ClassifierHandler):
     handler_name = "pipelined"
     async_methods = ("ping", "infer_batch", "infer_topk", "infer_many")
 
-    def __init__(self, config: ServiceConfig, *, device: str, limits: RequestLimits | None = None):
-        super().__init__(device=device, limits=limits)
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        device: str,
+        limits: RequestLimits | None = None,
+        admission: Admission | None = None,
+    ):
+        super().__init__(device=device, limits=limits, admission=admission)
         logger.info(
             "building the pipeline from %s%s",
             config.path,
@@ -63,33 +73,20 @@ class PipelinedHandler(ClassifierHandler):
         return outcomes
 
     def classify_async(
-        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None]
+        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None], reply: Reply
     ) -> None:
+        ticket = reply.ticket
+        timeout_s = None if ticket is None else ticket.timeout_s()
         if len(images) == 1:  # the common call: the request's own end is the answer
-            self._pipeline.dispatch(
+            handle = self._pipeline.dispatch(
                 {"data": images[0]},
                 lambda request, error: done([error if error is not None else request["result"]]),
                 strict=True,
+                timeout_s=timeout_s,
             )
+            reply.when_abandoned(handle.cancel)
             return
-        outcomes: list[Outcome] = [None] * len(images)
-        remaining = [len(images)]
-        lock = threading.Lock()
-
-        def one_done(position: int, request: dict, error: BaseException | None) -> None:
-            outcomes[position] = error if error is not None else request["result"]
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                done(outcomes)
-
-        for position, image in enumerate(images):
-            self._pipeline.dispatch(
-                {"data": image},
-                lambda request, error, at=position: one_done(at, request, error),
-                strict=True,
-            )
+        _WindowedCall(self._pipeline, images, done, reply, self.limits.call_window).start()
 
     def node_figures(self) -> list[tp.NodeStats]:
         return list(self._pipeline.stats().values())
@@ -101,3 +98,83 @@ class PipelinedHandler(ClassifierHandler):
     def close(self) -> None:
         logger.info("closing the pipeline")
         self._pipeline.close()
+
+
+class _WindowedCall:
+    """The images of one multi-image call, fed into the pipeline ``window`` at a time.
+
+    Submitting all of a 256-image call at once would put it ahead of every call that arrives
+    after it, in every stage's queue; fed a window at a time, the calls of other clients
+    interleave with it. Images still unsubmitted when the client goes away are not run.
+    """
+
+    def __init__(
+        self,
+        pipeline: tp.Pipeline,
+        images: Sequence[bytes],
+        done: Callable[[list[Outcome]], None],
+        reply: Reply,
+        window: int,
+    ):
+        self._pipeline = pipeline
+        self._images = images
+        self._done = done
+        self._reply = reply
+        self._window = max(1, window)
+        self._outcomes: list[Outcome] = [None] * len(images)
+        self._lock = threading.Lock()
+        self._next = 0  # the next image to submit
+        self._ended = 0
+        self._pumping = False
+        self._handles: dict[int, Any] = {}  # submitted and not ended, for cancelling
+
+    def start(self) -> None:
+        self._reply.when_abandoned(self._cancel)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Submit images while the window has room; one thread at a time pumps (another
+        that finds it pumping leaves the work to it), so a refusal that ends an image on the
+        submitting thread does not recurse."""
+        with self._lock:
+            if self._pumping:
+                return
+            self._pumping = True
+        while True:
+            with self._lock:
+                submitted = self._next - self._ended
+                if self._next >= len(self._images) or submitted >= self._window:
+                    self._pumping = False
+                    return
+                position = self._next
+                self._next += 1
+            if self._reply.abandoned:
+                self._end(position, None, tp.RequestCancelledError("the client went away"))
+                continue
+            ticket = self._reply.ticket
+            handle = self._pipeline.dispatch(
+                {"data": self._images[position]},
+                lambda request, error, at=position: self._end(at, request, error),
+                strict=True,
+                timeout_s=None if ticket is None else ticket.timeout_s(),
+            )
+            with self._lock:
+                if self._outcomes[position] is None:  # not ended already
+                    self._handles[position] = handle
+
+    def _end(self, position: int, request: dict | None, error: BaseException | None) -> None:
+        self._outcomes[position] = error if error is not None else request["result"]
+        with self._lock:
+            self._ended += 1
+            self._handles.pop(position, None)
+            last = self._ended == len(self._images)
+        if last:
+            self._done(self._outcomes)
+        else:
+            self._pump()
+
+    def _cancel(self) -> None:
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            handle.cancel()

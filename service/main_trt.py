@@ -19,6 +19,7 @@ import cv2
 import torch
 
 import torchpipe_lite as tp
+from service.admission import Admission
 from service.handler import ClassifierHandler, Outcome, RequestLimits
 from service.service_config import ServiceConfig
 from torchpipe_lite.backends.base import param_int
@@ -34,8 +35,15 @@ class BaselineHandler(ClassifierHandler):
 
     handler_name = "baseline"
 
-    def __init__(self, config: ServiceConfig, *, device: str, limits: RequestLimits | None = None):
-        super().__init__(device=device, limits=limits)
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        device: str,
+        limits: RequestLimits | None = None,
+        admission: Admission | None = None,
+    ):
+        super().__init__(device=device, limits=limits, admission=admission)
         pre = config.preprocess_params()
         self._resize_hw = (param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224))
         self._to_rgb = str(pre.get("color", "rgb")).strip().lower() == "rgb"

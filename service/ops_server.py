@@ -1,7 +1,8 @@
 """The operations port: ``/metrics`` (Prometheus), ``/health/live`` and ``/health/ready``.
 
 ``/health/ready`` answers 200 when the server is ready, 503 while it starts (models loading,
-warm-up) and 404 from the moment it drains (SIGTERM) until it exits. Two statuses for "not
+warm-up), 404 while it is saturated (refusing calls as OVERLOADED, or every connection slot
+taken) and 404 from the moment it drains (SIGTERM) until it exits. Two statuses for "not
 ready" because load balancers should treat the two differently: HAProxy with ``http-check
 disable-on-404`` (deploy/haproxy.cfg) takes a server answering 404 out of the pool without
 marking it down, so it sends it no new connections but leaves the calls still running on it
@@ -28,7 +29,7 @@ _CONNECTION_TIMEOUT_S = 10.0
 
 
 #: The status of ``/health/ready`` in each life stage of the server (see the module docstring).
-READINESS_STATUS = {"starting": 503, "ready": 200, "draining": 404}
+READINESS_STATUS = {"starting": 503, "ready": 200, "saturated": 404, "draining": 404}
 
 
 class ServiceState:
@@ -36,7 +37,8 @@ class ServiceState:
 
     ``starting`` (models loading, warm-up not yet done) -> ``ready`` (warmed up, Thrift port
     accepting) -> ``draining`` (SIGTERM received, or the warm-up failed: finishing in-flight
-    requests; a server may go there straight from ``starting``). Thread-safe.
+    requests; a server may go there straight from ``starting``). A ready server reads as
+    ``saturated`` while one of its load checks (``add_load_check``) gives a reason. Thread-safe.
     """
 
     def __init__(self) -> None:
@@ -44,6 +46,11 @@ class ServiceState:
         self._ready = False
         self._draining = False
         self._detail = "starting: loading the models"
+        self._load_checks: list[Callable[[], str | None]] = []
+
+    def add_load_check(self, check: Callable[[], str | None]) -> None:
+        """``check()`` says why the server should get no new clients now, or None."""
+        self._load_checks.append(check)
 
     def set_detail(self, detail: str) -> None:
         """A human line for the readiness body while not ready (e.g. "warming up")."""
@@ -79,7 +86,14 @@ class ServiceState:
         with self._lock:
             if self._draining:
                 return "draining", self._detail
-            return ("ready" if self._ready else "starting"), self._detail
+            if not self._ready:
+                return "starting", self._detail
+            detail = self._detail
+        for check in self._load_checks:
+            reason = check()
+            if reason is not None:
+                return "saturated", reason
+        return "ready", detail
 
 
 class OpsServer:

@@ -103,12 +103,13 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
 
 def failures_by_reason(node: NodeStats) -> dict[str, int]:
     """A node's failed requests in Triton's reasons: REJECTED = refused by the scheduler (queue
-    full) or expired in its queue (request_timeout); BACKEND = failed in the backend, or ended
-    there without a result (bytes that are not an image: the service answers INVALID_IMAGE);
-    the library has no cancellation, and nothing else fails inside a node."""
+    full) or expired in its queue (request_timeout, or the call's deadline); CANCELED = dropped
+    unrun because the client went away; BACKEND = failed in the backend, or ended there
+    without a result (bytes that are not an image: the service answers INVALID_IMAGE); nothing
+    else fails inside a node."""
     return {
         "REJECTED": node.requests_rejected + node.requests_timed_out,
-        "CANCELED": 0,
+        "CANCELED": node.requests_cancelled or 0,
         "BACKEND": node.requests_failed,
         "OTHER": 0,
     }
@@ -190,7 +191,49 @@ def _service_families(stats: ServerStats) -> str:
                 [(handler, 1 if stats.ready else 0)],
             )
         )
+    if stats.admission is not None:
+        parts += [_family(*family, [(handler, value)]) for *family, value in _admission(stats)]
+    if stats.connections is not None:
+        parts += [_family(*family, [(handler, value)]) for *family, value in _connections(stats)]
     return "".join(parts)
+
+
+def _admission(stats: ServerStats) -> list[tuple[str, str, str, float]]:
+    admitted = stats.admission
+    return [
+        ("tp_admission_images_in_flight", "gauge", "Images admitted and not yet answered",
+         admitted.images_in_flight),
+        ("tp_admission_images_limit", "gauge", "Images admitted at once (--max-in-flight)",
+         admitted.max_images_in_flight),
+        ("tp_admission_megapixels_in_flight", "gauge", "Megapixels the admitted images declare",
+         admitted.megapixels_in_flight),
+        ("tp_admission_megapixels_limit", "gauge", "Admitted at once (--max-in-flight-mp)",
+         admitted.max_megapixels_in_flight),
+        ("tp_admission_calls_refused", "counter", "Calls answered OVERLOADED at once, unrun",
+         admitted.calls_refused),
+    ]  # fmt: skip
+
+
+def _connections(stats: ServerStats) -> list[tuple[str, str, str, float]]:
+    seen = stats.connections
+    return [
+        ("tp_connections_open", "gauge", "Client connections open", seen.open),
+        ("tp_connections_limit", "gauge", "Connections the process keeps (--max-connections)",
+         seen.max_open),
+        ("tp_connections_accepted", "counter", "Connections accepted", seen.accepted),
+        ("tp_connections_refused", "counter", "Connections closed at accept: at the limit",
+         seen.refused_over_cap),
+        ("tp_connections_closed_idle", "counter", "Closed after --idle-timeout-s of silence",
+         seen.closed_idle),
+        ("tp_connections_closed_slow", "counter", "Closed: a message outlasted --message-timeout-s",
+         seen.closed_slow_message),
+        ("tp_connections_closed_malformed", "counter", "Closed: not this protocol, or over a limit",
+         seen.closed_malformed),
+        ("tp_replies_undelivered", "counter", "Answers whose client had gone when they were ready",
+         seen.replies_undelivered),
+        ("tp_calls_abandoned", "counter", "Calls whose client went away while they were running",
+         seen.calls_abandoned),
+    ]  # fmt: skip
 
 
 def render_engine(node: str, figures: EngineFigures) -> str:

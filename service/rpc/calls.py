@@ -5,6 +5,11 @@ which blocks until it returns (the thread-pool server's model, and the locked ba
 handler that lists ``name`` in ``async_methods`` instead provides ``name_async(*args, reply)``:
 it is called on the loop thread, must return at once, and answers later through ``reply``
 from whichever thread finishes the work, so no thread waits per request.
+
+Before either, a handler with ``admit(method, args)`` decides on the loop thread whether the
+call may run at all: it returns the call's ticket (kept on the reply, released with the answer)
+or raises the error to answer at once. A blocking call whose client has gone away, or whose
+ticket's deadline has passed, by the time a pool thread is free is answered without running.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from thrift.Thrift import TApplicationException
+
 from .connection import Reply
 
 logger = logging.getLogger("service.rpc")
+
+#: The answer to a call whose client went away before it ran (it reaches no one).
+_GONE = TApplicationException(TApplicationException.UNKNOWN, "the client went away")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,9 @@ class CallRunner:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self._handler = handler
         self._async = frozenset(getattr(handler, "async_methods", ()))
+        self._admit = getattr(handler, "admit", None)
+        #: Blocking calls dropped unrun because their client went away while they waited.
+        self.abandoned_unrun = 0
         self._queue: queue.SimpleQueue[_BlockingCall | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"rpc-worker-{index}", daemon=True)
@@ -53,6 +66,12 @@ class CallRunner:
         """Start ``reply.call``; its answer goes through ``reply``. Called on the loop thread."""
         call = reply.call
         name = call.method.name
+        if self._admit is not None:
+            try:
+                reply.ticket = self._admit(name, call.args)
+            except Exception as error:  # refused: answered at once, never run
+                reply.fail(error)
+                return
         if name in self._async:
             try:
                 getattr(self._handler, f"{name}_async")(*call.args, reply)
@@ -77,6 +96,15 @@ class CallRunner:
             task = self._queue.get()
             if task is None:
                 return
+            reply = task.reply
+            if reply.abandoned:
+                self.abandoned_unrun += 1
+                reply.fail(_GONE)  # nobody reads it; it ends the call
+                continue
+            ticket = reply.ticket
+            if ticket is not None and time.monotonic() > ticket.deadline_s:
+                reply.fail(self._handler.expired(reply.call.method.name, ticket))
+                continue
             try:
                 value = task.function(*task.args)
             except Exception as error:

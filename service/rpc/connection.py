@@ -41,6 +41,7 @@ class Connection:
         "needed_bytes",
         "out",
         "peer",
+        "reply",
         "sock",
     )
 
@@ -64,6 +65,8 @@ class Connection:
         self.busy = False
         self.closing = False
         self.input_waiting = False
+        #: The running call's reply (the loop thread's: to tell it the client went away).
+        self.reply: Reply | None = None
 
     def take_bytes(self) -> bytes:
         """Everything buffered, as one bytes object (kept as the only chunk)."""
@@ -86,9 +89,24 @@ class Reply:
     A failure that the method declares (``throws``) reaches the client as that exception; a
     ``TApplicationException`` as itself; anything else is logged with its traceback and the
     client gets ``INTERNAL_ERROR``, as with thrift's generated processor.
+
+    ``ticket`` is the call's share of the server's admission budget (released once the answer
+    is handed over). When the client goes away before its answer, the loop thread calls
+    ``abandon()``: what the call registered with ``when_abandoned`` runs (cancel its work), and
+    ``abandoned`` tells the code that would start more of it not to.
     """
 
-    __slots__ = ("_codec", "_connection", "_finish", "_sent", "call")
+    __slots__ = (
+        "_abandon_lock",
+        "_codec",
+        "_connection",
+        "_finish",
+        "_on_abandon",
+        "_sent",
+        "abandoned",
+        "call",
+        "ticket",
+    )
 
     def __init__(
         self,
@@ -102,6 +120,29 @@ class Reply:
         self._codec = codec
         self._finish = finish
         self._sent = False
+        self.ticket: Any = None
+        self.abandoned = False
+        self._on_abandon: list[Callable[[], None]] = []
+        self._abandon_lock = threading.Lock()
+
+    def when_abandoned(self, cancel: Callable[[], None]) -> None:
+        """Run ``cancel`` if the client goes away before the answer (now, if it has)."""
+        with self._abandon_lock:
+            if not self.abandoned:
+                self._on_abandon.append(cancel)
+                return
+        cancel()
+
+    def abandon(self) -> None:
+        """The client went away: cancel the work registered so far, and any registered later."""
+        with self._abandon_lock:
+            self.abandoned = True
+            cancels, self._on_abandon = self._on_abandon, []
+        for cancel in cancels:
+            try:
+                cancel()
+            except Exception:
+                logger.exception("cancelling the work of %s failed", self.call.method.name)
 
     def send(self, value: Any = None) -> None:
         """Answer the call with ``value``."""
@@ -131,4 +172,6 @@ class Reply:
             logger.error("%s answered twice; the second answer is dropped", self.call.method.name)
             return
         self._sent = True
+        if self.ticket is not None:
+            self.ticket.release()
         self._finish(self._connection, data)

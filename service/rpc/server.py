@@ -9,79 +9,45 @@ around: a deadline for each message from its first byte to its last, an idle tim
 messages, a cap on open connections, and no busy loop when the process is out of descriptors.
 
 ``stop()`` (safe from a signal handler) stops accepting, closes idle connections, answers
-every call already received, then ``serve()`` returns.
+every call already received (and every request message already begun, if it arrives within
+its deadline), then ``serve()`` returns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
-from service.connection_dealer import receive_connections
 from service.gen.inference import InferenceService
+from service.gen.inference.ttypes import ConnectionStats
+from service.log_limit import LogLimiter
 
+from .acceptor import Acceptor
 from .calls import CallRunner
 from .codec import Codec, Method, fastbinary_available, service_methods
 from .connection import Connection, Reply
+from .limits import ConnectionFigures, TransportLimits
 from .message_scan import MalformedMessageError, MessageHead, ScanLimits, scan_message
 from .poller import BROKEN, READ, WRITE, Poller
 
 logger = logging.getLogger("service.rpc")
 
-_MIB = 1 << 20
 _RECV_BYTES = 256 * 1024
-#: Connections taken per wake-up of the listening socket, so a flood cannot starve the reads.
-_ACCEPTS_PER_WAKE = 64
-#: How long accepting pauses when the process is out of descriptors (instead of spinning).
-_ACCEPT_PAUSE_S = 0.5
 #: Longest pause between two sweeps for expired deadlines.
 _SWEEP_S = 0.25
 #: At most one log line per this many seconds for each kind of refused connection.
 _LOG_EVERY_S = 10.0
 _LISTENER, _WAKE, _SIGNAL = "listener", "wake", "signal"
-
-
-@dataclass(frozen=True)
-class TransportLimits:
-    """What one client may make the server read, hold and wait for."""
-
-    #: Bytes one request message may span; a longer one is cut off and the connection closed.
-    max_message_bytes: int = 64 * _MIB
-    #: Elements a list in a request may declare (checked before anything is allocated).
-    max_container_items: int = 16 * 1024
-    #: Seconds from a message's first byte to its last; a slower message closes its connection.
-    message_timeout_s: float = 30.0
-    #: Seconds a connection may stay open between messages, sending nothing.
-    idle_timeout_s: float = 300.0
-    #: Open connections; beyond it a new one is closed at once (counted, logged at a bounded
-    #: rate).
-    max_connections: int = 1024
-
-
-@dataclass
-class ConnectionFigures:
-    """What the connection layer has seen since start."""
-
-    open: int = 0
-    accepted: int = 0
-    refused_over_cap: int = 0
-    closed_idle: int = 0
-    closed_slow_message: int = 0
-    closed_malformed: int = 0
-    replies_dropped: int = 0  # the client left before its answer was ready
-    log_times: dict[str, float] = field(default_factory=dict)
 
 
 class ThriftServer:
@@ -104,6 +70,9 @@ class ThriftServer:
     ):
         self._limits = limits or TransportLimits()
         self._runner = CallRunner(handler, threads=threads)
+        observe = getattr(handler, "observe_connections", None)
+        if observe is not None:  # let its stats() report this layer's figures
+            observe(self.connection_stats)
         self._methods: dict[str, Method] = service_methods(InferenceService)
         # The string limit is the message limit: an oversized image inside an acceptable
         # message reaches the handler, which answers TOO_LARGE instead of dropping the client.
@@ -114,13 +83,6 @@ class ThriftServer:
         self._scan_limits = ScanLimits(
             self._limits.max_message_bytes, self._limits.max_container_items
         )
-        self._host = host
-        self._requested_port = port
-        self._reuse_port = reuse_port
-        #: A worker of ``--workers`` does not listen: its supervisor accepts and hands it
-        #: connections over this Unix socket (``service.connection_dealer``).
-        self._handoff = handoff
-        self._listener: socket.socket | None = None
         self._poller = Poller()
         self._scratch = memoryview(bytearray(_RECV_BYTES))  # the loop thread's read buffer
         self._connections: dict[int, Connection] = {}
@@ -130,7 +92,18 @@ class ThriftServer:
         #: Set once the listening socket is closed: from then on connecting is refused.
         self.stopped_accepting = threading.Event()
         self.figures = ConnectionFigures()
-        self._accept_paused_until_s = 0.0
+        self._log = LogLimiter(logger, every_s=_LOG_EVERY_S)
+        # A worker of ``--workers`` does not listen: its supervisor accepts and hands it
+        # connections over the ``handoff`` Unix socket (``service.connection_dealer``).
+        self._acceptor = Acceptor(
+            self._poller,
+            self._log,
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            handoff=handoff,
+            token=_LISTENER,
+        )
         self._wake_r, self._wake_w = os.pipe()
         # Signals wake the loop through their own pipe (signal.set_wakeup_fd): the kernel may
         # deliver SIGTERM to any thread, and Python runs the handler only once the main
@@ -149,23 +122,22 @@ class ThriftServer:
     @property
     def port(self) -> int:
         """The bound port (useful after listening on port 0)."""
-        if self._handoff is not None:
-            return self._requested_port  # the supervisor's port
-        if self._listener is None:
-            raise RuntimeError("the server is not listening yet; call listen() first")
-        return self._listener.getsockname()[1]
+        return self._acceptor.port
+
+    def connection_stats(self) -> ConnectionStats:
+        """The connection layer's figures, as ``stats()`` sends them (a racy, cheap read)."""
+        return self.figures.stats(self._limits.max_connections)
+
+    def at_connection_cap(self) -> str | None:
+        """Why new clients should go elsewhere, when every connection slot is taken."""
+        cap = self._limits.max_connections
+        if self.figures.open >= cap:
+            return f"saturated: {cap} connections open, the limit"
+        return None
 
     def listen(self) -> int:
         """Bind and listen; returns the port. ``serve()`` calls it when needed."""
-        if self._listener is None:
-            if self._handoff is not None:
-                self._listener = self._handoff
-            else:
-                self._listener = socket.create_server(
-                    (self._host, self._requested_port), backlog=1024, reuse_port=self._reuse_port
-                )
-            self._listener.setblocking(False)
-        return self.port
+        return self._acceptor.listen()
 
     def stop(self) -> None:
         """Ask ``serve()`` to stop accepting, finish the calls received and return."""
@@ -176,9 +148,8 @@ class ThriftServer:
         """Run until ``stop()``. Returns True when every call received was answered within
         ``drain_timeout_s`` after the stop, False when some were still running."""
         self.listen()
-        assert self._listener is not None
         poller = self._poller
-        poller.watch(self._listener.fileno(), _LISTENER)
+        self._acceptor.watch()
         poller.watch(self._wake_r, _WAKE)
         poller.watch(self._signal_r, _SIGNAL)
         self._runner.start()
@@ -190,8 +161,8 @@ class ThriftServer:
             logger.info("stopped accepting; finishing the calls in flight")
             deadline_s = time.monotonic() + drain_timeout_s
             self._close_idle_connections()
-            self._loop(lambda: not self._busy_connections() or time.monotonic() >= deadline_s)
-            drained = not self._busy_connections()
+            self._loop(lambda: not self._unfinished_connections() or time.monotonic() >= deadline_s)
+            drained = not self._unfinished_connections()
             drained = self._runner.stop(deadline_s) and drained
         finally:
             if on_main_thread:
@@ -199,7 +170,7 @@ class ThriftServer:
         if not drained:
             logger.error(
                 "%d call(s) still running after %.0f s; giving up",
-                self._busy_connections(),
+                self._unfinished_connections(),
                 drain_timeout_s,
             )
             return False  # their threads may still reply: leave the sockets open
@@ -224,7 +195,7 @@ class ThriftServer:
                     if events & (READ | BROKEN):
                         self._read(target)
                 elif target == _LISTENER:
-                    self._accept()
+                    self._acceptor.accept(self._adopt, self._stopping.set)
                 else:  # a wake-up or a signal: the handler has run by now
                     _drain(self._wake_r if target == _WAKE else self._signal_r)
             self._handle_posted()
@@ -233,53 +204,14 @@ class ThriftServer:
                 self._sweep(now_s)
                 next_sweep_s = now_s + _SWEEP_S
 
-    def _accept(self) -> None:
-        if self._handoff is not None:
-            self._accept_dealt()
-            return
-        assert self._listener is not None
-        for _ in range(_ACCEPTS_PER_WAKE):
-            try:
-                sock, address = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._pause_accepting(exc)
-                else:
-                    self._log_limited("accept", "accept failed: %s", exc)
-                return
-            self._adopt(sock, f"{address[0]}:{address[1]}")
-
-    def _accept_dealt(self) -> None:
-        assert self._handoff is not None
-        try:
-            dealt = receive_connections(self._handoff)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # the supervisor's end is broken: no more connections come
-            logger.error("the connection hand-off failed (%s): stopping", exc)
-            self._stopping.set()
-            return
-        if dealt is None:  # the supervisor stopped dealing (a stop, or its exit)
-            logger.info("the supervisor deals no more connections: stopping")
-            self._stopping.set()
-            return
-        for sock in dealt:
-            try:
-                host, port = sock.getpeername()[:2]
-            except OSError:
-                sock.close()
-                continue
-            self._adopt(sock, f"{host}:{port}")
-
     def _adopt(self, sock: socket.socket, peer: str) -> None:
         figures = self.figures
         if len(self._connections) >= self._limits.max_connections:
             figures.refused_over_cap += 1
             sock.close()
-            self._log_limited(
+            self._log.log(
                 "cap",
+                logging.WARNING,
                 "refusing connections: %d open is the limit (%d refused so far)",
                 self._limits.max_connections,
                 figures.refused_over_cap,
@@ -306,6 +238,11 @@ class ThriftServer:
             received = 0
         data = self._scratch[:received].tobytes()
         if not data:
+            with connection.lock:
+                abandoned = connection.busy and connection.reply is not None
+            if abandoned:
+                self.figures.calls_abandoned += 1
+                connection.reply.abandon()  # its work is dropped wherever it waits
             self._close_when_idle(connection)
             return
         now_s = time.monotonic()
@@ -373,7 +310,9 @@ class ThriftServer:
                 connection.busy = False
             self._refuse(connection, f"malformed or oversized request: {e}")
             return
-        self._runner.run(Reply(call, connection, self._codec, self._finish))
+        reply = Reply(call, connection, self._codec, self._finish)
+        connection.reply = reply
+        self._runner.run(reply)
 
     # -- replies (any thread) ----------------------------------------------------------------
 
@@ -388,14 +327,19 @@ class ThriftServer:
             except OSError:
                 sent = len(data)  # the client is gone: nothing more to send
                 connection.closing = True
+                self._count_undelivered()
         else:
-            self.figures.replies_dropped += 1
+            self._count_undelivered()
             sent = len(data)
         if sent < len(data):
             connection.out = memoryview(data)[sent:]
             self._post(connection)  # busy until the loop has sent the rest
             return
         self._end_call(connection)
+
+    def _count_undelivered(self) -> None:
+        with self.figures.lock:
+            self.figures.replies_undelivered += 1
 
     def _end_call(self, connection: Connection) -> None:
         with connection.lock:
@@ -455,7 +399,9 @@ class ThriftServer:
 
     def _refuse(self, connection: Connection, why: str) -> None:
         self.figures.closed_malformed += 1
-        logger.warning("closing the connection from %s: %s", connection.peer, why)
+        self._log.log(
+            "malformed", logging.WARNING, "closing the connection from %s: %s", connection.peer, why
+        )
         self._close_when_idle(connection)
 
     def _close_when_idle(self, connection: Connection) -> None:
@@ -477,26 +423,30 @@ class ThriftServer:
         self.figures.open = len(self._connections)
 
     def _close_idle_connections(self) -> None:
+        """Close the connections between calls; a call running, or a message half received
+        (a client sending its request as the stop came), is let finish, the message within
+        its own deadline (``message_timeout_s``): a drip-feeding client cannot hold the drain
+        longer than that."""
         for connection in list(self._connections.values()):
-            if not connection.busy:
+            if not connection.busy and connection.message_started_s is None:
                 self._close(connection)
 
-    def _busy_connections(self) -> int:
-        return sum(connection.busy for connection in self._connections.values())
+    def _unfinished_connections(self) -> int:
+        """Connections with a call running or a request message still arriving."""
+        return sum(
+            connection.busy or connection.message_started_s is not None
+            for connection in self._connections.values()
+        )
 
     def _stop_accepting(self) -> None:
-        assert self._listener is not None
-        self._poller.forget(self._listener.fileno())
-        self._listener.close()
+        self._acceptor.close()
         self.stopped_accepting.set()
 
     # -- deadlines ---------------------------------------------------------------------------
 
     def _sweep(self, now_s: float) -> None:
-        if self._accept_paused_until_s and now_s >= self._accept_paused_until_s:
-            self._accept_paused_until_s = 0.0
-            if not self._stopping.is_set() and self._listener is not None:
-                self._poller.watch(self._listener.fileno(), _LISTENER)
+        if not self._stopping.is_set():
+            self._acceptor.resume_if_due(now_s)
         limits = self._limits
         for connection in list(self._connections.values()):
             if connection.busy or connection.closing:
@@ -504,8 +454,9 @@ class ThriftServer:
             started_s = connection.message_started_s
             if started_s is not None and now_s - started_s > limits.message_timeout_s:
                 self.figures.closed_slow_message += 1
-                self._log_limited(
+                self._log.log(
                     "slow",
+                    logging.WARNING,
                     "closing the connection from %s: a message took over %.0f s to arrive",
                     connection.peer,
                     limits.message_timeout_s,
@@ -514,20 +465,6 @@ class ThriftServer:
             elif started_s is None and now_s - connection.last_active_s > limits.idle_timeout_s:
                 self.figures.closed_idle += 1
                 self._close(connection)
-
-    def _pause_accepting(self, exc: OSError) -> None:
-        self._log_limited(
-            "accept", "accept failed (%s): pausing new connections for %.1f s", exc, _ACCEPT_PAUSE_S
-        )
-        assert self._listener is not None
-        self._poller.forget(self._listener.fileno())
-        self._accept_paused_until_s = time.monotonic() + _ACCEPT_PAUSE_S
-
-    def _log_limited(self, kind: str, message: str, *args: object) -> None:
-        now_s = time.monotonic()
-        if now_s - self.figures.log_times.get(kind, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-            self.figures.log_times[kind] = now_s
-            logger.warning(message, *args)
 
 
 def _drain(fd: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from clients.connection import Connection, connect
+from service.admission import Admission, AdmissionLimits
 from service.app import build_handler
 from service.handler import ClassifierHandler, RequestLimits
 from service.rpc.server import ThriftServer, TransportLimits
@@ -68,9 +69,13 @@ def live_service(
     config: Path = DEFAULT_CONFIG,
     request_limits: RequestLimits | None = None,
     transport_limits: TransportLimits | None = None,
+    admission_limits: AdmissionLimits | None = None,
 ) -> Iterator[LiveService]:
     """Build the ``handler_name`` handler on ``model`` and serve it; closes both on exit."""
-    handler, _summary = build_handler(handler_name, config, model=model, limits=request_limits)
+    admission = None if admission_limits is None else Admission(admission_limits)
+    handler, _summary = build_handler(
+        handler_name, config, model=model, limits=request_limits, admission=admission
+    )
     try:
         with serve_in_thread(handler, limits=transport_limits) as service:
             yield service

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,22 +14,11 @@ from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handler import RequestLimits
 from service.rpc.server import TransportLimits
+from tests.image_samples import jpeg_declaring, png_header_claiming
 from tests.integration.conftest import WAIT_S, live_service
 
 MAX_IMAGE_BYTES = 200_000
 MAX_MESSAGE_BYTES = 1 << 20
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG signature and IHDR chunk declaring ``width`` x ``height``, and nothing else."""
-    ihdr = struct.pack(">II5B", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0\0\0\0"
-
-
-def jpeg_declaring(jpeg: bytes, width: int, height: int) -> bytes:
-    """``jpeg`` with its baseline frame header (SOF0) rewritten to ``width`` x ``height``."""
-    sof = jpeg.index(b"\xff\xc0")
-    return jpeg[: sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9 :]
 
 
 def bad_payloads(photos) -> dict[str, bytes]:
@@ -39,7 +27,7 @@ def bad_payloads(photos) -> dict[str, bytes]:
         "text": b"this is not an image",
         "random": random.Random(0).randbytes(5000),
         "jpeg-magic-then-junk": b"\xff\xd8\xff\xe0" + b"\x00" * 64,
-        "png-bomb": png_declaring(100_000, 100_000),
+        "png-bomb": png_header_claiming(100_000, 100_000),
         "jpeg-bomb": jpeg_declaring(photos["chelsea"], 60_000, 60_000),
     }
 

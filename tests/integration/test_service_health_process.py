@@ -63,7 +63,7 @@ def test_ready_after_warmup_and_not_ready_once_draining(resnet18_onnx):
     assert "node cpu_decoder: DecodeMat x8, batch 1..1, on cpu, max_queue_size 2048" in output
     assert (
         "node resnet18: SyncTensor[Sequential[TorchTensor,ClassScores]] x2, batch 1..8, on cpu, "
-        "precision fp32 (fp16 requested; CPU), max_queue_size 256, request_timeout 10000 ms"
+        "precision fp32 (fp16 requested; CPU), max_queue_size 512, request_timeout 10000 ms"
     ) in output
 
 

@@ -483,11 +483,12 @@ class NodeStats(object):
      - queue_length
      - request_compute_time_ms_total
      - instance_placements
+     - requests_cancelled
 
     """
 
 
-    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None, instance_placements=None,):
+    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None, instance_placements=None, requests_cancelled=None,):
         self.node = node
         self.backend = backend
         self.instances = instances
@@ -503,6 +504,7 @@ class NodeStats(object):
         self.queue_length = queue_length
         self.request_compute_time_ms_total = request_compute_time_ms_total
         self.instance_placements = instance_placements
+        self.requests_cancelled = requests_cancelled
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -599,6 +601,11 @@ class NodeStats(object):
                     iprot.readListEnd()
                 else:
                     iprot.skip(ftype)
+            elif fid == 16:
+                if ftype == TType.I64:
+                    self.requests_cancelled = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -676,6 +683,10 @@ class NodeStats(object):
                 oprot.writeString(iter22.encode('utf-8') if sys.version_info[0] == 2 else iter22)
             oprot.writeListEnd()
             oprot.writeFieldEnd()
+        if self.requests_cancelled is not None:
+            oprot.writeFieldBegin('requests_cancelled', TType.I64, 16)
+            oprot.writeI64(self.requests_cancelled)
+            oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
 
@@ -706,6 +717,280 @@ class NodeStats(object):
             raise TProtocolException(message='Required field compute_time_ms_total is unset!')
         if self.queue_length is None:
             raise TProtocolException(message='Required field queue_length is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class AdmissionStats(object):
+    """
+    Attributes:
+     - images_in_flight
+     - max_images_in_flight
+     - megapixels_in_flight
+     - max_megapixels_in_flight
+     - calls_refused
+
+    """
+
+
+    def __init__(self, images_in_flight=None, max_images_in_flight=None, megapixels_in_flight=None, max_megapixels_in_flight=None, calls_refused=None,):
+        self.images_in_flight = images_in_flight
+        self.max_images_in_flight = max_images_in_flight
+        self.megapixels_in_flight = megapixels_in_flight
+        self.max_megapixels_in_flight = max_megapixels_in_flight
+        self.calls_refused = calls_refused
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I64:
+                    self.images_in_flight = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I64:
+                    self.max_images_in_flight = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.DOUBLE:
+                    self.megapixels_in_flight = iprot.readDouble()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.DOUBLE:
+                    self.max_megapixels_in_flight = iprot.readDouble()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.calls_refused = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('AdmissionStats')
+        if self.images_in_flight is not None:
+            oprot.writeFieldBegin('images_in_flight', TType.I64, 1)
+            oprot.writeI64(self.images_in_flight)
+            oprot.writeFieldEnd()
+        if self.max_images_in_flight is not None:
+            oprot.writeFieldBegin('max_images_in_flight', TType.I64, 2)
+            oprot.writeI64(self.max_images_in_flight)
+            oprot.writeFieldEnd()
+        if self.megapixels_in_flight is not None:
+            oprot.writeFieldBegin('megapixels_in_flight', TType.DOUBLE, 3)
+            oprot.writeDouble(self.megapixels_in_flight)
+            oprot.writeFieldEnd()
+        if self.max_megapixels_in_flight is not None:
+            oprot.writeFieldBegin('max_megapixels_in_flight', TType.DOUBLE, 4)
+            oprot.writeDouble(self.max_megapixels_in_flight)
+            oprot.writeFieldEnd()
+        if self.calls_refused is not None:
+            oprot.writeFieldBegin('calls_refused', TType.I64, 5)
+            oprot.writeI64(self.calls_refused)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.images_in_flight is None:
+            raise TProtocolException(message='Required field images_in_flight is unset!')
+        if self.max_images_in_flight is None:
+            raise TProtocolException(message='Required field max_images_in_flight is unset!')
+        if self.megapixels_in_flight is None:
+            raise TProtocolException(message='Required field megapixels_in_flight is unset!')
+        if self.max_megapixels_in_flight is None:
+            raise TProtocolException(message='Required field max_megapixels_in_flight is unset!')
+        if self.calls_refused is None:
+            raise TProtocolException(message='Required field calls_refused is unset!')
+        return
+
+    def __repr__(self):
+        L = ['%s=%r' % (key, value)
+             for key, value in self.__dict__.items()]
+        return '%s(%s)' % (self.__class__.__name__, ', '.join(L))
+
+    def __eq__(self, other):
+        return isinstance(other, self.__class__) and self.__dict__ == other.__dict__
+
+    def __ne__(self, other):
+        return not (self == other)
+
+
+class ConnectionStats(object):
+    """
+    Attributes:
+     - open
+     - max_open
+     - accepted
+     - refused_over_cap
+     - closed_idle
+     - closed_slow_message
+     - closed_malformed
+     - replies_undelivered
+     - calls_abandoned
+
+    """
+
+
+    def __init__(self, open=None, max_open=None, accepted=None, refused_over_cap=None, closed_idle=None, closed_slow_message=None, closed_malformed=None, replies_undelivered=None, calls_abandoned=None,):
+        self.open = open
+        self.max_open = max_open
+        self.accepted = accepted
+        self.refused_over_cap = refused_over_cap
+        self.closed_idle = closed_idle
+        self.closed_slow_message = closed_slow_message
+        self.closed_malformed = closed_malformed
+        self.replies_undelivered = replies_undelivered
+        self.calls_abandoned = calls_abandoned
+
+    def read(self, iprot):
+        if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
+            iprot._fast_decode(self, iprot, [self.__class__, self.thrift_spec])
+            return
+        iprot.readStructBegin()
+        while True:
+            (fname, ftype, fid) = iprot.readFieldBegin()
+            if ftype == TType.STOP:
+                break
+            if fid == 1:
+                if ftype == TType.I32:
+                    self.open = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 2:
+                if ftype == TType.I32:
+                    self.max_open = iprot.readI32()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 3:
+                if ftype == TType.I64:
+                    self.accepted = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 4:
+                if ftype == TType.I64:
+                    self.refused_over_cap = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 5:
+                if ftype == TType.I64:
+                    self.closed_idle = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.I64:
+                    self.closed_slow_message = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.I64:
+                    self.closed_malformed = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 8:
+                if ftype == TType.I64:
+                    self.replies_undelivered = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 9:
+                if ftype == TType.I64:
+                    self.calls_abandoned = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            else:
+                iprot.skip(ftype)
+            iprot.readFieldEnd()
+        iprot.readStructEnd()
+
+    def write(self, oprot):
+        if oprot._fast_encode is not None and self.thrift_spec is not None:
+            oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
+            return
+        oprot.writeStructBegin('ConnectionStats')
+        if self.open is not None:
+            oprot.writeFieldBegin('open', TType.I32, 1)
+            oprot.writeI32(self.open)
+            oprot.writeFieldEnd()
+        if self.max_open is not None:
+            oprot.writeFieldBegin('max_open', TType.I32, 2)
+            oprot.writeI32(self.max_open)
+            oprot.writeFieldEnd()
+        if self.accepted is not None:
+            oprot.writeFieldBegin('accepted', TType.I64, 3)
+            oprot.writeI64(self.accepted)
+            oprot.writeFieldEnd()
+        if self.refused_over_cap is not None:
+            oprot.writeFieldBegin('refused_over_cap', TType.I64, 4)
+            oprot.writeI64(self.refused_over_cap)
+            oprot.writeFieldEnd()
+        if self.closed_idle is not None:
+            oprot.writeFieldBegin('closed_idle', TType.I64, 5)
+            oprot.writeI64(self.closed_idle)
+            oprot.writeFieldEnd()
+        if self.closed_slow_message is not None:
+            oprot.writeFieldBegin('closed_slow_message', TType.I64, 6)
+            oprot.writeI64(self.closed_slow_message)
+            oprot.writeFieldEnd()
+        if self.closed_malformed is not None:
+            oprot.writeFieldBegin('closed_malformed', TType.I64, 7)
+            oprot.writeI64(self.closed_malformed)
+            oprot.writeFieldEnd()
+        if self.replies_undelivered is not None:
+            oprot.writeFieldBegin('replies_undelivered', TType.I64, 8)
+            oprot.writeI64(self.replies_undelivered)
+            oprot.writeFieldEnd()
+        if self.calls_abandoned is not None:
+            oprot.writeFieldBegin('calls_abandoned', TType.I64, 9)
+            oprot.writeI64(self.calls_abandoned)
+            oprot.writeFieldEnd()
+        oprot.writeFieldStop()
+        oprot.writeStructEnd()
+
+    def validate(self):
+        if self.open is None:
+            raise TProtocolException(message='Required field open is unset!')
+        if self.max_open is None:
+            raise TProtocolException(message='Required field max_open is unset!')
+        if self.accepted is None:
+            raise TProtocolException(message='Required field accepted is unset!')
+        if self.refused_over_cap is None:
+            raise TProtocolException(message='Required field refused_over_cap is unset!')
+        if self.closed_idle is None:
+            raise TProtocolException(message='Required field closed_idle is unset!')
+        if self.closed_slow_message is None:
+            raise TProtocolException(message='Required field closed_slow_message is unset!')
+        if self.closed_malformed is None:
+            raise TProtocolException(message='Required field closed_malformed is unset!')
+        if self.replies_undelivered is None:
+            raise TProtocolException(message='Required field replies_undelivered is unset!')
+        if self.calls_abandoned is None:
+            raise TProtocolException(message='Required field calls_abandoned is unset!')
         return
 
     def __repr__(self):
@@ -856,11 +1141,13 @@ class ServerStats(object):
      - nodes
      - gpus
      - ready
+     - admission
+     - connections
 
     """
 
 
-    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None, gpus=None, ready=None,):
+    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None, gpus=None, ready=None, admission=None, connections=None,):
         self.handler = handler
         self.device = device
         self.uptime_s = uptime_s
@@ -870,6 +1157,8 @@ class ServerStats(object):
         self.nodes = nodes
         self.gpus = gpus
         self.ready = ready
+        self.admission = admission
+        self.connections = connections
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -943,6 +1232,18 @@ class ServerStats(object):
                     self.ready = iprot.readBool()
                 else:
                     iprot.skip(ftype)
+            elif fid == 10:
+                if ftype == TType.STRUCT:
+                    self.admission = AdmissionStats()
+                    self.admission.read(iprot)
+                else:
+                    iprot.skip(ftype)
+            elif fid == 11:
+                if ftype == TType.STRUCT:
+                    self.connections = ConnectionStats()
+                    self.connections.read(iprot)
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -998,6 +1299,14 @@ class ServerStats(object):
         if self.ready is not None:
             oprot.writeFieldBegin('ready', TType.BOOL, 9)
             oprot.writeBool(self.ready)
+            oprot.writeFieldEnd()
+        if self.admission is not None:
+            oprot.writeFieldBegin('admission', TType.STRUCT, 10)
+            self.admission.write(oprot)
+            oprot.writeFieldEnd()
+        if self.connections is not None:
+            oprot.writeFieldBegin('connections', TType.STRUCT, 11)
+            self.connections.write(oprot)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -1080,6 +1389,29 @@ NodeStats.thrift_spec = (
     (13, TType.I32, 'queue_length', None, None, ),  # 13
     (14, TType.DOUBLE, 'request_compute_time_ms_total', None, None, ),  # 14
     (15, TType.LIST, 'instance_placements', (TType.STRING, 'UTF8', False), None, ),  # 15
+    (16, TType.I64, 'requests_cancelled', None, None, ),  # 16
+)
+all_structs.append(AdmissionStats)
+AdmissionStats.thrift_spec = (
+    None,  # 0
+    (1, TType.I64, 'images_in_flight', None, None, ),  # 1
+    (2, TType.I64, 'max_images_in_flight', None, None, ),  # 2
+    (3, TType.DOUBLE, 'megapixels_in_flight', None, None, ),  # 3
+    (4, TType.DOUBLE, 'max_megapixels_in_flight', None, None, ),  # 4
+    (5, TType.I64, 'calls_refused', None, None, ),  # 5
+)
+all_structs.append(ConnectionStats)
+ConnectionStats.thrift_spec = (
+    None,  # 0
+    (1, TType.I32, 'open', None, None, ),  # 1
+    (2, TType.I32, 'max_open', None, None, ),  # 2
+    (3, TType.I64, 'accepted', None, None, ),  # 3
+    (4, TType.I64, 'refused_over_cap', None, None, ),  # 4
+    (5, TType.I64, 'closed_idle', None, None, ),  # 5
+    (6, TType.I64, 'closed_slow_message', None, None, ),  # 6
+    (7, TType.I64, 'closed_malformed', None, None, ),  # 7
+    (8, TType.I64, 'replies_undelivered', None, None, ),  # 8
+    (9, TType.I64, 'calls_abandoned', None, None, ),  # 9
 )
 all_structs.append(GpuStats)
 GpuStats.thrift_spec = (
@@ -1103,6 +1435,8 @@ ServerStats.thrift_spec = (
     (7, TType.LIST, 'nodes', (TType.STRUCT, [NodeStats, None], False), None, ),  # 7
     (8, TType.LIST, 'gpus', (TType.STRUCT, [GpuStats, None], False), None, ),  # 8
     (9, TType.BOOL, 'ready', None, None, ),  # 9
+    (10, TType.STRUCT, 'admission', [AdmissionStats, None], None, ),  # 10
+    (11, TType.STRUCT, 'connections', [ConnectionStats, None], None, ),  # 11
 )
 fix_spec(all_structs)
 del all_structs

@@ -1,0 +1,311 @@
+"""Hostile clients and faults, as functions: each runs one attack on a live server and returns
+what a good client saw meanwhile, what the attacker saw, and how soon the server recovered.
+
+``benchmarks.hostile_clients`` runs them all against ``python -m service`` and prints the
+figures; ``tests/integration/test_hostile_clients.py`` runs them small and asserts bounds.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TTransport
+
+from clients.connection import connect
+from service.gen.inference import InferenceService
+from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+
+#: How long a probe or an attacker waits for anything before calling it a hang.
+WAIT_S = 30.0
+
+
+def encoded_call(data: bytes, uuid: str = "attack") -> bytes:
+    """The bytes of one ``infer_batch`` call, as a client sends them."""
+    buffer = TTransport.TMemoryBuffer()
+    client = InferenceService.Client(TBinaryProtocol.TBinaryProtocol(buffer))
+    client.send_infer_batch(InferenceParams(uuid=uuid, data=data))
+    return buffer.getvalue()
+
+
+def good_call_s(host: str, port: int, photo: bytes, timeout_s: float = WAIT_S) -> float:
+    """Seconds a well-behaved client takes to connect and get one image classified."""
+    started_s = time.monotonic()
+    with connect(host, port, timeout_s=timeout_s) as connection:
+        connection.client.infer_batch(InferenceParams(uuid="good", data=photo))
+    return time.monotonic() - started_s
+
+
+def served_again_s(host: str, port: int, photo: bytes, *, retry_s: float = 0.01) -> float:
+    """Seconds until a client that retries OVERLOADED (as it may: it is retryable) gets one
+    image classified: how long the server takes to recover after an attack."""
+    started_s = time.monotonic()
+    while True:
+        try:
+            good_call_s(host, port, photo)
+            return time.monotonic() - started_s
+        except InferenceError as error:
+            if error.code != ErrorCode.OVERLOADED or time.monotonic() - started_s > WAIT_S:
+                raise
+        time.sleep(retry_s)
+
+
+def closed_within_s(sock: socket.socket, timeout_s: float = WAIT_S) -> float | None:
+    """Seconds until the server closes ``sock`` (reads nothing more), or None if it did not."""
+    started_s = time.monotonic()
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass  # a reset is a close too
+    return time.monotonic() - started_s
+
+
+def settle(host: str, port: int) -> None:
+    """Wait until the server has closed the connections of the attack before (only the one
+    asking is open, nothing is in flight), so that the next attack starts from a clean slate."""
+    deadline_s = time.monotonic() + WAIT_S
+    with connect(host, port) as connection:
+        while True:
+            stats = connection.client.stats()
+            open_now = stats.connections.open if stats.connections else 1
+            in_flight = stats.admission.images_in_flight if stats.admission else 0
+            if open_now <= 1 and not in_flight:
+                return
+            if time.monotonic() > deadline_s:
+                raise TimeoutError(f"the server still holds {open_now} connections")
+            time.sleep(0.05)
+
+
+def open_connections(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the server, each sending nothing yet."""
+    return [socket.create_connection((host, port), timeout=WAIT_S) for _ in range(count)]
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    """Close every one of ``sockets``."""
+    for sock in sockets:
+        sock.close()
+
+
+@dataclass
+class HeldConnections:
+    """Connections that occupy the server without a whole request (idle, half a message, or
+    one byte at a time): how long a good client took meanwhile, and how soon they were cut."""
+
+    attack: str
+    connections: int
+    good_call_s: float
+    #: From the attack's first byte until the server had closed every one of them (None:
+    #: some connection was still open after ``WAIT_S``).
+    all_closed_after_s: float | None
+    closed: int
+
+
+def idle_connections(host: str, port: int, photo: bytes, count: int) -> HeldConnections:
+    """``count`` connections that send nothing."""
+    return _held(host, port, photo, count, "idle", lambda sock: None)
+
+
+def half_messages(host: str, port: int, photo: bytes, count: int) -> HeldConnections:
+    """``count`` connections that each send half a request and then nothing."""
+    whole = encoded_call(photo)
+    half = whole[: len(whole) // 2]
+    return _held(host, port, photo, count, "half message", lambda sock: sock.sendall(half))
+
+
+def _held(host, port, photo, count, attack, start) -> HeldConnections:
+    started_s = time.monotonic()
+    sockets = open_connections(host, port, count)
+    try:
+        for sock in sockets:
+            start(sock)
+        good_s = good_call_s(host, port, photo)
+        closes = [closed_within_s(sock) for sock in sockets]
+    finally:
+        close_all(sockets)
+    all_closed_s = None if None in closes else time.monotonic() - started_s
+    return HeldConnections(attack, count, good_s, all_closed_s, sum(c is not None for c in closes))
+
+
+def drip_feed(host: str, port: int, photo: bytes, interval_s: float) -> HeldConnections:
+    """One connection that sends its request one byte every ``interval_s``."""
+    message = encoded_call(photo)
+    with socket.create_connection((host, port), timeout=WAIT_S) as sock:
+        stop = threading.Event()
+        started_s = time.monotonic()
+
+        def drip() -> None:
+            for byte in message:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    return  # cut off
+                if stop.wait(interval_s):
+                    return
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        good_s = good_call_s(host, port, photo)
+        cut = closed_within_s(sock) is not None
+        closed_after_s = time.monotonic() - started_s if cut else None
+        stop.set()
+        dripper.join(WAIT_S)
+    return HeldConnections("drip feed", 1, good_s, closed_after_s, int(cut))
+
+
+@dataclass
+class ConnectionFlood:
+    """More connections than the server keeps: how many it closed at once, and whether it
+    stayed responsive (CPU it spent meanwhile is for the caller to sample)."""
+
+    opened: int
+    refused_at_once: int
+    #: From closing the held connections to a good client's answer (it retries while the
+    #: server notices the closes and frees their slots).
+    good_call_after_s: float
+
+
+def connection_flood(host: str, port: int, photo: bytes, cap: int, extra: int) -> ConnectionFlood:
+    """``cap`` idle connections, then ``extra`` more: those must be closed at accept."""
+    held = open_connections(host, port, cap)
+    try:
+        time.sleep(0.2)  # let the server adopt them before the extra ones arrive
+        extras = open_connections(host, port, extra)
+        refused = sum(closed_within_s(sock, timeout_s=2.0) is not None for sock in extras)
+        close_all(extras)
+    finally:
+        close_all(held)
+    started_s = time.monotonic()
+    while True:
+        try:
+            good_call_s(host, port, photo)
+            return ConnectionFlood(cap + extra, refused, time.monotonic() - started_s)
+        except (TTransport.TTransportException, OSError):
+            if time.monotonic() - started_s > WAIT_S:
+                raise
+
+
+@dataclass
+class Overload:
+    """Far more concurrent calls than the server admits: what the callers got, how fast the
+    refusals came, and how soon after the flood a good client was served again."""
+
+    clients: int
+    calls: int
+    codes: dict[str, int]
+    slowest_refusal_s: float
+    slowest_success_s: float
+    recovery_s: float  # a good client's call right after the flood
+    client_timeouts: int = 0
+
+
+def overload(
+    host: str, port: int, photo: bytes, clients: int, calls_each: int, timeout_s: float = 10.0
+) -> Overload:
+    """``clients`` connections, each making ``calls_each`` calls back to back."""
+    codes: Counter[str] = Counter()
+    lock = threading.Lock()
+    slowest = {"refused": 0.0, "ok": 0.0}
+
+    def client() -> None:
+        try:
+            connection = connect(host, port, timeout_s=timeout_s)
+        except (TTransport.TTransportException, OSError):
+            with lock:
+                codes["NOT_CONNECTED"] += calls_each
+            return
+        with connection:
+            for _ in range(calls_each):
+                started_s = time.monotonic()
+                try:
+                    connection.client.infer_batch(InferenceParams(uuid="flood", data=photo))
+                    kind, code = "ok", "OK"
+                except InferenceError as error:
+                    kind, code = "refused", ErrorCode._VALUES_TO_NAMES[error.code]
+                except (TTransport.TTransportException, OSError) as error:
+                    timed_out = isinstance(error, TimeoutError) or (
+                        getattr(error, "type", None) == TTransport.TTransportException.TIMED_OUT
+                    )
+                    kind, code = "refused", "CLIENT_TIMEOUT" if timed_out else "CONNECTION"
+                took_s = time.monotonic() - started_s
+                with lock:
+                    codes[code] += 1
+                    slowest[kind] = max(slowest[kind], took_s)
+                if kind == "refused" and code in ("CLIENT_TIMEOUT", "CONNECTION"):
+                    return  # the connection's state is unknown: this client gives up
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S * 4)
+    return Overload(
+        clients,
+        clients * calls_each,
+        dict(codes),
+        slowest["refused"],
+        slowest["ok"],
+        recovery_s=served_again_s(host, port, photo),
+        client_timeouts=codes.get("CLIENT_TIMEOUT", 0),
+    )
+
+
+@dataclass
+class Abandoned:
+    """Calls whose clients left before the answers: were they dropped, and how soon was the
+    next good client served?"""
+
+    calls: int
+    good_call_after_s: float  # a good client retrying OVERLOADED until it is served
+
+
+def abandoned_calls(host: str, port: int, photo: bytes, calls: int) -> Abandoned:
+    """``calls`` connections each send a whole request, then reset the connection."""
+    message = encoded_call(photo)
+    for sock in open_connections(host, port, calls):
+        sock.sendall(message)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    return Abandoned(calls, served_again_s(host, port, photo))
+
+
+@dataclass
+class BigCall:
+    """One call with many images, and single calls from other clients at the same time."""
+
+    images: int
+    big_call_s: float
+    big_call_failures: dict[str, int]
+    single_calls_s: list[float] = field(default_factory=list)
+
+
+def big_call(host: str, port: int, photo: bytes, images: int, singles: int) -> BigCall:
+    """An ``infer_many`` of ``images`` copies of ``photo``, with ``singles`` calls started
+    just after it from other connections."""
+    outcome: dict[str, object] = {}
+
+    def big() -> None:
+        started_s = time.monotonic()
+        with connect(host, port, timeout_s=WAIT_S * 4) as connection:
+            params = [InferenceParams(uuid=str(i), data=photo) for i in range(images)]
+            results = connection.client.infer_many(params, 1)
+        outcome["s"] = time.monotonic() - started_s
+        outcome["failures"] = Counter(
+            ErrorCode._VALUES_TO_NAMES[r.error.code] for r in results if r.error is not None
+        )
+
+    runner = threading.Thread(target=big, daemon=True)
+    runner.start()
+    time.sleep(0.2)  # let the big call arrive first
+    single_s = [good_call_s(host, port, photo) for _ in range(singles)]
+    runner.join(WAIT_S * 4)
+    return BigCall(images, outcome["s"], dict(outcome["failures"]), single_s)
