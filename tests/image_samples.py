@@ -54,3 +54,9 @@ def gif_declaring(width: int, height: int) -> bytes:
     """A tiny GIF whose logical screen is ``width`` x ``height`` (no image data to speak of)."""
     screen = width.to_bytes(2, "little") + height.to_bytes(2, "little") + b"\x00\x00\x00"
     return b"GIF89a" + screen + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
+def png_of(jpeg: bytes) -> bytes:
+    """A PNG of the pixels ``jpeg`` decodes to (the same image, in a format nvJPEG refuses)."""
+    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".png", pixels)[1].tobytes()

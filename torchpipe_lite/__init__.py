@@ -9,6 +9,7 @@ from .config import load_config, parse_backend_expression
 from .errors import (
     BackendError,
     ConfigError,
+    FilterError,
     InvalidInputError,
     NoResultError,
     OverloadedError,
@@ -18,6 +19,7 @@ from .errors import (
     RequestTimeoutError,
     TorchpipeError,
 )
+from .filters import Status, register_filter
 from .metrics import NodeStats
 from .schedule import Pipeline, pipe
 
@@ -28,6 +30,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "ConfigError",
+    "FilterError",
     "InvalidInputError",
     "NoResultError",
     "NodeStats",
@@ -37,6 +40,7 @@ __all__ = [
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
+    "Status",
     "TorchpipeError",
     "create_backend",
     "errors",
@@ -44,5 +48,6 @@ __all__ = [
     "parse_backend_expression",
     "pipe",
     "register_backend",
+    "register_filter",
     "registered_backends",
 ]

@@ -79,6 +79,10 @@ class RequestCancelledError(RequestError):
     dropped there, unrun."""
 
 
+class FilterError(RequestError):
+    """A node's filter failed the request (it said Error, or raised); ``node`` says where."""
+
+
 class NoResultError(RequestError):
     """The request ended without a result (asked for with ``strict=True``): a stage had nothing
     to produce for it, e.g. a decoder given bytes that are not an image. ``node`` is where."""
@@ -96,6 +100,7 @@ __all__ = [
     "BackendError",
     "BackendInitError",
     "ConfigError",
+    "FilterError",
     "InvalidInputError",
     "InvalidRequestError",
     "NoResultError",

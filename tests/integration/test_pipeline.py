@@ -295,6 +295,21 @@ def test_overload_is_rejected_at_once(gate):
         assert model.stats()["a"].requests_rejected == 2
 
 
+def test_a_full_queue_downstream_fails_only_the_requests_it_refuses(gate):
+    config = {
+        "a": {"backend": "Identity", "next": "b"},
+        "b": {"backend": "TestGate", "max_queue_size": 1},
+    }
+    with tp.pipe(config) as model:
+        running = model.submit({"data": 0})
+        assert gate.entered.acquire(timeout=WAIT_S)  # b's only instance is busy
+        queued = model.submit({"data": 1})  # b's queue holds one (a runs one at a time, in order)
+        refused = model.submit({"data": 2})
+        assert isinstance(refused.exception(timeout=WAIT_S), tp.OverloadedError)
+        gate.gate.set()
+        assert [f.result(timeout=WAIT_S)["result"] for f in (running, queued)] == [0, 1]
+
+
 def test_request_timeout_fails_without_running(gate):
     config = {"a": {"backend": "TestGate", "request_timeout": 1}}
     with tp.pipe(config) as model:

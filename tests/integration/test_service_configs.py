@@ -9,6 +9,8 @@ import pytest
 
 import torchpipe_lite as tp
 from service.service_config import DEFAULT_CONFIG, load_service_config
+from tests.image_samples import png_of
+from torchpipe_lite import register_backend
 
 CONFIGS = sorted(DEFAULT_CONFIG.parent.glob("*.toml"))
 
@@ -31,3 +33,47 @@ def test_every_config_has_the_same_engine(tmp_path):
     assert len(engines) == 1, engines
     assert configs[0].engine_backend == "SyncTensor[Sequential[TorchTensor,ClassScores]]"
     assert configs[0].model_path == model
+
+
+@register_backend("TestJpegGate")
+class JpegGate(tp.Backend):
+    """Passes JPEG bytes on and gives nothing else a result: the CPU stand-in, here, for the
+    nvJPEG decoder's ``cpu_fallback = false``."""
+
+    def forward(self, batch):
+        for item in batch:
+            if bytes(item["data"][:3]) == b"\xff\xd8\xff":
+                item["result"] = item["data"]
+
+
+def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_decoder(
+    resnet18_onnx, photos
+):
+    """The fallback config as shipped, its nvJPEG stage replaced by a CPU stand-in that
+    decodes JPEGs only: a PNG of the same pixels takes the CPU path and gets the same scores."""
+    fallback = DEFAULT_CONFIG.with_name("resnet50_gpu_decode_fallback.toml")
+    pipeline = load_service_config(fallback, resnet18_onnx).pipeline
+    stand_in = "Sequential[TestJpegGate,DecodeMat,ResizeMat,CvtColorMat,Mat2Tensor]"
+    gpu_decoder = {k: v for k, v in pipeline["gpu_decoder"].items() if k != "cpu_fallback"}
+    pipeline = {**pipeline, "gpu_decoder": {**gpu_decoder, "backend": stand_in}}
+    jpeg = photos["chelsea"]
+    png = png_of(jpeg)
+    with tp.pipe(pipeline) as model:
+        from_jpeg, from_png = {"data": jpeg}, {"data": png}
+        model([from_jpeg, from_png], strict=True)
+        figures = model.stats()
+    assert from_jpeg["result"].best_index == from_png["result"].best_index
+    assert from_jpeg["result"].logits == pytest.approx(from_png["result"].logits, abs=1e-4)
+    assert figures["gpu_decoder"].requests_no_result == 1  # the PNG
+    assert figures["cpu_decoder"].inferences == 1  # ... decoded on the fallback path only
+    assert figures["resnet18"].inferences == 2
+
+
+def test_the_fallback_graph_is_what_its_comments_say():
+    fallback = DEFAULT_CONFIG.with_name("resnet50_gpu_decode_fallback.toml")
+    config = tp.load_config(load_service_config(fallback).pipeline)
+    graph = config.graph
+    assert graph.successors["gpu_decoder"] == ("cpu_decoder",)
+    assert graph.successors["cpu_decoder"] == ("resnet50",)
+    assert config.node("cpu_decoder").filter == "or"
+    assert config.node("gpu_decoder").params["cpu_fallback"] is False

@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     engine_tensor,
     image_cpu,
     image_gpu,
+    jump,
     sync_tensor,
     tensorrt_tensor,
     testing,

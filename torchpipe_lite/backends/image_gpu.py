@@ -28,7 +28,7 @@ from .image_header import (
     read_header,
 )
 from .jpeg_scan import jpeg_scan_errors, raise_for_scan_error
-from .params import param_color, param_device, param_positive
+from .params import param_bool, param_color, param_device, param_positive
 from .registry import register_backend
 
 if TYPE_CHECKING:
@@ -97,11 +97,16 @@ class DecodeTensor(Backend):
 
     JPEGs are decoded with nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``), a whole
     batch in one call. Other formats, and JPEGs nvJPEG refuses (CMYK, corrupt), are decoded on
-    the CPU with OpenCV and uploaded (logged at debug); non-images end without a result.
+    the CPU with OpenCV and uploaded (logged at debug), unless ``cpu_fallback = false``: they
+    then end without a result, for a graph to send them to a CPU decoder node of its own
+    (``filter = "or"``; service/configs/resnet50_gpu_decode_fallback.toml). Non-images end
+    without a result.
     ``max_pixels`` bounds the declared size before anything is decoded.
     """
 
-    PARAMS = frozenset({"color", "max_pixels", "max_pixels_per_byte", "device", "device_id"})
+    PARAMS = frozenset(
+        {"color", "max_pixels", "max_pixels_per_byte", "device", "device_id", "cpu_fallback"}
+    )
 
     def init(self, params: dict[str, Any]) -> None:
         import torch
@@ -117,6 +122,7 @@ class DecodeTensor(Backend):
         self.max_pixels_per_byte = param_positive(
             params, "max_pixels_per_byte", DEFAULT_MAX_PIXELS_PER_BYTE
         )
+        self.cpu_fallback = param_bool(params, "cpu_fallback", default=True)
 
     def _decode_device(self, params: dict[str, Any]) -> torch.device:
         device = param_device(params)
@@ -226,6 +232,9 @@ class DecodeTensor(Backend):
         return images
 
     def _decode_on_cpu(self, item: dict[str, Any], buf: Any, what: str) -> None:
+        if not self.cpu_fallback:
+            logger.debug("DecodeTensor: %s: no result (cpu_fallback = false)", what)
+            return
         logger.debug("DecodeTensor: %s, decoding on the CPU with OpenCV", what)
         image = decode_bgr(buf, self.max_pixels, max_pixels_per_byte=self.max_pixels_per_byte)
         if image is None:

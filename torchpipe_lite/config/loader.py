@@ -6,13 +6,16 @@ import difflib
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import param_device_ids
 from ..backends.registry import backend_class
 from ..errors import ConfigError
+from ..filters import RUN, SWAP, filter_function
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
+from .graph import JUMP_BACKENDS, Graph, build_graph, parse_map
 from .schema import (
     DEFAULT_BATCHING_TIMEOUT_MS,
     DEFAULT_INSTANCE_NUM,
@@ -33,25 +36,107 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
     """Read ``source`` (a TOML file's path, TOML text, or a dict of the same shape) and
     validate it.
 
-    Top-level keys that are not tables are defaults for every node; each table is a node.
+    Top-level keys that are not tables are defaults for every node; each table is a node, and
+    a table inside a node's table (``[rec.2]``) a logical node: another entry to that node's
+    backend and instances, with its own ``next``, ``filter`` and ``map``.
     Raises :class:`ConfigError` naming the node and key at fault.
     """
     raw = _read(source)
     defaults = {key: value for key, value in raw.items() if not isinstance(value, Mapping)}
-    tables = {name: value for name, value in raw.items() if isinstance(value, Mapping)}
+    tables = _node_tables(raw)
     if not tables:
         raise ConfigError("no node defined: a node is a table with a 'backend' key")
-    nodes = {
-        name: _node(name, {**defaults, **table}, own_keys=set(table))
-        for name, table in tables.items()
+    nodes: dict[str, NodeConfig] = {}
+    for name, (table, physical) in tables.items():
+        if physical == name:
+            nodes[name] = _node(name, {**defaults, **table}, own_keys=set(table))
+    for name, (table, physical) in tables.items():
+        if physical != name:
+            nodes[name] = _logical_node(name, table, nodes[physical])
+    next_nodes = {name: node.next_nodes for name, node in nodes.items()}
+    feeders: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, targets in next_nodes.items():
+        for target in targets:
+            feeders.setdefault(target, []).append(name)
+    maps = {
+        name: parse_map(name, table["map"], feeders[name])
+        for name, (table, _physical) in tables.items()
+        if "map" in table
     }
-    for name, table in tables.items():
-        if nodes[name].inline:
+    jumps = {name: _jump_target(node) for name, node in nodes.items() if _is_jump(node)}
+    graph, order = build_graph(next_nodes, maps, jumps)
+    for name, (table, _physical) in tables.items():
+        nodes[name] = replace(
+            nodes[name],
+            filter=_filter(name, table, graph, name in maps),
+            map_entries=maps.get(name, ()),
+            jump=jumps.get(name),
+        )
+        if nodes[name].inline and not nodes[name].is_logical:
             _warn_queue_keys_inline(name, table)
-    order = _topological_order(nodes)
-    fed = {target for node in nodes.values() for target in node.next_nodes}
-    roots = tuple(name for name in order if name not in fed)
-    return PipelineConfig(nodes=tuple(nodes[name] for name in order), roots=roots)
+    return PipelineConfig(
+        nodes=tuple(nodes[name] for name in order), roots=graph.roots, graph=graph
+    )
+
+
+def _node_tables(raw: Mapping[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Each node's own table and the physical node it runs on (itself, or for ``[rec.2]``,
+    written as a table inside ``[rec]`` or as a ``"rec.2"`` key, ``rec``)."""
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+    for name, value in raw.items():
+        if not isinstance(value, Mapping):
+            continue
+        own = {key: item for key, item in value.items() if not isinstance(item, Mapping)}
+        prefix = name.rsplit(".", 1)[0] if "." in name else None
+        physical = prefix if prefix is not None and isinstance(raw.get(prefix), Mapping) else name
+        found[name] = (own, physical)
+        for alias, table in value.items():
+            if isinstance(table, Mapping):
+                found[f"{name}.{alias}"] = (dict(table), name)
+    return found
+
+
+def _logical_node(name: str, table: Mapping[str, Any], physical: NodeConfig) -> NodeConfig:
+    """``name``: another entry to ``physical``'s backend and instances (its own next)."""
+    for key in sorted(set(table) - {"next", "filter", "map", "backend"}):
+        logger.warning(
+            "[%s].%s has no effect: a logical node runs [%s]'s backend and instances, and "
+            "reads only next, filter and map",
+            name,
+            key,
+            physical.name,
+        )
+    return replace(
+        physical, name=name, next_nodes=_next_nodes(name, table.get("next")), physical=physical.name
+    )
+
+
+def _is_jump(node: NodeConfig) -> bool:
+    return node.backend.name in JUMP_BACKENDS and not node.is_logical
+
+
+def _jump_target(node: NodeConfig) -> str:
+    target = node.params.get("jump")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(
+            f'{node.backend.name} needs jump = "<root of the graph to run>"',
+            node=node.name,
+            key="jump",
+        )
+    return target.strip()
+
+
+def _filter(name: str, table: Mapping[str, Any], graph: Graph, has_map: bool) -> str:
+    """The node's filter: as written, else Run at a root or where a map builds the input,
+    else swap (the predecessor's result becomes the data)."""
+    if "filter" in table:
+        written = str(table["filter"]).strip()
+        try:
+            filter_function(written)
+        except KeyError as error:
+            raise ConfigError(str(error.args[0]), node=name, key="filter") from None
+        return written
+    return RUN if has_map or not graph.predecessors[name] else SWAP
 
 
 def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,6 +195,7 @@ def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
         request_timeout_ms=_float(name, table, "request_timeout", 0.0),
         inline=_bool(name, table, "inline"),
         params=dict(table),
+        physical=name,
     )
 
 
@@ -236,29 +322,3 @@ def _check_files(node: str, table: Mapping[str, Any], spec: BackendSpec) -> None
         for key in backend_class(part.name).FILE_PARAMS:
             if key in table and not Path(str(table[key])).is_file():
                 raise ConfigError(f"file not found: {table[key]}", node=node, key=key)
-
-
-def _topological_order(nodes: Mapping[str, NodeConfig]) -> list[str]:
-    for node in nodes.values():
-        for target in node.next_nodes:
-            if target not in nodes:
-                raise ConfigError(f"names an unknown node {target!r}", node=node.name, key="next")
-    order: list[str] = []
-    state: dict[str, str] = {}  # "visiting" or "done"
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise ConfigError(f"cycle: {cycle}", node=path[-1], key="next")
-        state[name] = "visiting"
-        for target in nodes[name].next_nodes:
-            visit(target, [*path, name])
-        state[name] = "done"
-        order.append(name)
-
-    for name in nodes:
-        visit(name, [])
-    order.reverse()
-    return order

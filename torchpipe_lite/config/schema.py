@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .expression import BackendSpec
+from .graph import Graph, MapEntry
 
 #: Keys the scheduler reads; every other key of a node is a backend parameter.
 NODE_KEYS = frozenset(
@@ -20,6 +21,8 @@ NODE_KEYS = frozenset(
         "request_timeout",
         "device_id",
         "inline",
+        "filter",
+        "map",
     }
 )
 
@@ -48,14 +51,30 @@ class NodeConfig:
     inline: bool = False
     #: Every key of the node as written (after defaults), handed to each backend's ``init``.
     params: dict[str, Any] = field(default_factory=dict)
+    #: The filter deciding, per request, what happens here (``torchpipe_lite.filters``).
+    filter: str = "swap"
+    #: How the node's input is built from its predecessors' outputs (empty: it takes its one
+    #: predecessor's dict).
+    map_entries: tuple[MapEntry, ...] = ()
+    #: The node whose backend and instances this one uses: itself, or for a logical node
+    #: (``[rec.2]``) the physical node it is another entry to.
+    physical: str = ""
+    #: For a Jump or MapReduce node: the root of the graph it sends requests through.
+    jump: str | None = None
+
+    @property
+    def is_logical(self) -> bool:
+        return self.physical != self.name
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Every node, in topological order (a node comes before the nodes it feeds)."""
+    """Every node, in topological order (a node comes before the nodes it feeds), and the
+    graph between them."""
 
     nodes: tuple[NodeConfig, ...]
     roots: tuple[str, ...]
+    graph: Graph
 
     def node(self, name: str) -> NodeConfig:
         """The node called ``name``."""

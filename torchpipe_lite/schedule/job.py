@@ -35,6 +35,9 @@ class Job:
     completion: Completion
     #: ``time.monotonic()`` when it entered this queue (batching timeout, request timeout).
     enqueued_s: float
+    #: The node of the graph the job is at: the queue's own node, or a logical node
+    #: (``[rec.2]``) that shares it and routes on by its own ``next``.
+    at: str = ""
 
 
 #: Called with a node's name and the jobs a batch finished successfully, on the thread that ran

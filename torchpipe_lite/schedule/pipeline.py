@@ -17,8 +17,10 @@ from ..errors import InvalidRequestError, PipelineClosedError, RequestError, Req
 from ..metrics import NodeStats
 from .inline_node import InlineNode
 from .job import Job
+from .jump_node import JumpNode
 from .node import Node
 from .request import RequestHandle
+from .routing import Router
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +35,28 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig):
         self.config = config
-        self._nodes: dict[str, Node] = {}
-        self._successors: dict[str, tuple[Node, ...]] = {}
         self._closed = False
         self._close_lock = threading.Lock()
+        self._router = Router(config, self._queue)
+        # The physical nodes (each with its queue and instances), and for every node of the
+        # graph, logical ones included, the physical node that runs it.
+        self._nodes: dict[str, Node | JumpNode] = {}
         for node_config in config.nodes:
-            node_class = InlineNode if node_config.inline else Node
-            self._nodes[node_config.name] = node_class(node_config, self._route)
-        for node_config in config.nodes:
-            self._successors[node_config.name] = tuple(
-                self._nodes[name] for name in node_config.next_nodes
-            )
+            if node_config.is_logical:
+                continue
+            if node_config.jump is not None:
+                node = JumpNode(node_config, self._router.route, self._router.enter)
+            elif node_config.inline:
+                node = InlineNode(node_config, self._router.route)
+            else:
+                node = Node(node_config, self._router.route)
+            self._nodes[node_config.name] = node
+        self._runs_on = {c.name: self._nodes[c.physical] for c in config.nodes}
         for name, node in self._nodes.items():
-            feeders = _transitive_predecessors(config, name)
-            node.queue.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
-        started: list[Node] = []
+            if isinstance(node, Node):
+                feeders = _feeders(config, name)
+                node.queue.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
+        started: list[Node | JumpNode] = []
         try:
             for node in self._nodes.values():
                 node.start()
@@ -56,7 +65,8 @@ class Pipeline:
             for node in started:
                 node.close()
             raise
-        self._default_entry = self._nodes[config.roots[0]] if len(config.roots) == 1 else None
+        entries = config.graph.entries
+        self._default_entry = entries[0] if len(entries) == 1 else None
 
     # -- calling -------------------------------------------------------------------------------
 
@@ -155,63 +165,32 @@ class Pipeline:
         item.pop("result", None)  # a reused dict must not show a stale result
         return item
 
-    def _entry(self, item: dict[str, Any]) -> Node:
+    def _entry(self, item: dict[str, Any]) -> str:
         name = item.get("node_name")
         if name is None:
             if self._default_entry is None:
-                roots = ", ".join(self.config.roots)
-                raise InvalidRequestError(f"several entry nodes ({roots}): set 'node_name'")
+                entries = ", ".join(self.config.graph.entries)
+                raise InvalidRequestError(f"several entry nodes ({entries}): set 'node_name'")
             return self._default_entry
-        try:
-            return self._nodes[name]
-        except KeyError:
-            raise InvalidRequestError(f"unknown node_name {name!r}") from None
+        if name not in self._runs_on:
+            raise InvalidRequestError(f"unknown node_name {name!r}")
+        return name
 
     def _enqueue(self, handles: list[RequestHandle]) -> None:
         if self._closed:
             raise PipelineClosedError("the pipeline is closed")
-        now = monotonic()
-        by_entry: dict[Node, list[Job]] = {}
+        if len(handles) == 1:
+            self._router.enter(self._entry(handles[0].item), handles)
+            return
+        by_entry: dict[str, list[RequestHandle]] = {}
         for handle in handles:
-            by_entry.setdefault(self._entry(handle.item), []).append(Job(handle.item, handle, now))
-        for node, jobs in by_entry.items():
-            node.put(jobs)
+            by_entry.setdefault(self._entry(handle.item), []).append(handle)
+        for name, entering in by_entry.items():
+            self._router.enter(name, entering)
 
-    # -- routing (runs on worker threads) ------------------------------------------------------
-
-    def _route(self, node_name: str, jobs: list[Job]) -> None:
-        successors = self._successors[node_name]
-        onward: list[Job] = []
-        now = monotonic()
-        for job in jobs:
-            item = job.item
-            if not successors or "result" not in item:
-                job.completion.end_branch(node_name, item, None)
-            elif len(successors) == 1:
-                item["data"] = item.pop("result")
-                job.enqueued_s = now
-                onward.append(job)
-            else:
-                self._fork(successors, job, now)
-        if onward:
-            self._put(successors[0], onward)
-
-    def _fork(self, successors: tuple[Node, ...], job: Job, now: float) -> None:
-        handle = job.completion
-        handle.fork(len(successors) - 1)
-        result = job.item.pop("result")
-        for successor in successors:
-            branch = dict(job.item)
-            branch["data"] = result
-            self._put(successor, [Job(branch, handle, now)])
-
-    @staticmethod
-    def _put(node: Node, jobs: list[Job]) -> None:
-        try:
-            node.put(jobs)
-        except RequestError as error:
-            for job in jobs:
-                job.completion.end_branch(node.name, job.item, error)
+    def _queue(self, name: str, jobs: list[Job]) -> None:
+        """Jobs that must run node ``name`` join the queue of the node that runs it."""
+        self._runs_on[name].put(jobs)
 
     # -- lifecycle and figures -----------------------------------------------------------------
 
@@ -221,7 +200,7 @@ class Pipeline:
             if self._closed:
                 return
             self._closed = True
-        for node in self._nodes.values():  # topological order: upstream drains first
+        for node in _close_order(self.config, self._nodes):  # upstream drains first
             node.close()
 
     def __enter__(self) -> Pipeline:
@@ -250,22 +229,41 @@ def _deadline(timeout_s: float | None) -> float:
     return math.inf if timeout_s is None else monotonic() + timeout_s
 
 
-def _transitive_predecessors(config: PipelineConfig, name: str) -> list[str]:
-    """Every node from which requests can reach ``name``."""
-    feeders = {node.name: [] for node in config.nodes}
-    for node in config.nodes:
-        for target in node.next_nodes:
-            feeders[target].append(node.name)
+def _feeders(config: PipelineConfig, name: str) -> list[str]:
+    """Every physical node from which requests can reach ``name``'s queue (through any node
+    of the graph that runs on it)."""
+    graph = config.graph
+    physical = {node.name: node.physical for node in config.nodes}
+    aliases = [node.name for node in config.nodes if node.physical == name]
     found: list[str] = []
-    pending = list(feeders[name])
+    pending = [feeder for alias in aliases for feeder in graph.predecessors[alias]]
     while pending:
         current = pending.pop()
-        if current not in found:
-            found.append(current)
-            pending.extend(feeders[current])
+        if physical[current] not in found and physical[current] != name:
+            found.append(physical[current])
+        pending.extend(p for p in graph.predecessors[current] if physical[p] not in found)
     return found
 
 
-def pipe(config: str | Path | Mapping[str, Any]) -> Pipeline:
-    """Build and start a pipeline from a TOML file path or a dict of the same shape."""
-    return Pipeline(load_config(config))
+def _close_order(config: PipelineConfig, nodes: Mapping[str, Any]) -> list[Any]:
+    """Physical nodes so that each closes after every node that can send it requests,
+    counting a Jump's sub-requests: the graph it jumps to closes after it."""
+    after: dict[str, set[str]] = {name: set() for name in nodes}
+    physical = {node.name: node.physical for node in config.nodes}
+    for node in config.nodes:
+        for target in config.graph.successors[node.name]:
+            if physical[target] != node.physical:
+                after[physical[target]].add(node.physical)
+        if node.jump is not None:
+            after[physical[node.jump]].add(node.physical)
+    order: list[str] = []
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in order and after[n] <= set(order)]
+        order.extend(ready or [n for n in nodes if n not in order])  # a cycle: any order
+    return [nodes[name] for name in order]
+
+
+def pipe(config: str | Path | Mapping[str, Any] | PipelineConfig) -> Pipeline:
+    """Build and start a pipeline from a TOML file path, TOML text, a dict, or a
+    configuration ``load_config`` returned."""
+    return Pipeline(config if isinstance(config, PipelineConfig) else load_config(config))
