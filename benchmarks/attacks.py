@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TTransport
 
-from clients.connection import connect
 from service.gen.inference import InferenceService
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.thrift_client import connect
 
 #: How long a probe or an attacker waits for anything before calling it a hang.
 WAIT_S = 30.0

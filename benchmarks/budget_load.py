@@ -17,10 +17,10 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
 from thrift.transport.TTransport import TMemoryBuffer
 
-from clients.connection import connect
 from service.gen.inference.InferenceService import infer_batch_args
 from service.gen.inference.ttypes import InferenceParams
 from service.rpc.message_scan import ScanLimits, scan_message
+from service.thrift_client import connect
 
 _LIMITS = ScanLimits(max_message_bytes=1 << 20, max_container_items=1 << 16)
 

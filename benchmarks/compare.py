@@ -32,25 +32,25 @@ from benchmarks.report import (
     REFERENCE_ROWS,
     REFERENCE_SETUP,
     format_table,
-    name_slug,
     write_outputs,
 )
-from benchmarks.resource_sampler import ResourceSampler, ResourceUse
+from benchmarks.resource_sampler import ResourceSampler
+from benchmarks.run_record import config_record, device_slug, run_row, setup_text
 from benchmarks.server_figures import (
     batching_line,
     engine_figures,
     group_node_figures,
     server_stats,
 )
-from benchmarks.server_process import (
+from clients.client_qps import LoadTestError, run_load
+from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import (
     REPO_ROOT,
     ServerProcess,
     ServerStartError,
     free_port,
     service_command,
 )
-from clients.client_qps import LoadResult, LoadTestError, run_load
-from clients.images import DEFAULT_IMG_DIR, load_images
 
 logger = logging.getLogger("benchmarks.compare")
 
@@ -183,38 +183,6 @@ def export_model(model: Path, arch: str) -> None:
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
-def device_slug(gpu: GpuMonitor) -> str:
-    """``cpu`` or the first GPU's name in lower case, e.g. ``nvidia-h100-80gb-hbm3``."""
-    if not gpu.available:
-        return "cpu"
-    return name_slug(gpu.names[0])
-
-
-def _row(
-    handler: str, concurrency: int, load: LoadResult, use: ResourceUse | None, processes: int
-) -> dict:
-    return {
-        "handler": handler,
-        "concurrency": concurrency,
-        "server_processes": processes,
-        "requests": load.requests,
-        "qps": load.qps,
-        "tp50_ms": load.tp50_ms,
-        "tp90_ms": load.tp90_ms,
-        "tp99_ms": load.tp99_ms,
-        "mean_ms": load.mean_ms,
-        "errors": load.errors,
-        "errors_by_code": load.errors_by_code,
-        "server_cpu_percent": use.cpu_percent if use else None,
-        "server_rss_mib": use.rss_mib_max if use else None,
-        "gpu_util_percent": use.gpu_util_percent if use else None,
-        "gpu_memory_mib_max": use.gpu_memory_mib_max if use else None,
-        "client_cpu_percent": load.client_cpu_percent,
-        "client_processes": load.processes,
-        "wall_s": load.wall_s,
-    }
-
-
 def run_handler(
     handler: str,
     args: argparse.Namespace,
@@ -263,7 +231,7 @@ def run_handler(
                 warmup=args.warmup,
                 **load_settings,
             )
-            ping_rows.append(_row(f"ping ({handler} server)", concurrency, load, None, workers))
+            ping_rows.append(run_row(f"ping ({handler} server)", concurrency, load, None, workers))
             logger.info("ping, %d clients: %.0f calls/s", concurrency, load.qps)
         for concurrency in args.concurrency:
             sampler = ResourceSampler(server.pid, gpu=gpu)
@@ -275,7 +243,7 @@ def run_handler(
                 on_timed_end=sampler.stop,
                 **load_settings,
             )
-            rows.append(_row(handler, concurrency, load, sampler.result, workers))
+            rows.append(run_row(handler, concurrency, load, sampler.result, workers))
             logger.info(
                 "%s, %d clients: %.1f QPS, TP50 %.1f ms, errors %d",
                 handler,
@@ -293,58 +261,6 @@ def run_handler(
             if args.shared_engine and handler == "pipelined":
                 stats["shared_engine"] = engine_figures(metrics_url)
     return rows, ping_rows, stats
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it (results are committed)."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
-
-
-def _setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -> str:
-    from service.service_config import DEFAULT_CONFIG
-
-    where = f"GPU {gpu.names[0]}" if gpu.available else f"no GPU ({gpu.reason})"
-    mode = "quick" if args.quick else "full"
-    return (
-        f"{where}, {psutil.cpu_count()} logical CPU cores; {args.arch} ({_shown(args.model)}); "
-        f"{mode} run: {args.total_number} timed calls per row after {args.warmup} warm-up, "
-        f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}; "
-        f"pipelined server: {args.workers} process(es)"
-        + (" and a shared engine" if args.shared_engine else "")
-        + ", "
-        f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: {args.baseline_workers} process(es)"
-        + ("; both under CUDA MPS" if args.mps else "")
-    )
-
-
-def _config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
-    from service.service_config import DEFAULT_CONFIG
-    from torchpipe_lite.backends.cuda_wait import wait_mode
-
-    config_path = args.config or DEFAULT_CONFIG
-    return {
-        "pipelined_config": _shown(config_path),
-        "pipelined_config_text": Path(config_path).read_text(),
-        "model": _shown(args.model),
-        "arch": args.arch,
-        "quick": args.quick,
-        "concurrency": args.concurrency,
-        "total_number": args.total_number,
-        "warmup": args.warmup,
-        "client_processes": args.processes,
-        "server_threads": args.threads,
-        "pipelined_workers": args.workers,
-        "baseline_workers": args.baseline_workers,
-        "shared_engine": args.shared_engine,
-        "engine_clients": args.engine_clients,
-        "cuda_mps": args.mps,
-        "cuda_wait": wait_mode(),  # how the GPU stages wait: "block" or "spin"
-        "img_dir": _shown(args.img_dir),
-        "images": len(images),
-        "image_mean_kib": sum(map(len, images)) / len(images) / 1024,
-        "python": platform.python_version(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("model export failed (exit %d): see its output above", exc.returncode)
         return 1
     images = load_images(args.img_dir)
-    setup = _setup_text(args, gpu, images)
+    setup = setup_text(args, gpu, images)
     logger.info("%s", setup)
     log_dir = Path(tempfile.mkdtemp(prefix="compare-logs-"))
     logger.info("server logs: %s", log_dir)
@@ -415,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu_note": gpu.reason,
         "cpu_count": psutil.cpu_count(),
         "cpu_model": platform.processor() or platform.machine(),
-        "config": _config_record(args, images),
+        "config": config_record(args, images),
         "command": shlex.join(["python", "-m", "benchmarks.compare", *(argv or sys.argv[1:])]),
         "results": rows,
         "ping_check": ping_rows or None,

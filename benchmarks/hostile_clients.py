@@ -27,9 +27,9 @@ import psutil
 
 from benchmarks import attacks
 from benchmarks.report import write_json
-from benchmarks.server_process import REPO_ROOT, ServerProcess, free_port, service_command
-from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR
+from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
+from service.thrift_client import connect
 
 logger = logging.getLogger("benchmarks.hostile_clients")
 

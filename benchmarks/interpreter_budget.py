@@ -31,9 +31,9 @@ from pathlib import Path
 import psutil
 
 from benchmarks.budget_load import RawLoad
-from benchmarks.server_process import REPO_ROOT, free_port
 from benchmarks.standins import SCALE
 from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import REPO_ROOT, free_port
 
 CONFIGS = {
     "gpu-decode": REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml",
@@ -57,6 +57,9 @@ _PARTS = (
         "service/rpc/codec.py",
         {"reply", "declared_error", "application_error", "_encode"},
     ),
+    ("rpc write", "service/rpc/replies.py", None),
+    ("rpc write", "service/rpc/wakeup.py", {"post", "wake"}),
+    # The same, in versions before replies.py and wakeup.py were split out of server.py.
     ("rpc write", "service/rpc/server.py", {"_finish", "_end_call", "_post", "_wake", "_flush"}),
     ("rpc read", "service/rpc/", None),
     ("rpc (thread per connection)", "service/server.py", None),

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from benchmarks.server_process import REPO_ROOT
 from benchmarks.synchronised import (
     check_ready,
     parse_counts,
@@ -32,6 +31,7 @@ from benchmarks.synchronised import (
 )
 from benchmarks.tune import Setting, apply_point, parse_setting
 from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml"
 

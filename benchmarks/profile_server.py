@@ -20,8 +20,8 @@ from pathlib import Path
 
 from benchmarks.interpreter_budget import attribute
 from benchmarks.mps import MpsError, mps_daemon
-from benchmarks.server_process import ServerProcess, free_port, service_command
 from clients.client_qps import run_load
+from service.server_process import ServerProcess, free_port, service_command
 
 
 def summarise(raw_path: Path, top: int = 25) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.connection import connect
+from service.thrift_client import connect
 
 
 def server_stats(port: int) -> dict[str, Any]:

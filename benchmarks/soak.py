@@ -24,19 +24,19 @@ from typing import Any
 
 import psutil
 
-from benchmarks.compare import device_slug
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import write_json
-from benchmarks.server_process import (
+from benchmarks.run_record import device_slug
+from clients.client_qps import LoadTestError, run_load
+from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import (
     REPO_ROOT,
     ServerProcess,
     ServerStartError,
     free_port,
     service_command,
 )
-from clients.client_qps import LoadTestError, run_load
-from clients.connection import connect
-from clients.images import DEFAULT_IMG_DIR, load_images
+from service.thrift_client import connect
 
 logger = logging.getLogger("benchmarks.soak")
 

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.server_process import REPO_ROOT
 from benchmarks.synchronised import (
     check_ready,
     parse_counts,
@@ -40,6 +39,7 @@ from benchmarks.synchronised import (
     write_points,
 )
 from clients.images import load_images
+from service.server_process import REPO_ROOT
 
 STAGES = {
     "gpu": "SyncTensor[Sequential[DecodeTensor,ResizeTensor,CvtColorTensor]]",

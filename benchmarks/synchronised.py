@@ -92,9 +92,9 @@ def parse_counts(text: str) -> list[int]:
 def write_points(json_dir: Path, what: str, command: str, points: list[dict], **extra: Any) -> Path:
     """Write ``<date>-<device>-<what>.json`` (device as in the main job: ``cpu`` or the GPU's
     name) under ``json_dir`` with the command line and the points; returns its path."""
-    from benchmarks.compare import device_slug
     from benchmarks.gpu_monitor import GpuMonitor
     from benchmarks.report import write_json
+    from benchmarks.run_record import device_slug
 
     today, device = date.today().isoformat(), device_slug(GpuMonitor.open())
     path = json_dir / f"{today}-{device}-{what}.json"

@@ -31,18 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-from benchmarks.compare import FULL, QUICK, device_slug, export_model, run_handler
+from benchmarks.compare import FULL, QUICK, export_model, run_handler
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.mps import MpsError, mps_daemon
 from benchmarks.report import write_json
-from benchmarks.server_process import REPO_ROOT, ServerStartError
+from benchmarks.run_record import device_slug
 from clients.client_qps import LoadTestError
 from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import REPO_ROOT, ServerStartError
+from torchpipe_lite.config import read_toml
 
 logger = logging.getLogger("benchmarks.tune")
 
@@ -210,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.model = args.model or REPO_ROOT / "models" / f"{args.arch}.onnx"
-    base = tomllib.loads(args.config.read_text())
+    base = read_toml(args.config)
     points = grid(args.settings, args.workers)
     try:
         configs = [apply_point(base, args.settings, point) for point in points]

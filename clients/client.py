@@ -14,8 +14,8 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from clients.calls import error_name
-from clients.connection import connect
 from service.gen.inference import ttypes
+from service.thrift_client import connect
 
 
 def classify(

@@ -25,7 +25,7 @@ from thrift.Thrift import TApplicationException
 from thrift.transport.TTransport import TTransportException
 
 from clients.calls import call_for
-from clients.connection import Connection, connect
+from service.thrift_client import Connection, connect
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,17 @@ SATURATED_AFTER_REFUSAL_S = 1.0
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What one call may ask of a handler; over these, the call gets TOO_LARGE."""
+
+    max_image_bytes: int = 16 << 20
+    max_images_per_call: int = 256
+    #: Images of one call in the pipeline at once; the rest wait their turn, so that the calls
+    #: of other clients interleave with a long one.
+    call_window: int = 16
+
+
+@dataclass(frozen=True)
 class AdmissionLimits:
     """What one server process admits at once, and what one call may bring."""
 

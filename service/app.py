@@ -6,9 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from service.admission import Admission, AdmissionLimits
+from service.admission import Admission, AdmissionLimits, RequestLimits
 from service.device import engine_device
-from service.handler import ClassifierHandler, RequestLimits
+from service.handler import ClassifierHandler
 from service.model_file import ensure_model
 from service.service_config import (
     DEFAULT_CONFIG,
@@ -18,6 +18,8 @@ from service.service_config import (
 )
 from torchpipe_lite.backends.base import param_int
 from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.params import param_precision
+from torchpipe_lite.backends.torch_tensor import running_precision
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +66,14 @@ def build_handler(
 
         check_queues_hold_admitted_work(config, admission.limits.max_images_in_flight)
         handler = PipelinedHandler(config, device=engine, limits=limits, admission=admission)
-    precision = str(engine_params.get("precision", "fp32"))
-    if precision == "fp16" and engine == "cpu":
-        precision = "fp16 requested, fp32 on the CPU"
+    precision = engine_precision(config, on_gpu=engine != "cpu")
     summary = [
         f"handler: {name}",
         f"config: {config.path}",
         f"model: {config.model_path}" + (" (just exported, RANDOM WEIGHTS)" if exported else ""),
         f"engine: {config.engine_backend}, precision {precision}, device {engine}"
         + (f", in the shared engine process at {engine_socket}" if engine_socket else ""),
-        *describe_nodes(handler, config),
+        *describe_nodes(handler, config, precision),
     ]
     return handler, summary
 
@@ -101,7 +101,19 @@ def check_queues_hold_admitted_work(config: ServiceConfig, max_images_in_flight:
             )
 
 
-def describe_nodes(handler: ClassifierHandler, config: ServiceConfig) -> list[str]:
+def engine_precision(config: ServiceConfig, *, on_gpu: bool) -> str:
+    """The precision the model node runs, as its engine decides it from the config."""
+    params = config.node_params(config.model_node)
+    if "TensorrtTensor" in config.engine_backend:
+        return param_precision(params, "fp16")
+    running = running_precision(params, on_gpu=on_gpu)
+    asked = param_precision(params, running)
+    return running if asked == running else f"{running} ({asked} requested; CPU)"
+
+
+def describe_nodes(
+    handler: ClassifierHandler, config: ServiceConfig, model_precision: str
+) -> list[str]:
     """One line per node: backend, instances, batch range, placement, precision, limits."""
     lines = []
     for figures in handler.node_figures():
@@ -113,14 +125,8 @@ def describe_nodes(handler: ClassifierHandler, config: ServiceConfig) -> list[st
             f"batch {low}..{high}",
             f"on {', '.join(places) or 'cpu'}",
         ]
-        if "precision" in params:
-            wanted = str(params["precision"])
-            on_cpu = all(place.startswith("cpu") for place in places) if places else True
-            parts.append(
-                f"precision fp32 ({wanted} requested; CPU)"
-                if wanted == "fp16" and on_cpu
-                else f"precision {wanted}"
-            )
+        if figures.node == config.model_node:
+            parts.append(f"precision {model_precision}")
         if handler.handler_name == "pipelined":  # the baseline has no queue to bound
             parts.append(f"max_queue_size {params.get('max_queue_size') or 'unbounded'}")
             timeout_ms = params.get("request_timeout")

@@ -24,11 +24,11 @@ import re
 import sys
 from pathlib import Path
 
-from benchmarks.server_process import ServerProcess, free_port, service_command
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
 from service.model_file import ensure_model
+from service.server_process import ServerProcess, free_port, service_command
 from service.service_config import DEFAULT_CONFIG
+from service.thrift_client import connect
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 import torchpipe_lite as tp
-from service.admission import Admission, Ticket, call_images
+from service.admission import Admission, RequestLimits, Ticket, call_images
 from service.class_scores import Scores
 from service.errors import (
     code_name,
@@ -49,17 +48,6 @@ MAX_TOP_K = 1000
 #: What ``classify`` returns per image: its scores (or logits, from a model node without
 #: ClassScores), ``None`` (no result: not an image), or the error.
 Outcome = Scores | torch.Tensor | None | BaseException
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """What one call may ask of a handler; over these, the call gets TOO_LARGE."""
-
-    max_image_bytes: int = 16 << 20
-    max_images_per_call: int = 256
-    #: Images of one call in the pipeline at once; the rest wait their turn, so that the calls
-    #: of other clients interleave with a long one.
-    call_window: int = 16
 
 
 def wire_node_stats(stats: tp.NodeStats) -> NodeStats:

@@ -19,12 +19,13 @@ import cv2
 import torch
 
 import torchpipe_lite as tp
-from service.admission import Admission
-from service.handler import ClassifierHandler, Outcome, RequestLimits
+from service.admission import Admission, RequestLimits
+from service.handler import ClassifierHandler, Outcome
 from service.service_config import ServiceConfig
 from torchpipe_lite.backends.base import param_int
 from torchpipe_lite.backends.image_cpu import decode_bgr
 from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.params import param_color
 from torchpipe_lite.metrics import InstanceCounters
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class BaselineHandler(ClassifierHandler):
         super().__init__(device=device, limits=limits, admission=admission)
         pre = config.preprocess_params()
         self._resize_hw = (param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224))
-        self._to_rgb = str(pre.get("color", "rgb")).strip().lower() == "rgb"
+        self._to_rgb = param_color(pre, "color", "rgb") == "rgb"  # a misspelling is refused
         self._max_pixels = param_int(pre, "max_pixels", DEFAULT_MAX_PIXELS)
         self._backend = config.engine_backend
         logger.info("initialising the baseline engine %s at batch 1", self._backend)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import service.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from torchpipe_lite.config import read_toml
+from torchpipe_lite.errors import ConfigError
 
 #: The configs shipped with the service; their model is exported on first start when missing.
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -150,12 +146,9 @@ def load_service_config(
     """
     path = Path(path)
     try:
-        with path.open("rb") as file:
-            pipeline = tomllib.load(file)
-    except OSError as exc:
-        raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ServiceConfigError(f"{path} is not valid TOML: {exc}") from exc
+        pipeline = read_toml(path)
+    except ConfigError as exc:
+        raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from None
     model_nodes = [
         name for name, table in pipeline.items() if isinstance(table, dict) and "model" in table
     ]

@@ -8,8 +8,8 @@ import time
 import cv2
 import numpy as np
 
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
+from service.thrift_client import connect
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import torchpipe_lite.testing  # noqa: F401  (registers the fake backends the tests name)
 from tests.image_samples import IMAGES_DIR, SMALL_PHOTOS
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass, field
 
@@ -55,3 +56,23 @@ class ConnectionFigures:
             replies_undelivered=self.replies_undelivered,
             calls_abandoned=self.calls_abandoned,
         )
+
+
+class Overdue(enum.Enum):
+    """Why a connection between calls is closed by the sweep."""
+
+    SLOW_MESSAGE = "slow_message"  # a request message took longer than its deadline to arrive
+    IDLE = "idle"  # nothing sent for longer than the idle timeout
+
+
+def overdue(
+    message_started_s: float | None, last_active_s: float, now_s: float, limits: TransportLimits
+) -> Overdue | None:
+    """The deadline a connection between calls has passed at ``now_s``, if any."""
+    if message_started_s is not None:
+        if now_s - message_started_s > limits.message_timeout_s:
+            return Overdue.SLOW_MESSAGE
+        return None
+    if now_s - last_active_s > limits.idle_timeout_s:
+        return Overdue.IDLE
+    return None

@@ -3,10 +3,11 @@
 A thread-per-connection server (thrift's TThreadPoolServer, the reference's) parks a thread
 on every connection, so idle or slow clients occupy threads and every request costs two
 thread wake-ups. Here one loop thread waits on all sockets at once (epoll), reads whatever
-arrived, finds whole messages (``message_scan``), decodes them (``codec``) and starts each call
-(``calls``); the thread that finishes a call sends its reply. Limits that no client can get
-around: a deadline for each message from its first byte to its last, an idle timeout between
-messages, a cap on open connections, and no busy loop when the process is out of descriptors.
+arrived, finds whole messages (``message_scan``), decodes them (``codec``) and starts each
+call (``calls``); the thread that finishes a call sends its reply (``replies``). Limits that
+no client can get around: a deadline for each message from its first byte to its last, an
+idle timeout between messages, a cap on open connections, and no busy loop when the process
+is out of descriptors.
 
 ``stop()`` (safe from a signal handler) stops accepting, closes idle connections, answers
 every call already received (and every request message already begun, if it arrives within
@@ -15,9 +16,7 @@ its deadline), then ``serve()`` returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -36,9 +35,11 @@ from .acceptor import Acceptor
 from .calls import CallRunner
 from .codec import Codec, Method, fastbinary_available, service_methods
 from .connection import Connection, Reply
-from .limits import ConnectionFigures, TransportLimits
+from .limits import ConnectionFigures, Overdue, TransportLimits, overdue
 from .message_scan import MalformedMessageError, MessageHead, ScanLimits, scan_message
 from .poller import BROKEN, READ, WRITE, Poller
+from .replies import ReplyWriter
+from .wakeup import LoopWaker
 
 logger = logging.getLogger("service.rpc")
 
@@ -47,7 +48,7 @@ _RECV_BYTES = 256 * 1024
 _SWEEP_S = 0.25
 #: At most one log line per this many seconds for each kind of refused connection.
 _LOG_EVERY_S = 10.0
-_LISTENER, _WAKE, _SIGNAL = "listener", "wake", "signal"
+_LISTENER = "listener"
 
 
 class ThriftServer:
@@ -86,12 +87,12 @@ class ThriftServer:
         self._poller = Poller()
         self._scratch = memoryview(bytearray(_RECV_BYTES))  # the loop thread's read buffer
         self._connections: dict[int, Connection] = {}
-        self._posted: list[Connection] = []
-        self._posted_lock = threading.Lock()
+        self._waker: LoopWaker[Connection] = LoopWaker()
         self._stopping = threading.Event()
         #: Set once the listening socket is closed: from then on connecting is refused.
         self.stopped_accepting = threading.Event()
         self.figures = ConnectionFigures()
+        self._replies = ReplyWriter(self._poller, self._waker, self.figures, self._stopping)
         self._log = LogLimiter(logger, every_s=_LOG_EVERY_S)
         # A worker of ``--workers`` does not listen: its supervisor accepts and hands it
         # connections over the ``handoff`` Unix socket (``service.connection_dealer``).
@@ -104,13 +105,6 @@ class ThriftServer:
             handoff=handoff,
             token=_LISTENER,
         )
-        self._wake_r, self._wake_w = os.pipe()
-        # Signals wake the loop through their own pipe (signal.set_wakeup_fd): the kernel may
-        # deliver SIGTERM to any thread, and Python runs the handler only once the main
-        # thread, blocked in epoll, returns to bytecode.
-        self._signal_r, self._signal_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w, self._signal_r, self._signal_w):
-            os.set_blocking(fd, False)
         if not fastbinary_available():
             logger.warning(
                 "thrift.protocol.fastbinary (the C extension) is missing: using the pure-Python "
@@ -142,7 +136,7 @@ class ThriftServer:
     def stop(self) -> None:
         """Ask ``serve()`` to stop accepting, finish the calls received and return."""
         self._stopping.set()
-        self._wake()
+        self._waker.wake()
 
     def serve(self, drain_timeout_s: float = 60.0) -> bool:
         """Run until ``stop()``. Returns True when every call received was answered within
@@ -150,11 +144,13 @@ class ThriftServer:
         self.listen()
         poller = self._poller
         self._acceptor.watch()
-        poller.watch(self._wake_r, _WAKE)
-        poller.watch(self._signal_r, _SIGNAL)
+        poller.watch(self._waker.wake_read_fd, self._waker.wake_read_fd)
+        poller.watch(self._waker.signal_read_fd, self._waker.signal_read_fd)
         self._runner.start()
         on_main_thread = threading.current_thread() is threading.main_thread()
-        previous_wakeup_fd = signal.set_wakeup_fd(self._signal_w) if on_main_thread else -1
+        previous_wakeup_fd = (
+            signal.set_wakeup_fd(self._waker.signal_write_fd) if on_main_thread else -1
+        )
         try:
             self._loop(lambda: self._stopping.is_set())
             self._stop_accepting()
@@ -177,9 +173,7 @@ class ThriftServer:
         for connection in list(self._connections.values()):
             self._close(connection)
         poller.close()
-        for fd in (self._wake_r, self._wake_w, self._signal_r, self._signal_w):
-            os.close(fd)
-        self._wake_w = -1
+        self._waker.close()
         return True
 
     # -- the loop ----------------------------------------------------------------------------
@@ -191,13 +185,13 @@ class ThriftServer:
             for target, events in poller.wait(max(0.0, next_sweep_s - time.monotonic())):
                 if isinstance(target, Connection):
                     if events & WRITE:
-                        self._flush(target)
+                        self._replies.flush(target)
                     if events & (READ | BROKEN):
                         self._read(target)
                 elif target == _LISTENER:
                     self._acceptor.accept(self._adopt, self._stopping.set)
-                else:  # a wake-up or a signal: the handler has run by now
-                    _drain(self._wake_r if target == _WAKE else self._signal_r)
+                else:  # a wake-up or a signal (its handler has run by now): a pipe's fd
+                    self._waker.drain(target)
             self._handle_posted()
             now_s = time.monotonic()
             if now_s >= next_sweep_s:
@@ -300,7 +294,7 @@ class ThriftServer:
                 TApplicationException.UNKNOWN_METHOD,
                 f"Unknown function {head.name}",
             )
-            self._finish(connection, reply)
+            self._replies.finish(connection, reply)
             return
         try:
             call = self._codec.decode(method, head.seqid, message, head.body_offset)
@@ -310,59 +304,14 @@ class ThriftServer:
                 connection.busy = False
             self._refuse(connection, f"malformed or oversized request: {e}")
             return
-        reply = Reply(call, connection, self._codec, self._finish)
+        reply = Reply(call, connection, self._codec, self._replies.finish)
         connection.reply = reply
         self._runner.run(reply)
 
-    # -- replies (any thread) ----------------------------------------------------------------
-
-    def _finish(self, connection: Connection, data: bytes) -> None:
-        """Send a call's reply and end the call; the loop thread takes over what is left."""
-        sent = 0
-        if not connection.closing:
-            try:
-                sent = connection.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = len(data)  # the client is gone: nothing more to send
-                connection.closing = True
-                self._count_undelivered()
-        else:
-            self._count_undelivered()
-            sent = len(data)
-        if sent < len(data):
-            connection.out = memoryview(data)[sent:]
-            self._post(connection)  # busy until the loop has sent the rest
-            return
-        self._end_call(connection)
-
-    def _count_undelivered(self) -> None:
-        with self.figures.lock:
-            self.figures.replies_undelivered += 1
-
-    def _end_call(self, connection: Connection) -> None:
-        with connection.lock:
-            connection.busy = False
-            follow_up = connection.closing or connection.input_waiting
-        if follow_up or self._stopping.is_set():
-            self._post(connection)
-
-    def _post(self, connection: Connection) -> None:
-        with self._posted_lock:
-            self._posted.append(connection)
-        self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe: the loop is awake already
-            os.write(self._wake_w, b"x")
+    # -- follow-ups posted by the threads that sent replies ----------------------------
 
     def _handle_posted(self) -> None:
-        if not self._posted:
-            return
-        with self._posted_lock:
-            posted, self._posted = self._posted, []
-        for connection in posted:
+        for connection in self._waker.take_posted():
             if self._connections.get(connection.fd) is not connection:
                 continue  # closed meanwhile (its descriptor may already be another's)
             if connection.out is not None and connection.closing:
@@ -376,24 +325,6 @@ class ThriftServer:
                 self._close_when_idle(connection)
             else:
                 self._next_message(connection)
-
-    def _flush(self, connection: Connection) -> None:
-        out = connection.out
-        if out is None:
-            return
-        try:
-            sent = connection.sock.send(out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            sent = len(out)
-            connection.closing = True
-        if sent < len(out):
-            connection.out = out[sent:]
-            return
-        connection.out = None
-        self._poller.change(connection.fd, READ)
-        self._end_call(connection)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -447,28 +378,22 @@ class ThriftServer:
     def _sweep(self, now_s: float) -> None:
         if not self._stopping.is_set():
             self._acceptor.resume_if_due(now_s)
-        limits = self._limits
         for connection in list(self._connections.values()):
             if connection.busy or connection.closing:
                 continue
-            started_s = connection.message_started_s
-            if started_s is not None and now_s - started_s > limits.message_timeout_s:
+            why = overdue(
+                connection.message_started_s, connection.last_active_s, now_s, self._limits
+            )
+            if why is Overdue.SLOW_MESSAGE:
                 self.figures.closed_slow_message += 1
                 self._log.log(
                     "slow",
                     logging.WARNING,
                     "closing the connection from %s: a message took over %.0f s to arrive",
                     connection.peer,
-                    limits.message_timeout_s,
+                    self._limits.message_timeout_s,
                 )
-                self._close(connection)
-            elif started_s is None and now_s - connection.last_active_s > limits.idle_timeout_s:
+            elif why is Overdue.IDLE:
                 self.figures.closed_idle += 1
+            if why is not None:
                 self._close(connection)
-
-
-def _drain(fd: int) -> None:
-    """Read a non-blocking pipe empty."""
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 512):
-            pass

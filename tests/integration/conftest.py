@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from clients.connection import Connection, connect
-from service.admission import Admission, AdmissionLimits
+from service.admission import Admission, AdmissionLimits, RequestLimits
 from service.app import build_handler
-from service.handler import ClassifierHandler, RequestLimits
+from service.handler import ClassifierHandler
 from service.rpc.server import ThriftServer, TransportLimits
 from service.service_config import DEFAULT_CONFIG
+from service.thrift_client import Connection, connect
+from tests.pipeline_fakes import Gate
 
 IMAGES_DIR = Path(__file__).resolve().parents[1] / "data" / "images"
 
@@ -115,3 +116,12 @@ def pipelined_service(resnet18_onnx) -> Iterator[LiveService]:
 def service(request) -> LiveService:
     """Each handler in turn."""
     return request.getfixturevalue(f"{request.param}_service")
+
+
+@pytest.fixture
+def gate():
+    """The shared gate of ``TestGate`` batches, closed for the test and opened after it."""
+    Gate.gate.clear()
+    Gate.entered = threading.Semaphore(0)
+    yield Gate
+    Gate.gate.set()

@@ -19,8 +19,8 @@ from thrift.protocol import TBinaryProtocol
 from thrift.server import TServer
 from thrift.transport import TSocket, TTransport
 
-from benchmarks.server_process import ServerProcess, free_port
 from service.gen.inference import InferenceService, ttypes
+from service.server_process import ServerProcess, free_port
 
 JPEG_MAGIC = b"\xff\xd8"
 

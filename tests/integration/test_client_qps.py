@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from benchmarks.server_process import ServerProcess, free_port, service_command
 from clients.client_qps import (
     DEFAULT_TOTAL_NUMBER_CPU,
     DEFAULT_TOTAL_NUMBER_GPU,
@@ -21,8 +20,9 @@ from clients.client_qps import (
     main,
     run_load,
 )
-from clients.connection import connect
 from clients.images import DEFAULT_IMG_DIR, load_images
+from service.server_process import ServerProcess, free_port, service_command
+from service.thrift_client import connect
 from tests.integration.fake_inference_server import start_fake_server
 
 

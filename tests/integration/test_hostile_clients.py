@@ -18,13 +18,12 @@ import pytest
 from thrift.transport.TTransport import TTransportException
 
 from benchmarks import attacks
-from benchmarks.server_process import free_port
-from clients.connection import connect
-from service.admission import AdmissionLimits
+from service.admission import AdmissionLimits, RequestLimits
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
-from service.handler import RequestLimits
 from service.ops_server import ServiceState
 from service.rpc.server import ThriftServer, TransportLimits
+from service.server_process import free_port
+from service.thrift_client import connect
 from tests.image_samples import gif_declaring, jpeg_declaring
 from tests.integration.conftest import WAIT_S, live_service
 from tests.integration.test_service_server import GatedHandler

@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
 from service.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
+from service.thrift_client import connect
 from tests.integration.conftest import IMAGES_DIR, WAIT_S, serve_in_thread
 
 pytestmark = pytest.mark.slow

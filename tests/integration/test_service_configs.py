@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import torchpipe_lite as tp
+from service.app import build_handler, engine_precision
 from service.service_config import DEFAULT_CONFIG, load_service_config
 from tests.image_samples import png_of
 from torchpipe_lite import register_backend
@@ -69,11 +70,38 @@ def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_deco
     assert figures["resnet18"].inferences == 2
 
 
-def test_the_fallback_graph_is_what_its_comments_say():
+def test_the_fallback_graph_is_what_its_comments_say(tmp_path):
     fallback = DEFAULT_CONFIG.with_name("resnet50_gpu_decode_fallback.toml")
-    config = tp.load_config(load_service_config(fallback).pipeline)
+    model = tmp_path / "resnet50.onnx"
+    model.touch()  # the loader checks that the file exists; nothing here reads it
+    config = tp.load_config(load_service_config(fallback, model).pipeline)
     graph = config.graph
     assert graph.successors["gpu_decoder"] == ("cpu_decoder",)
     assert graph.successors["cpu_decoder"] == ("resnet50",)
     assert config.node("cpu_decoder").filter == "or"
     assert config.node("gpu_decoder").params["cpu_fallback"] is False
+
+
+def test_the_summary_reports_the_precision_the_engine_runs(tmp_path):
+    """No ``precision`` key: TorchTensor runs fp16 on CUDA and fp32 on the CPU, and the
+    start-up summary says so (it used to say fp32 on CUDA too)."""
+    model = tmp_path / "model.onnx"
+    table = "[model]\nbackend = 'SyncTensor[TorchTensor]'\nmodel = '" + str(model) + "'\n"
+    path = tmp_path / "no_precision.toml"
+    path.write_text(table)
+    config = load_service_config(path, model)
+    assert engine_precision(config, on_gpu=True) == "fp16"
+    assert engine_precision(config, on_gpu=False) == "fp32"
+    path.write_text(table + "precision = 'half'\n")
+    asked_fp16 = load_service_config(path, model)
+    assert engine_precision(asked_fp16, on_gpu=False) == "fp32 (fp16 requested; CPU)"
+
+
+def test_the_baseline_refuses_a_misspelled_colour(resnet18_onnx, tmp_path):
+    """``color = "rbg"`` used to mean BGR in the baseline, silently."""
+    text = DEFAULT_CONFIG.read_text().replace('color = "rgb"', 'color = "rbg"')
+    assert 'color = "rbg"' in text
+    path = tmp_path / "misspelled.toml"
+    path.write_text(text)
+    with pytest.raises(tp.ConfigError, match="color"):
+        build_handler("baseline", path, model=resnet18_onnx)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from benchmarks.server_process import free_port
-from clients.connection import connect
+from service.server_process import free_port
 from service.service_config import DEFAULT_CONFIG
+from service.thrift_client import connect
 from tests.integration.test_service_observability import get, samples, value
 from tests.integration.test_service_process import ServiceProcess
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.server_process import free_port
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
+from service.server_process import free_port
+from service.thrift_client import connect
 
 REPO = Path(__file__).resolve().parents[2]
 START_S = 180.0  # start-up includes exporting the model in one case

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
 from service.handler import ClassifierHandler
 from service.rpc.server import ThriftServer
+from service.thrift_client import connect
 from tests.integration.conftest import WAIT_S
 
 

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from benchmarks.server_process import free_port
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceParams
+from service.server_process import free_port
+from service.thrift_client import connect
 from service.workers import merge_metrics
 from tests.integration.test_service_process import ServiceProcess
 

@@ -10,9 +10,9 @@ import urllib.request
 import pytest
 from thrift.transport.TTransport import TTransportException
 
-from benchmarks.server_process import free_port
-from clients.connection import connect
 from service.gen.inference.ttypes import InferenceError, InferenceParams
+from service.server_process import free_port
+from service.thrift_client import connect
 from tests.integration.test_service_process import ServiceProcess
 
 

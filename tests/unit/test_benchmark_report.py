@@ -8,13 +8,7 @@ import os
 import sys
 import types
 
-from benchmarks.compare import (
-    QUICK,
-    SWEEP_LEVELS,
-    device_slug,
-    parse_args,
-    resolve,
-)
+from benchmarks.compare import QUICK, SWEEP_LEVELS, parse_args, resolve
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import (
     ROW_KEYS,
@@ -26,6 +20,7 @@ from benchmarks.report import (
 )
 from benchmarks.report import main as report_main
 from benchmarks.resource_sampler import ResourceSampler
+from benchmarks.run_record import device_slug
 from benchmarks.server_figures import (
     batching_line,
     engine_figures_from_metrics,

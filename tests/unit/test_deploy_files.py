@@ -28,7 +28,7 @@ from deploy.render_haproxy import (
     parse_layout,
     render,
 )
-from service.__main__ import parse_args
+from service.command_line import parse_args
 from service.ops_server import OpsServer, ServiceState
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,6 +18,7 @@ from torchpipe_lite.engine import EngineServer, protocol
 HWC = (4, 5, 3)
 WAIT_S = 10.0
 BAD_PIXEL = 255  # ChannelMean refuses an image whose first pixel is this
+INVALID_PIXEL = 254  # ... and calls one whose first pixel is this invalid input
 
 
 @tp.register_backend("ChannelMean")
@@ -38,6 +39,8 @@ class ChannelMean(Backend):
             pixels = item["data"]
             if int(pixels[0, 0, 0, 0]) == BAD_PIXEL:
                 raise ValueError("refused a bad pixel")
+            if int(pixels[0, 0, 0, 0]) == INVALID_PIXEL:
+                raise tp.InvalidInputError("an invalid pixel")
             if int(pixels[0, 0, 0, 0]) == 7:
                 continue  # no result for this one, and no error
             item["result"] = pixels.float().mean(dim=(2, 3))
@@ -122,6 +125,38 @@ def test_a_failing_request_fails_alone_and_the_engine_goes_on(engine):
     item = {"data": _image(4)}
     client.forward([item])
     assert item["result"].tolist() == [[4.0, 4.0, 4.0]]
+
+
+def test_a_request_error_raised_in_the_engine_reaches_the_client_as_its_own_type(engine):
+    client = _client(engine)
+    with pytest.raises(tp.InvalidInputError, match="an invalid pixel") as raised:
+        client.forward([{"data": _image(INVALID_PIXEL)}])
+    assert type(raised.value) is tp.InvalidInputError
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        tp.BackendError("b"),
+        tp.InvalidInputError("i"),
+        tp.OverloadedError("o"),
+        tp.RequestTimeoutError("t"),
+        tp.errors.RequestCancelledError("c"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_every_request_error_type_survives_the_wire(error):
+    status = protocol.status_for(error)
+    assert status not in (protocol.Status.OK, protocol.Status.NO_RESULT)
+    assert type(protocol.error_for(status, protocol.failure_text(error))) is type(error)
+
+
+def test_any_other_exception_arrives_as_a_backend_error_naming_its_type():
+    error = RuntimeError("cuda out of memory")
+    status = protocol.status_for(error)
+    arrived = protocol.error_for(status, protocol.failure_text(error))
+    assert type(arrived) is tp.BackendError
+    assert "RuntimeError: cuda out of memory" in str(arrived)
 
 
 def test_a_request_without_result_ends_without_error(engine):

@@ -49,3 +49,15 @@ def test_every_error_is_a_torchpipe_error():
     for name in tp.errors.__all__:
         error = getattr(tp.errors, name)
         assert issubclass(error, tp.TorchpipeError), name
+
+
+def test_the_test_fakes_register_only_when_asked_for():
+    import subprocess
+    import sys
+
+    code = (
+        "import torchpipe_lite as tp; before = 'Sleep' in tp.registered_backends(); "
+        "import torchpipe_lite.testing; print(before, 'Sleep' in tp.registered_backends())"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["False", "True"], run.stderr

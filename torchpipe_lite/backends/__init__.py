@@ -8,6 +8,5 @@ from . import (  # noqa: F401  (imported for their registrations)
     jump,
     sync_tensor,
     tensorrt_tensor,
-    testing,
     torch_tensor,
 )

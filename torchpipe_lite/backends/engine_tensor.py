@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import errors
 from ..engine import protocol
 from ..engine.protocol import SlotLayout
 from ..errors import BackendError, ConfigError, InvalidInputError
@@ -30,14 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 #: Errors the engine may name in a reply that reach the caller with their own type.
-_REQUEST_ERRORS = {
-    name: cls
-    for name in dir(errors)
-    if isinstance(cls := getattr(errors, name), type) and issubclass(cls, errors.RequestError)
-}
-
-
 @register_backend("EngineTensor")
 class EngineTensor(Backend):
     """Sends each request's 1xCxHxW uint8 pixels (CPU or CUDA) to the engine listening on the
@@ -139,14 +132,18 @@ class EngineTensor(Backend):
             self._sock.close()
             raise BackendError(self._broken) from error
         failure = next(
-            (message for status, message in outcomes.values() if status == protocol.STATUS_ERROR),
+            (
+                (status, message)
+                for status, message in outcomes.values()
+                if status not in (protocol.Status.OK, protocol.Status.NO_RESULT)
+            ),
             None,
         )
         if failure is not None:
-            raise _engine_error(failure)
+            raise protocol.error_for(*failure)
         torch = self._torch
         for index, item in enumerate(batch):
-            if outcomes[index][0] == protocol.STATUS_OK:
+            if outcomes[index][0] is protocol.Status.OK:
                 # A copy: the slot is rewritten by the next batch.
                 item["result"] = torch.from_numpy(self._results[index].copy())[None]
 
@@ -201,8 +198,8 @@ class EngineTensor(Backend):
                 code,
             )
 
-    def _receive(self, count: int) -> dict[int, tuple[int, str]]:
-        outcomes: dict[int, tuple[int, str]] = {}
+    def _receive(self, count: int) -> dict[int, tuple[protocol.Status, str]]:
+        outcomes: dict[int, tuple[protocol.Status, str]] = {}
         while len(outcomes) < count:
             slot, status, length = protocol.REPLY.unpack(
                 protocol.recv_exact(self._sock, protocol.REPLY.size)
@@ -212,7 +209,10 @@ class EngineTensor(Backend):
             )
             if slot >= count or slot in outcomes:
                 raise protocol.EngineProtocolError(f"a reply for slot {slot}, which was not sent")
-            outcomes[slot] = (status, message)
+            try:
+                outcomes[slot] = (protocol.Status(status), message)
+            except ValueError:
+                raise protocol.EngineProtocolError(f"a reply of unknown status {status}") from None
         return outcomes
 
     def max(self) -> int:
@@ -226,10 +226,3 @@ class EngineTensor(Backend):
         if self._registered_ptr is not None:
             self._torch.cuda.cudart().cudaHostUnregister(self._registered_ptr)
             self._registered_ptr = None
-
-
-def _engine_error(message: str) -> errors.RequestError:
-    """The engine's "<ErrorClass>: <text>" as that request error type, else BackendError."""
-    name, _, text = message.partition(": ")
-    error_type = _REQUEST_ERRORS.get(name, BackendError)
-    return error_type(text if error_type is not BackendError else f"model engine: {message}")

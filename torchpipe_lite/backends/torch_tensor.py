@@ -40,6 +40,14 @@ logger = logging.getLogger(__name__)
 _capture_lock = threading.Lock()
 
 
+def running_precision(params: dict[str, Any], *, on_gpu: bool) -> str:
+    """The precision ``TorchTensor`` runs with these parameters: ``precision`` (fp16 by default
+    on CUDA, fp32 on the CPU), and always fp32 on the CPU, where half precision is slow or
+    unsupported."""
+    precision = param_precision(params, "fp16" if on_gpu else "fp32")
+    return precision if on_gpu else "fp32"
+
+
 @register_backend("TorchTensor")
 class TorchTensor(Backend):
     """A model file (.onnx, converted once per process, or TorchScript) run with PyTorch.
@@ -63,13 +71,12 @@ class TorchTensor(Backend):
             raise ConfigError("is required (an .onnx or TorchScript file)", key="model")
         self.device = param_device(params, spread=True)
         on_gpu = self.device.type == "cuda"
-        self.precision = param_precision(params, "fp16" if on_gpu else "fp32")
-        if self.precision == "fp16" and not on_gpu:
+        self.precision = running_precision(params, on_gpu=on_gpu)
+        if param_precision(params, "fp32") == "fp16" and not on_gpu:
             logger.warning(
                 "precision fp16 asked on the CPU: running fp32 instead "
                 "(half precision on the CPU is slow or unsupported)"
             )
-            self.precision = "fp32"
         self._min, self._max = param_batch_range(params)
         channels_last = param_bool(params, "channels_last", on_gpu)
         self._channels_last = channels_last

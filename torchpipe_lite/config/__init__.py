@@ -1,7 +1,7 @@
 """Configuration: TOML/dict loading, validation, and the backend-expression parser."""
 
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
-from .loader import load_config
+from .loader import load_config, read_toml
 from .schema import NODE_KEYS, NodeConfig, PipelineConfig
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "PipelineConfig",
     "load_config",
     "parse_backend_expression",
+    "read_toml",
 ]

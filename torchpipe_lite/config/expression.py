@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from torchpipe_lite.errors import ConfigError
+
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\[)|(\])|(,))")
 
 #: Short names accepted in expressions, as in TorchPipe.
@@ -30,7 +32,7 @@ class BackendSpec:
             yield from child.walk()
 
 
-class ExpressionError(ValueError):
+class ExpressionError(ConfigError):
     """The text is not a valid backend expression."""
 
 

@@ -147,6 +147,12 @@ def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
             return tomllib.loads(source)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"the TOML text given is not valid TOML: {error}") from None
+    return read_toml(source)
+
+
+def read_toml(source: str | Path) -> dict[str, Any]:
+    """The tables of a TOML configuration file, unvalidated (for tools that adjust a
+    configuration before loading it); ``ConfigError`` when it cannot be read or parsed."""
     path = Path(source)
     try:
         with path.open("rb") as file:
@@ -158,6 +164,8 @@ def _read(source: str | Path | Mapping[str, Any]) -> Mapping[str, Any]:
         ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
 
 
 def _looks_like_toml(text: str) -> bool:

@@ -58,17 +58,17 @@ class EngineConnection:
                 logger.warning("engine: a client stopped reading (%s); closing it", error)
                 self.close()
 
-    def store(self, slot: int, result: Any) -> tuple[int, str]:
+    def store(self, slot: int, result: Any) -> tuple[protocol.Status, str]:
         """Write a request's result into its slot; the reply status and message."""
         if result is None:
-            return protocol.STATUS_NO_RESULT, ""
+            return protocol.Status.NO_RESULT, ""
         try:
             if hasattr(result, "detach"):  # a tensor, possibly on a GPU
                 result = result.detach().float().cpu()
             np.copyto(self.results[slot], np.asarray(result).reshape(-1), casting="same_kind")
         except (TypeError, ValueError) as error:
-            return protocol.STATUS_ERROR, f"BackendError: the result does not fit its slot: {error}"
-        return protocol.STATUS_OK, ""
+            return protocol.Status.BACKEND_ERROR, f"the result does not fit its slot: {error}"
+        return protocol.Status.OK, ""
 
     def close(self) -> None:
         """Mark closed and shut the socket down (the intake closes it)."""

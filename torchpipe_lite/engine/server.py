@@ -74,7 +74,7 @@ class _SlotCompletion:
         if error is None:  # not reached: successes go through the node's router
             status, message = self.connection.store(self.slot, item.get("result"))
         else:
-            status, message = protocol.STATUS_ERROR, f"{type(error).__name__}: {error}"
+            status, message = protocol.status_for(error), protocol.failure_text(error)
         self.connection.in_flight[self.slot] = 0
         self.connection.reply(_reply(self.slot, status, message))
 
@@ -344,6 +344,6 @@ class EngineServer:
             connection.reply(b"".join(replies))
 
 
-def _reply(slot: int, status: int, message: str) -> bytes:
+def _reply(slot: int, status: protocol.Status, message: str) -> bytes:
     encoded = message.encode()[: protocol.MAX_MESSAGE_BYTES]
     return protocol.REPLY.pack(slot, status, len(encoded)) + encoded

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from thrift.transport.TTransport import TTransportException
 
-from clients.connection import connect
+from service.thrift_client import connect
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,16 @@
-"""Fake backends for tests (the project's and users' own): Sleep, Fail, NoResult."""
+"""Fake backends for tests (the project's and users' own): Sleep, Fail, NoResult.
+
+They register when this module is imported (``import torchpipe_lite.testing``), not with
+``import torchpipe_lite``: a production pipeline never has them among its backends.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from .base import Backend
-from .registry import register_backend
+from .backends.base import Backend
+from .backends.registry import register_backend
 
 
 def _matches(item: dict[str, Any], trigger: Any) -> bool:
