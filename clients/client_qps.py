@@ -25,6 +25,7 @@ from clients.images import DEFAULT_IMG_DIR, load_images
 from clients.load_result import LoadResult, format_summary, summarise
 from clients.load_run import POLL_S, LoadInterrupted, LoadRun, LoadTestError
 from clients.load_worker import (
+    ClientFactory,
     WorkerSpec,
     run_worker,
     run_worker_process,
@@ -72,14 +73,18 @@ def _worker_specs(
     return specs
 
 
-def _start_workers(specs: list[WorkerSpec], images: list[bytes]) -> tuple[Any, Any, Any, list[Any]]:
+def _start_workers(
+    specs: list[WorkerSpec], images: list[bytes], make_client: ClientFactory | None
+) -> tuple[Any, Any, Any, list[Any]]:
     """Starts the workers: in this process (one) or in child processes (several)."""
     if len(specs) == 1:
         messages: Any = queue.Queue()
         go: Any = threading.Event()
         abort: Any = threading.Event()
         runner: Any = threading.Thread(
-            target=run_worker, args=(specs[0], images, messages, go, abort), daemon=True
+            target=run_worker,
+            args=(specs[0], images, messages, go, abort, make_client),
+            daemon=True,
         )
         runner.start()
         return messages, go, abort, [runner]
@@ -89,7 +94,9 @@ def _start_workers(specs: list[WorkerSpec], images: list[bytes]) -> tuple[Any, A
     messages, go, abort = context.Queue(), context.Event(), context.Event()
     runners = [
         context.Process(
-            target=run_worker_process, args=(spec, images, messages, go, abort), daemon=True
+            target=run_worker_process,
+            args=(spec, images, messages, go, abort, make_client),
+            daemon=True,
         )
         for spec in specs
     ]
@@ -114,14 +121,18 @@ def run_load(
     progress: bool = True,
     on_timed_start: Callable[[], None] | None = None,
     on_timed_end: Callable[[], None] | None = None,
+    make_client: ClientFactory | None = None,
 ) -> LoadResult:
     """Runs ``warmup`` untimed calls, then ``total_number`` timed calls from ``request_client``
     concurrent clients spread over ``processes`` processes, and returns the figures.
 
     ``on_timed_start``/``on_timed_end`` run right before and after the timed phase (the main job
-    samples the server's CPU there). Raises ``LoadTestError`` when the load cannot run.
+    samples the server's CPU there). ``make_client`` makes each client in its process (it must
+    pickle: a module-level class or a ``functools.partial`` of one); without it the clients
+    are Thrift clients calling ``method``, which is otherwise only the figures' label. Raises
+    ``LoadTestError`` when the load cannot run.
     """
-    if method not in METHODS:
+    if make_client is None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if request_client < 1 or request_batch < 1 or total_number < 1 or warmup < 0:
         raise ValueError("request_client, request_batch, total_number must be >= 1, warmup >= 0")
@@ -142,7 +153,7 @@ def run_load(
         warmup,
         total_number,
     )
-    messages, go, abort, runners = _start_workers(specs, images)
+    messages, go, abort, runners = _start_workers(specs, images, make_client)
     run = LoadRun(len(specs), total_number, warmup, method, progress, on_timed_start, go)
     try:
         while not run.finished:

@@ -17,8 +17,9 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException
@@ -103,6 +104,23 @@ class Done:
 WorkerMessage = Progress | Warm | Failed | Done
 
 
+class LoadClient(Protocol):
+    """One client's connection: ``one_call`` returns the error code of each image that failed
+    (empty: success); ``close`` ends the connection."""
+
+    spec: WorkerSpec
+    client_id: int
+
+    def one_call(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+#: Makes one client (and its connection) of a worker: ``(spec, client_id, images)``. It raises
+#: ``OSError`` (or thrift's ``TTransportException``) when it cannot connect.
+ClientFactory = Callable[[WorkerSpec, int, list[bytes]], LoadClient]
+
+
 class _Client:
     """One client thread's connection and calls; reconnects after a transport failure."""
 
@@ -152,7 +170,7 @@ class _Client:
 
 
 def _client_thread(
-    client: _Client,
+    client: LoadClient,
     warmup_calls: int,
     timed_calls: int,
     warm: threading.Barrier,
@@ -209,10 +227,19 @@ def _client_thread(
         report.warmup_errors.update(warmup_errors)
 
 
-def run_worker(spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, abort: Any) -> None:
-    """Runs one worker to the end; see the module docstring for the protocol."""
+def run_worker(
+    spec: WorkerSpec,
+    images: list[bytes],
+    messages: Any,
+    go: Any,
+    abort: Any,
+    make_client: ClientFactory | None = None,
+) -> None:
+    """Runs one worker to the end; see the module docstring for the protocol. ``make_client``
+    makes each client (default: a Thrift client calling ``spec.method``)."""
+    factory: ClientFactory = _Client if make_client is None else make_client
     try:
-        clients = [_Client(spec, client_id, images) for client_id in spec.client_ids]
+        clients = [factory(spec, client_id, images) for client_id in spec.client_ids]
     except (TTransportException, OSError) as exc:
         messages.put(Failed(spec.worker_id, f"cannot connect to {spec.host}:{spec.port}: {exc}"))
         return
@@ -247,9 +274,14 @@ def run_worker(spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, ab
 
 
 def run_worker_process(
-    spec: WorkerSpec, images: list[bytes], messages: Any, go: Any, abort: Any
+    spec: WorkerSpec,
+    images: list[bytes],
+    messages: Any,
+    go: Any,
+    abort: Any,
+    make_client: ClientFactory | None = None,
 ) -> None:
     """``run_worker`` as a child process's main: Ctrl-C reaches the whole process group, and
     the parent alone decides what it means (it sets ``abort`` and keeps the partial figures)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run_worker(spec, images, messages, go, abort)
+    run_worker(spec, images, messages, go, abort, make_client)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from thrift.transport.TTransport import TTransportException
@@ -70,11 +72,17 @@ class ServerProcess:
         return self._process.pid
 
     def start(
-        self, *, ready_timeout_s: float = 300.0, ready_url: str | None = None
+        self,
+        *,
+        ready_timeout_s: float = 300.0,
+        ready_url: str | None = None,
+        ready_check: Callable[[], bool] | None = None,
+        env: dict[str, str] | None = None,
     ) -> ServerProcess:
         """Starts the server and returns once it answers ``ping`` (and, with ``ready_url``,
         once that health endpoint answers 200: with several workers sharing the port, a ping
-        reaches only one of them).
+        reaches only one of them). ``ready_check`` replaces the ``ping`` (a server that does
+        not speak Thrift); ``env`` is added to this process's environment for the server.
 
         Raises ``ServerStartError`` when it exits first or is still silent after
         ``ready_timeout_s`` (a GPU server converts the model and captures CUDA graphs first).
@@ -88,10 +96,12 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=REPO_ROOT,
+                env=None if env is None else {**os.environ, **env},
             )
+        answers = self._answers_ping if ready_check is None else ready_check
         deadline_s = time.monotonic() + ready_timeout_s
         while True:
-            if self._answers_ping() and (ready_url is None or _answers_200(ready_url)):
+            if answers() and (ready_url is None or _answers_200(ready_url)):
                 logger.info("server pid %d ready on %s:%d", self.pid, self.host, self.port)
                 return self
             try:
@@ -105,7 +115,7 @@ class ServerProcess:
             if time.monotonic() > deadline_s:
                 self.stop()
                 raise ServerStartError(
-                    f"server did not answer ping within {ready_timeout_s:.0f} s:\n"
+                    f"server did not become ready within {ready_timeout_s:.0f} s:\n"
                     + self.log_tail()
                 )
 
