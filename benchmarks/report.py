@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +76,28 @@ def _line(label: str, row: dict[str, Any]) -> str:
     )
 
 
-def format_table(rows: list[dict[str, Any]], *, setup: str) -> str:
-    """This run's rows beside the reference's, one line per handler and concurrency."""
+def format_table(
+    rows: list[dict[str, Any]], *, setup: str, against: Sequence[str] | None = None
+) -> str:
+    """This run's rows beside the reference's, one line per handler and concurrency.
+
+    ``against``: the handlers the pipelined rows are divided by (the peers of
+    ``benchmarks.peers``); then TorchPipe's reference table, which compares against the
+    locked baseline, is left out. Default: the baseline, and the reference shown.
+    """
     header = (
         f"{'method':<24}{'procs':>6}{'conc.':>6}{'QPS':>10}{'TP50 ms':>9}{'TP99 ms':>9}"
         f"{'GPU util':>9}{'CPU util':>9}{'memory':>11}{'errors':>8}"
     )
     lines = [f"this run: {setup}", header, "-" * len(header)]
     lines += [_line(row["handler"], row) for row in rows]
-    for label, ratio in _speedups(rows, with_reference=False):
-        lines.append(f"  pipelined / baseline, {label}: {ratio:.2f}x QPS")
-    lines += ["", f"reference: {REFERENCE_SETUP}", header, "-" * len(header)]
-    lines += [_line(row["handler"], row) for row in REFERENCE_ROWS]
-    ratio = REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]
-    lines.append(f"  torchpipe / baseline at 20: {ratio:.2f}x QPS")
+    for other, label, ratio in _speedups(rows, with_reference=False, against=against):
+        lines.append(f"  pipelined / {other}, {label}: {ratio:.2f}x QPS")
+    if against is None:
+        lines += ["", f"reference: {REFERENCE_SETUP}", header, "-" * len(header)]
+        lines += [_line(row["handler"], row) for row in REFERENCE_ROWS]
+        ratio = REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]
+        lines.append(f"  torchpipe / baseline at 20: {ratio:.2f}x QPS")
     lines.append(
         "procs: server processes (ratios only between rows with the same count); CPU util: "
         "server process tree, % of one core; memory: its peak RSS."
@@ -118,28 +127,50 @@ def _pyplot():
 
 
 def _speedups(
-    rows: list[dict[str, Any]], *, with_reference: bool = True
-) -> list[tuple[str, float]]:
-    """pipelined QPS / baseline QPS at each concurrency both ran with the same number of server
-    processes (a ratio between different process counts is not a speed-up), then the
-    reference's."""
+    rows: list[dict[str, Any]],
+    *,
+    with_reference: bool = True,
+    against: Sequence[str] | None = None,
+) -> list[tuple[str, str, float]]:
+    """(other handler, ``<procs>p c=<clients>``, ratio): pipelined QPS / the baseline's (or each
+    handler's of ``against``) at each concurrency both ran with the same number of server
+    processes (a ratio between different process counts is not a speed-up), then, against the
+    baseline, the reference's."""
     by_key = {(r["handler"], r["concurrency"], r.get("server_processes", 1)): r for r in rows}
-    pairs = []
-    for (handler, concurrency, processes), row in by_key.items():
-        baseline = by_key.get(("baseline", concurrency, processes))
-        if handler == "pipelined" and baseline and baseline["qps"] and row["qps"]:
-            pairs.append((f"{processes}p c={concurrency}", row["qps"] / baseline["qps"]))
-    if with_reference:
-        pairs.append(("reference\n1p c=20", REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]))
-    return pairs
+    triples = []
+    for other in ("baseline",) if against is None else tuple(against):
+        for (handler, concurrency, processes), row in by_key.items():
+            base = by_key.get((other, concurrency, processes))
+            if handler == "pipelined" and base and base["qps"] and row["qps"]:
+                triples.append((other, f"{processes}p c={concurrency}", row["qps"] / base["qps"]))
+    if with_reference and against is None:
+        ratio = REFERENCE_ROWS[1]["qps"] / REFERENCE_ROWS[0]["qps"]
+        triples.append(("reference", "reference\n1p c=20", ratio))
+    return triples
 
 
-def plot_bars(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
+#: Bar colours: ours blue, the locked baseline grey, each peer its own.
+_COLORS = {"pipelined": "tab:blue", "baseline": "tab:gray"}
+_PEER_COLORS = ("tab:gray", "tab:green", "tab:purple", "tab:brown")
+
+
+def _color(handler: str, handlers: list[str]) -> str:
+    if handler in _COLORS:
+        return _COLORS[handler]
+    others = [h for h in handlers if h not in _COLORS]
+    return _PEER_COLORS[others.index(handler) % len(_PEER_COLORS)]
+
+
+def plot_bars(
+    path: Path, rows: list[dict[str, Any]], *, title: str, against: Sequence[str] | None = None
+) -> None:
     """Bar charts of this run: QPS, TP50/TP99 per handler and concurrency, and the speed-up of
-    pipelined over baseline beside the reference's (the figure comparable across machines)."""
+    pipelined over baseline beside the reference's (the figure comparable across machines), or
+    over each handler of ``against`` (the peers; no reference)."""
     plt = _pyplot()
     names = [f"{r['handler']}\n{r.get('server_processes', 1)}p c={r['concurrency']}" for r in rows]
-    colors = ["tab:gray" if r["handler"] == "baseline" else "tab:blue" for r in rows]
+    handlers = list(dict.fromkeys(r["handler"] for r in rows))
+    colors = [_color(r["handler"], handlers) for r in rows]
     positions = list(range(len(rows)))
     fig, (ax_qps, ax_lat, ax_gain) = plt.subplots(
         1, 3, figsize=(max(12, 2.2 * len(rows) + 5), 4.8), width_ratios=(2, 2, 1)
@@ -153,16 +184,17 @@ def plot_bars(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
     ax_lat.set_title("latency ms (TP50 solid, TP99 pale)", fontsize=10)
     for ax in (ax_qps, ax_lat):
         ax.set_xticks(positions, names, fontsize=8)
-    gains = _speedups(rows)
+    gains = _speedups(rows, against=against)
+    labels = [label if against is None else f"/ {other}\n{label}" for other, label, _ in gains]
     ax_gain.bar(
         range(len(gains)),
-        [g for _, g in gains],
-        color=["tab:blue"] * (len(gains) - 1) + ["tab:orange"],
+        [g for _, _, g in gains],
+        color=["tab:orange" if other == "reference" else "tab:blue" for other, _, _ in gains],
     )
     ax_gain.axhline(1.0, color="black", linewidth=0.8)
-    ax_gain.set_xticks(range(len(gains)), [n for n, _ in gains], fontsize=8)
-    ax_gain.set_title("pipelined / baseline QPS", fontsize=10)
-    for index, (_, gain) in enumerate(gains):
+    ax_gain.set_xticks(range(len(gains)), labels, fontsize=8)
+    ax_gain.set_title(f"pipelined / {'baseline' if against is None else 'peer'} QPS", fontsize=10)
+    for index, (_, _, gain) in enumerate(gains):
         ax_gain.annotate(f"{gain:.2f}x", (index, gain), ha="center", va="bottom", fontsize=8)
     fig.suptitle(textwrap.fill(title, 140), fontsize=8)
     fig.tight_layout()
@@ -185,7 +217,8 @@ def plot_sweep(png_path: Path, rows: list[dict[str, Any]], *, title: str) -> Non
     plt = _pyplot()
     fig, (ax_qps, ax_lat) = plt.subplots(1, 2, figsize=(10, 4.5))
     handlers = list(dict.fromkeys(row["handler"] for row in rows))
-    for handler, color in zip(handlers, ("tab:gray", "tab:blue", "tab:green"), strict=False):
+    for handler in handlers:
+        color = _color(handler, handlers)
         mine = sorted((r for r in rows if r["handler"] == handler), key=lambda r: r["concurrency"])
         levels = [r["concurrency"] for r in mine]
         ax_qps.plot(levels, [r["qps"] for r in mine], marker="o", color=color, label=handler)
@@ -211,7 +244,8 @@ def plot_sweep(png_path: Path, rows: list[dict[str, Any]], *, title: str) -> Non
 
 def write_outputs(record: dict[str, Any], json_path: Path, *, sweep: bool) -> None:
     """Writes the record's JSON, its bar chart beside it (``.png``) and, for a sweep, the
-    ``-sweep.csv`` and ``-sweep.png``. Without matplotlib the PNGs are skipped, loudly."""
+    ``-sweep.csv`` and ``-sweep.png``. Without matplotlib the PNGs are skipped, loudly. A
+    record with ``ratios_against`` (``benchmarks.peers``) is charted against those handlers."""
     write_json(json_path, record)
     stem = json_path.with_suffix("")
     if sweep:
@@ -227,7 +261,8 @@ def write_outputs(record: dict[str, Any], json_path: Path, *, sweep: bool) -> No
         )
         return
     title = record.get("setup", "")
-    plot_bars(json_path.with_suffix(".png"), record["results"], title=title)
+    against = record.get("ratios_against")
+    plot_bars(json_path.with_suffix(".png"), record["results"], title=title, against=against)
     if sweep:
         plot_sweep(Path(f"{stem}-sweep.png"), record["results"], title=title)
 
@@ -240,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     record = json.loads(args.record.read_text())
-    print(format_table(record["results"], setup=record.get("setup", "")))
+    against = record.get("ratios_against")
+    print(format_table(record["results"], setup=record.get("setup", ""), against=against))
     write_outputs(record, args.record, sweep=args.sweep)
     return 0
 
