@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine install clean
+.PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine peers bench-peers install clean
 
 $(STAMP): pyproject.toml
 	@echo "installing the project into $(VENV) (about 6 GB, mostly torch; a few minutes)..."
@@ -38,6 +38,15 @@ gen:
 	thrift --gen py:package_prefix=service.gen. -out service/gen idl/inference.thrift
 	rm -f service/gen/inference/InferenceService-remote service/gen/__init__.py
 	touch service/gen/__init__.py
+
+# The servers users would pick instead (benchmarks/README.md, "Against other servers"): LitServe
+# (the `peers` extra) and a tritonserver binary (scripts/install_triton_peer.sh).
+peers: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench,peers]'
+	./scripts/install_triton_peer.sh
+
+bench-peers: peers
+	$(PY) -m benchmarks.peers
 
 # The reference setting, for a GPU machine (see benchmarks/README.md).
 bench: $(STAMP)
