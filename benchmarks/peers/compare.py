@@ -25,6 +25,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from benchmarks.peers.servers import (
     RunningServer,
     RunSettings,
     make_peer,
+    shown,
 )
 from benchmarks.report import format_table, write_outputs
 from benchmarks.resource_sampler import ResourceSampler
@@ -52,8 +54,11 @@ logger = logging.getLogger("benchmarks.peers")
 SWEEP_LEVELS = (1, 2, 4, 8, 16, 20, 32, 40, 64, 128)
 #: A GPU run: the calls the committed H200 runs of benchmarks.compare made per row.
 FULL = {"total_number": 6000, "warmup": 300, "processes": 4}
-#: Without a GPU: ResNet50 on 2 cores answers a dozen or two calls a second.
-QUICK = {"total_number": 200, "warmup": 20, "processes": 1}
+#: Without a GPU: ResNet50 on 2 cores answers a dozen or two calls a second. The warm-up is
+#: longer than compare's: on the CPU the engine's first few calls in a process take several
+#: times longer than the later ones, and a LitServe worker makes fewer, fuller batches of
+#: the same calls than our pipeline does, so it would still be in them when timing starts.
+QUICK = {"total_number": 200, "warmup": 80, "processes": 1}
 
 
 def _levels(text: str) -> list[int]:
@@ -129,6 +134,29 @@ def batching(config: Path, model: Path) -> tuple[int, float]:
     return int(params.get("max", 1)), float(params.get("batching_timeout", 0))
 
 
+class MachineCpu:
+    """The whole machine's busy CPU time over the timed phase, in % of one core: what the
+    server and the clients used plus anything else running here (a shared machine's other
+    work shows as ``other_cpu_percent`` in the row)."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float] = (0.0, 0.0)
+        self.percent: float | None = None
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        times = psutil.cpu_times()
+        busy = ("user", "nice", "system", "irq", "softirq")
+        return time.perf_counter(), sum(getattr(times, name, 0.0) for name in busy)
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        (wall_start_s, busy_start_s), (wall_s, busy_s) = self._start, self._now()
+        self.percent = 100.0 * (busy_s - busy_start_s) / max(wall_s - wall_start_s, 1e-9)
+
+
 def drive(
     server: RunningServer, args: argparse.Namespace, images: list[bytes], gpu: GpuMonitor
 ) -> list[dict[str, Any]]:
@@ -136,6 +164,16 @@ def drive(
     rows = []
     for concurrency in args.concurrency:
         sampler = ResourceSampler(server.process.pid, gpu=gpu)
+        machine = MachineCpu()
+
+        def started(sampler: ResourceSampler = sampler, machine: MachineCpu = machine) -> None:
+            machine.start()
+            sampler.start()
+
+        def ended(sampler: ResourceSampler = sampler, machine: MachineCpu = machine) -> None:
+            sampler.stop()
+            machine.stop()
+
         load = server.load(
             images=images,
             request_client=concurrency,
@@ -144,11 +182,16 @@ def drive(
             processes=args.processes,
             timeout_s=args.timeout_s,
             progress=not args.no_progress,
-            on_timed_start=sampler.start,
-            on_timed_end=sampler.stop,
+            on_timed_start=started,
+            on_timed_end=ended,
         )
         row = run_row(server.name, concurrency, load, sampler.result, server.server_processes)
+        other = None
+        if machine.percent is not None and row["server_cpu_percent"] is not None:
+            other = machine.percent - row["server_cpu_percent"] - load.client_cpu_percent
         row.update(
+            machine_cpu_percent=machine.percent,
+            other_cpu_percent=other,
             version=server.version,
             protocol=server.protocol,
             settings=server.settings,
@@ -157,13 +200,14 @@ def drive(
         )
         rows.append(row)
         logger.info(
-            "%s, %d clients: %.1f QPS, TP99 %.1f ms, errors %d %s",
+            "%s, %d clients: %.1f QPS, TP99 %.1f ms, errors %d %s; CPU of other work here: %s",
             server.name,
             concurrency,
             load.qps,
             load.tp99_ms or float("nan"),
             load.errors,
             load.errors_by_code or "",
+            "n/a" if other is None else f"{other:.0f}% of one core",
         )
     return rows
 
@@ -257,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "benchmarks.peers", *(argv or sys.argv[1:])]),
         "setup": setup,
         "same_server_processes": len({row["server_processes"] for row in rows}) <= 1,
+        "config": shown(args.config),
+        "model": shown(args.model),
+        "arch": args.arch,
+        "images": len(images),
+        "quick": args.quick,
         "batching": {"max_batch_size": max_batch, "batch_timeout_ms": timeout_ms},
         "servers": servers,
         "skipped": skipped,

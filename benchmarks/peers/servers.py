@@ -37,7 +37,7 @@ from benchmarks.server_figures import server_stats
 from clients.client_qps import run_load
 from clients.load_result import LoadResult
 from clients.load_worker import WorkerSpec
-from service.server_process import ServerProcess, free_port, service_command
+from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ class RunningServer:
             return 1 + len(root.children(recursive=True))
         except psutil.NoSuchProcess:
             return 0
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results are committed)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _version(distribution: str) -> str:
@@ -166,7 +172,7 @@ class Ours:
             name=self.name,
             version=f"torchpipe-lite {_version('torchpipe-lite')}",
             protocol="Thrift (infer_batch)",
-            settings={"config": str(run.config), "workers": run.workers, "threads": run.threads},
+            settings={"config": shown(run.config), "workers": run.workers, "threads": run.threads},
             server_processes=run.workers,
             device=device,
             process=process,
