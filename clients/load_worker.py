@@ -111,9 +111,13 @@ class LoadClient(Protocol):
     spec: WorkerSpec
     client_id: int
 
-    def one_call(self) -> list[str]: ...
+    def one_call(self) -> list[str]:
+        """Makes one call; the error code of each image that failed."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Ends the connection."""
+        ...
 
 
 #: Makes one client (and its connection) of a worker: ``(spec, client_id, images)``. It raises

@@ -150,9 +150,11 @@ class MachineCpu:
         return time.perf_counter(), sum(getattr(times, name, 0.0) for name in busy)
 
     def start(self) -> None:
+        """Opens the window."""
         self._start = self._now()
 
     def stop(self) -> None:
+        """Closes the window and sets ``percent``."""
         (wall_start_s, busy_start_s), (wall_s, busy_s) = self._start, self._now()
         self.percent = 100.0 * (busy_s - busy_start_s) / max(wall_s - wall_start_s, 1e-9)
 

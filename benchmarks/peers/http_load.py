@@ -159,6 +159,7 @@ class HttpClient:
         return [] if failed is None else [failed]
 
     def close(self) -> None:
+        """Closes the connection (the next call opens a new one)."""
         if self.connection is not None:
             self.connection.close()
             self.connection = None

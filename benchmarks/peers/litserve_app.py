@@ -84,9 +84,11 @@ class ClassifierLitAPI(ls.LitAPI):
         return self.classifier.classify(x)
 
     def unbatch(self, output: list[Top1]) -> list[Top1]:
+        """One answer per request, in order."""
         return list(output)
 
     def encode_response(self, output: Top1) -> dict[str, Any]:
+        """The JSON answer: class index and its probability."""
         return {"label": output.label, "probability": output.probability}
 
 

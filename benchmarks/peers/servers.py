@@ -146,9 +146,11 @@ class Ours:
     name = "pipelined"
 
     def unavailable(self) -> str | None:
+        """Why it cannot run here, or None (ours always can)."""
         return None
 
     def start(self, run: RunSettings, stack: contextlib.ExitStack) -> RunningServer:
+        """Starts it (``stack`` stops it) and returns once it answers ``ping``."""
         port = free_port()
         command = service_command(
             "pipelined", port, threads=run.threads, config=run.config, model=run.model
@@ -194,11 +196,13 @@ class LitServePeer:
     name = "litserve"
 
     def unavailable(self) -> str | None:
+        """Why it cannot run here (LitServe not installed), or None."""
         if importlib.util.find_spec("litserve") is None:
             return "litserve is not installed (pip install -e '.[peers]', or make peers)"
         return None
 
     def start(self, run: RunSettings, stack: contextlib.ExitStack) -> RunningServer:
+        """Starts it (``stack`` stops it) and returns once it answers a photograph."""
         port = free_port()
         settings = {
             "max_batch_size": run.max_batch_size,
@@ -246,9 +250,12 @@ class TritonPeer:
         self.runtime = find_tritonserver(explicit_binary)
 
     def unavailable(self) -> str | None:
+        """Why it cannot run here (no tritonserver found), or None."""
         return self.runtime if isinstance(self.runtime, str) else None
 
     def start(self, run: RunSettings, stack: contextlib.ExitStack) -> RunningServer:
+        """Writes its model repository, starts it (``stack`` stops it and removes the
+        folder) and returns once it answers a photograph."""
         runtime = self.runtime
         assert not isinstance(runtime, str), runtime
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="triton-peer-")))

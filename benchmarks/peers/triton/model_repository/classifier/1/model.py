@@ -33,6 +33,7 @@ class TritonPythonModel:
     """One model instance (``instance_group``): our engine on its device."""
 
     def initialize(self, args: dict) -> None:
+        """Builds our engine on this instance's device (``instance_group``'s kind and id)."""
         config = json.loads(args["model_config"])
         root = _parameter(config, "repo_root") or str(Path(__file__).resolve().parents[6])
         if root not in sys.path:
@@ -74,4 +75,5 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
+        """Frees the engine."""
         self.classifier.close()
