@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PEERS_STAMP := $(VENV)/.peers-installed
 
 .PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine peers bench-peers install clean
 
@@ -20,7 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m benchmarks.compare
 
-test: $(STAMP)
+test: $(PEERS_STAMP)
 	./scripts/install_test_tools.sh
 	$(PY) -m pytest -q
 
@@ -40,10 +41,14 @@ gen:
 	touch service/gen/__init__.py
 
 # The servers users would pick instead (benchmarks/README.md, "Against other servers"): LitServe
-# (the `peers` extra) and a tritonserver binary (scripts/install_triton_peer.sh).
-peers: $(STAMP)
+# (the `peers` extra) and a tritonserver binary (scripts/install_triton_peer.sh). Seconds to
+# install; `make test` installs them too, so the peers' tests run rather than skip.
+$(PEERS_STAMP): $(STAMP) scripts/install_triton_peer.sh
 	$(PY) -m pip install -q -e '.[dev,bench,peers]'
 	./scripts/install_triton_peer.sh
+	touch $(PEERS_STAMP)
+
+peers: $(PEERS_STAMP)
 
 bench-peers: peers
 	$(PY) -m benchmarks.peers

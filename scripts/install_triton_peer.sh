@@ -12,7 +12,7 @@ if ! "$PY" -m pip install -q --no-deps nvidia-pytriton; then
   echo "could not install nvidia-pytriton: benchmarks.peers will skip the Triton peer"
   exit 0
 fi
-"$PY" -m pip install -q --no-deps --target .venv/triton-stub-site "numpy<2" "ml_dtypes==0.5.4" \
+"$PY" -m pip install -q --no-deps --upgrade --target .venv/triton-stub-site "numpy<2" "ml_dtypes==0.5.4" \
   || echo "could not install numpy<2 for the Triton stub: the Triton peer may fail to start"
 version=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 if ! ldconfig -p 2>/dev/null | grep -q "libpython${version}.so.1.0"; then
