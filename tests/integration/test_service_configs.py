@@ -105,3 +105,27 @@ def test_the_baseline_refuses_a_misspelled_colour(resnet18_onnx, tmp_path):
     path.write_text(text)
     with pytest.raises(tp.ConfigError, match="color"):
         build_handler("baseline", path, model=resnet18_onnx)
+
+
+@pytest.mark.slow
+def test_the_process_decode_config_classifies_as_the_default_one(resnet18_onnx, photos, tmp_path):
+    """Decoding in child processes (``Process[...]``) changes where the work runs, not its
+    result: the same scores as the default config's in-process decoders."""
+    text = DEFAULT_CONFIG.with_name("resnet50_process_decode.toml").read_text()
+    path = tmp_path / "process_decode.toml"
+    path.write_text(text.replace("instance_num = 8", "instance_num = 2"))  # 2 cores here
+    images = [photos["chelsea"], photos["astronaut"], b"not an image"]
+    outcomes = {}
+    for config in (DEFAULT_CONFIG, path):
+        handler, _ = build_handler("pipelined", config, model=resnet18_onnx)
+        try:
+            outcomes[config] = handler.classify(images)
+        finally:
+            handler.close()
+    in_process, in_children = outcomes.values()
+    for ours, theirs in zip(in_process[:2], in_children[:2], strict=True):
+        assert theirs.best_index == ours.best_index
+        assert theirs.logits == pytest.approx(ours.logits, abs=1e-4)
+    # not an image: no result, the same way on both
+    assert isinstance(in_process[2], tp.errors.NoResultError)
+    assert type(in_children[2]) is type(in_process[2])

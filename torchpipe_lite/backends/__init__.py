@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     image_cpu,
     image_gpu,
     jump,
+    process,
     sync_tensor,
     tensorrt_tensor,
     torch_tensor,
