@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchpipe_lite.backends.image_cpu import DecodeMat
-from torchpipe_lite.backends.image_gpu import DecodeTensor, ResizeTensor
-from torchpipe_lite.backends.image_header import ImageHeader
+from torchpipe_lite.backends.image.image_cpu import DecodeMat
+from torchpipe_lite.backends.image.image_gpu import DecodeTensor, ResizeTensor
+from torchpipe_lite.backends.image.image_header import ImageHeader
+from torchpipe_lite.backends.model.torch_models import SharedModel
+from torchpipe_lite.backends.model.torch_tensor import TorchTensor
 from torchpipe_lite.backends.registry import register_backend
-from torchpipe_lite.backends.torch_models import SharedModel
-from torchpipe_lite.backends.torch_tensor import TorchTensor
 
 #: How much smaller than the photographs (on each side) the stand-ins' images are.
 SCALE = 8

@@ -132,13 +132,14 @@ def run_load(
     are Thrift clients calling ``method``, which is otherwise only the figures' label. Raises
     ``LoadTestError`` when the load cannot run.
     """
-    if make_client is None and method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
-    if request_client < 1 or request_batch < 1 or total_number < 1 or warmup < 0:
-        raise ValueError("request_client, request_batch, total_number must be >= 1, warmup >= 0")
-    if total_number < request_client:
-        # Idle clients would make the run's concurrency a lie.
-        raise ValueError(f"total_number {total_number} < request_client {request_client}")
+    _check_arguments(
+        method,
+        request_client,
+        request_batch,
+        total_number,
+        warmup,
+        any_method=make_client is not None,
+    )
     if images is None:
         images = load_images(img_dir)
     processes = max(1, min(processes, request_client))
@@ -155,26 +156,7 @@ def run_load(
     )
     messages, go, abort, runners = _start_workers(specs, images, make_client)
     run = LoadRun(len(specs), total_number, warmup, method, progress, on_timed_start, go)
-    try:
-        while not run.finished:
-            try:
-                run.take(messages, runners)
-            except KeyboardInterrupt:
-                if run.interrupted:
-                    raise  # a second Ctrl-C: stop waiting for the clients
-                logger.warning("interrupted: the clients finish their current call, then stop")
-                run.interrupt(abort, give_up_s=timeout_s + POLL_S)
-        end_s = time.perf_counter()
-        parent_cpu_s = time.process_time() - run.cpu_start_s if len(specs) > 1 else 0.0
-    finally:
-        if len(run.reports) < len(specs):
-            abort.set()
-        go.set()
-        run.close_bars()
-        for runner in runners:
-            runner.join(timeout=timeout_s + POLL_S)
-            if runner.is_alive() and hasattr(runner, "terminate"):
-                runner.terminate()
+    end_s, parent_cpu_s = _wait_for_workers(run, messages, runners, go, abort, timeout_s)
     if on_timed_end is not None:
         on_timed_end()
     crashes = [crash for report in run.reports.values() for crash in report.crashes]
@@ -196,6 +178,54 @@ def run_load(
         warmup=warmup,
         interrupted=run.interrupted,
     )
+
+
+def _check_arguments(
+    method: str,
+    request_client: int,
+    request_batch: int,
+    total_number: int,
+    warmup: int,
+    *,
+    any_method: bool = False,
+) -> None:
+    """Refuses a load that cannot run as asked; ``any_method``: ``method`` is only a label
+    (the clients come from ``make_client``)."""
+    if not any_method and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if request_client < 1 or request_batch < 1 or total_number < 1 or warmup < 0:
+        raise ValueError("request_client, request_batch, total_number must be >= 1, warmup >= 0")
+    if total_number < request_client:
+        # Idle clients would make the run's concurrency a lie.
+        raise ValueError(f"total_number {total_number} < request_client {request_client}")
+
+
+def _wait_for_workers(
+    run: LoadRun, messages: Any, runners: list[Any], go: Any, abort: Any, timeout_s: float
+) -> tuple[float, float]:
+    """Take the workers' messages until every one has reported (or, after Ctrl-C, the wait
+    for them is over), then end them; the end of the timed phase and the parent's CPU time."""
+    try:
+        while not run.finished:
+            try:
+                run.take(messages, runners)
+            except KeyboardInterrupt:
+                if run.interrupted:
+                    raise  # a second Ctrl-C: stop waiting for the clients
+                logger.warning("interrupted: the clients finish their current call, then stop")
+                run.interrupt(abort, give_up_s=timeout_s + POLL_S)
+        end_s = time.perf_counter()
+        parent_cpu_s = time.process_time() - run.cpu_start_s if run.workers > 1 else 0.0
+    finally:
+        if len(run.reports) < run.workers:
+            abort.set()
+        go.set()
+        run.close_bars()
+        for runner in runners:
+            runner.join(timeout=timeout_s + POLL_S)
+            if runner.is_alive() and hasattr(runner, "terminate"):
+                runner.terminate()
+    return end_s, parent_cpu_s
 
 
 #: Timed calls when ``--total_number`` is not given, by where the server runs its model: a

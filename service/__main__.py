@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from service.command_line import parse_args  # light: argparse only
 
 if TYPE_CHECKING:  # the real imports wait until after parsing: `--help` must not load torch
+    from service.admission import Admission, RequestLimits
     from service.handler import ClassifierHandler
     from service.ops_server import ServiceState
-    from service.rpc.server import TransportLimits
+    from service.rpc.server import ThriftServer, TransportLimits
 
 logger = logging.getLogger("service")
 
@@ -37,38 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         from service.workers import run_workers
 
         return run_workers(sys.argv[1:] if argv is None else argv, args)
-    from service.admission import Admission, AdmissionLimits, RequestLimits
     from service.app import build_handler
     from service.export_model import ExportError
     from service.ops_server import OpsServer, ServiceState
     from service.prometheus_export import MetricsRenderer
-    from service.rpc.server import TransportLimits
     from service.service_config import ServiceConfigError
     from torchpipe_lite.errors import ConfigError
 
     _limit_opencv_threads(args.opencv_threads)
-    request_limits = RequestLimits(
-        max_image_bytes=int(args.max_image_mb * _MIB),
-        max_images_per_call=args.max_images,
-        call_window=args.call_window,
-    )
-    admission = Admission(
-        AdmissionLimits(
-            max_images_in_flight=args.max_in_flight,
-            max_megapixels_in_flight=args.max_in_flight_mp,
-            max_megapixels_per_call=args.max_call_mp,
-            request_timeout_s=args.request_timeout_s,
-        )
-    )
-    transport_limits = TransportLimits(
-        max_message_bytes=int(args.max_message_mb * _MIB),
-        # Lists may be a little longer than allowed, so that the handler can answer TOO_LARGE;
-        # far longer ones are refused by the protocol before anything is allocated.
-        max_container_items=max(16 * 1024, 2 * args.max_images),
-        message_timeout_s=args.message_timeout_s,
-        idle_timeout_s=args.idle_timeout_s,
-        max_connections=args.max_connections,
-    )
+    request_limits, admission, transport_limits = _limits(args)
     state = ServiceState()
     handler: ClassifierHandler | None = None
     ops: OpsServer | None = None
@@ -111,6 +89,36 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, TransportLimits]:
+    """What calls may ask, what the process admits, and what connections may do."""
+    from service.admission import Admission, AdmissionLimits, RequestLimits
+    from service.rpc.limits import TransportLimits
+
+    request_limits = RequestLimits(
+        max_image_bytes=int(args.max_image_mb * _MIB),
+        max_images_per_call=args.max_images,
+        call_window=args.call_window,
+    )
+    admission = Admission(
+        AdmissionLimits(
+            max_images_in_flight=args.max_in_flight,
+            max_megapixels_in_flight=args.max_in_flight_mp,
+            max_megapixels_per_call=args.max_call_mp,
+            request_timeout_s=args.request_timeout_s,
+        )
+    )
+    transport_limits = TransportLimits(
+        max_message_bytes=int(args.max_message_mb * _MIB),
+        # Lists may be a little longer than allowed, so that the handler can answer TOO_LARGE;
+        # far longer ones are refused by the protocol before anything is allocated.
+        max_container_items=max(16 * 1024, 2 * args.max_images),
+        message_timeout_s=args.message_timeout_s,
+        idle_timeout_s=args.idle_timeout_s,
+        max_connections=args.max_connections,
+    )
+    return request_limits, admission, transport_limits
+
+
 def _limit_opencv_threads(threads: int) -> None:
     """Each of the server's concurrent calls gets one OpenCV thread: splitting one small resize
     over a pool of helper threads only adds wake-ups when many calls run at once."""
@@ -129,7 +137,7 @@ def _serve(
 ) -> int:
     """Listen, warm up, serve until a signal, drain; returns the exit code."""
     from service.gpu_stats import GpuReader
-    from service.rpc.server import ThriftServer, fastbinary_available
+    from service.rpc.server import ThriftServer
     from service.warmup import connect_host, warm_up
 
     server = ThriftServer(
@@ -150,39 +158,10 @@ def _serve(
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
 
-    def on_signal(signum: int, _frame: object) -> None:
-        logger.info(
-            "%s: stopping (no new connections; in-flight requests finish; send it again to force)",
-            signal.Signals(signum).name,
-        )
-        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
-        state.mark_draining()
-        if args.shutdown_delay_s > 0:
-            logger.info("not ready; still accepting for %.1f s", args.shutdown_delay_s)
-            timer = threading.Timer(args.shutdown_delay_s, server.stop)
-            timer.daemon = True
-            timer.start()
-        else:
-            server.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(args, state, server)
     for line in summary:
         logger.info("%s", line)
-    logger.info(
-        "limits: image %.0f MiB, %d images per call, message %.0f MiB; admits %d images "
-        "(%.0f MP) at once, %.0f MP per call, deadline %s; %d RPC threads; "
-        "accelerated binary protocol: %s",
-        args.max_image_mb,
-        args.max_images,
-        args.max_message_mb,
-        args.max_in_flight,
-        args.max_in_flight_mp,
-        args.max_call_mp,
-        f"{args.request_timeout_s:g} s" if args.request_timeout_s > 0 else "none",
-        args.threads,
-        "yes" if fastbinary_available() else "NO (pure Python)",
-    )
+    _log_limits(args)
     logger.info("serving %s on %s:%d", args.handler, args.host, port)
     warmup_failed = threading.Event()
 
@@ -208,6 +187,48 @@ def _serve(
     if warmup_failed.is_set():
         return 2
     return 0 if drained else 1
+
+
+def _stop_on_signals(args: argparse.Namespace, state: ServiceState, server: ThriftServer) -> None:
+    """SIGTERM or Ctrl-C: not ready, then (after ``--shutdown-delay-s``) stop and drain; a
+    second one ends the process at once."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info(
+            "%s: stopping (no new connections; in-flight requests finish; send it again to force)",
+            signal.Signals(signum).name,
+        )
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+        state.mark_draining()
+        if args.shutdown_delay_s > 0:
+            logger.info("not ready; still accepting for %.1f s", args.shutdown_delay_s)
+            timer = threading.Timer(args.shutdown_delay_s, server.stop)
+            timer.daemon = True
+            timer.start()
+        else:
+            server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _log_limits(args: argparse.Namespace) -> None:
+    from service.rpc.server import fastbinary_available
+
+    logger.info(
+        "limits: image %.0f MiB, %d images per call, message %.0f MiB; admits %d images "
+        "(%.0f MP) at once, %.0f MP per call, deadline %s; %d RPC threads; "
+        "accelerated binary protocol: %s",
+        args.max_image_mb,
+        args.max_images,
+        args.max_message_mb,
+        args.max_in_flight,
+        args.max_in_flight_mp,
+        args.max_call_mp,
+        f"{args.request_timeout_s:g} s" if args.request_timeout_s > 0 else "none",
+        args.threads,
+        "yes" if fastbinary_available() else "NO (pure Python)",
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from service.gen.inference.ttypes import AdmissionStats, ErrorCode, InferenceError
-from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS, read_header
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS, read_header
 
 _MEGA = 1_000_000
 #: Admission counts as saturated for this long after it last refused a call.

@@ -17,9 +17,9 @@ from service.service_config import (
     load_service_config,
 )
 from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.model.torch_tensor import running_precision
 from torchpipe_lite.backends.params import param_precision
-from torchpipe_lite.backends.torch_tensor import running_precision
 
 logger = logging.getLogger(__name__)
 

@@ -14,183 +14,8 @@ _DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "resnet50.toml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m service",
-        description="ResNet image classification over Thrift, with the locked baseline handler "
-        "or the pipelined (torchpipe_lite) handler on the same engine.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--handler", choices=("baseline", "pipelined"), default="pipelined")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
-    parser.add_argument("--port", type=int, default=8888)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=20,
-        help="threads that run blocking calls (the baseline runs every request on one)",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=_DEFAULT_CONFIG,
-        help="pipeline TOML (its model node also defines the baseline's engine)",
-    )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="model file, which must exist unless --arch is given; overrides the config's "
-        "`model` (default: the config's; the shipped configs' is exported on first start)",
-    )
-    parser.add_argument(
-        "--device",
-        default=argparse.SUPPRESS,
-        help="engine device (cpu, cuda, cuda:1); overrides the config "
-        "(default: the config's, else cuda when available, else cpu)",
-    )
-    parser.add_argument(
-        "--arch",
-        default=argparse.SUPPRESS,
-        help="export this torchvision classifier (resnet18, mobilenet_v3_small, ...; random "
-        "weights) when the model file is missing (default: the file's name when it is one, "
-        "e.g. resnet18.onnx, else resnet50)",
-    )
-    parser.add_argument(
-        "--max-image-mb", type=float, default=16.0, help="larger images get TOO_LARGE"
-    )
-    parser.add_argument(
-        "--max-images",
-        type=int,
-        default=256,
-        help="longest infer_many list; longer calls get TOO_LARGE",
-    )
-    parser.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=512,
-        help="images this process holds at once (admitted calls not yet answered); a call "
-        "that would take it past this is answered OVERLOADED at once, unrun",
-    )
-    parser.add_argument(
-        "--max-in-flight-mp",
-        type=float,
-        default=1000.0,
-        help="megapixels the images in flight may declare (bounds the memory decoding takes); "
-        "past it, OVERLOADED",
-    )
-    parser.add_argument(
-        "--max-call-mp",
-        type=float,
-        default=400.0,
-        help="megapixels the images of one call may declare; more is TOO_LARGE",
-    )
-    parser.add_argument(
-        "--request-timeout-s",
-        type=float,
-        default=30.0,
-        help="a call's deadline from its arrival: its images still waiting to run then are "
-        "dropped and answered TIMEOUT (0: none)",
-    )
-    parser.add_argument(
-        "--call-window",
-        type=int,
-        default=16,
-        help="images of one infer_many call in the pipeline at once, so that other clients' "
-        "calls interleave with a long one",
-    )
-    parser.add_argument(
-        "--max-message-mb",
-        type=float,
-        default=64.0,
-        help="a request message over this is cut off and its connection closed",
-    )
-    parser.add_argument(
-        "--message-timeout-s",
-        type=float,
-        default=30.0,
-        help="longest one request message may take from its first byte to its last; a slower "
-        "one closes its connection",
-    )
-    parser.add_argument(
-        "--idle-timeout-s",
-        type=float,
-        default=300.0,
-        help="longest a connection may stay open between requests, sending nothing",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=1024,
-        help="open client connections; beyond it new ones are closed at once",
-    )
-    parser.add_argument(
-        "--drain-timeout-s",
-        type=float,
-        default=60.0,
-        help="on SIGTERM/Ctrl-C, how long in-flight requests may take to finish",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="HTTP port (on --host) for /metrics, /health/live and /health/ready; 0: off",
-    )
-    parser.add_argument(
-        "--shutdown-delay-s",
-        type=float,
-        default=0.0,
-        help="on SIGTERM, keep accepting this long while /health/ready answers 404 "
-        "(draining), so load balancers stop sending first; then stop accepting and drain",
-    )
-    parser.add_argument(
-        "--warmup-timeout-s",
-        type=float,
-        default=300.0,
-        help="longest the start-up warm-up inference may take before the server gives up",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="server processes on the port (a supervisor accepts and deals the connections to "
-        "them in turn), each with its own pipeline on the same device; more than one sidesteps "
-        "the interpreter lock",
-    )
-    parser.add_argument(
-        "--reuse-port",
-        action="store_true",
-        help="SO_REUSEPORT: several server processes may share the port",
-    )
-    parser.add_argument(
-        "--shared-engine",
-        action="store_true",
-        help="with --workers: run the model stage once, in an engine process of its own that "
-        "batches the requests of every worker (they send it pixels through shared memory)",
-    )
-    parser.add_argument(
-        "--engine-clients",
-        type=int,
-        default=8,
-        help="with --shared-engine: requests each worker may have at the engine at once "
-        "(its model node's instances, one connection each)",
-    )
-    # Set by the --workers supervisor: the Unix socket it deals this worker's connections on.
-    parser.add_argument("--connection-fd", type=int, default=None, help=argparse.SUPPRESS)
-    # Set by a --shared-engine supervisor: the engine's socket (workers) or the socket to serve
-    # the engine on (the engine process).
-    parser.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-engine", default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--opencv-threads",
-        type=int,
-        default=1,
-        help="OpenCV's own worker threads for each call (the server already runs many calls at "
-        "once; 0: OpenCV's default, one per core)",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
-    )
+    """The command line, checked."""
+    parser = _parser()
     args = parser.parse_args(argv)
     for optional in ("model", "device", "arch"):  # SUPPRESS keeps "(default: None)" off --help
         setattr(args, optional, getattr(args, optional, None))
@@ -210,3 +35,203 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.call_window < 1:
         parser.error("--call-window must be at least 1")
     return args
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="ResNet image classification over Thrift, with the locked baseline handler "
+        "or the pipelined (torchpipe_lite) handler on the same engine.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--handler", choices=("baseline", "pipelined"), default="pipelined")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=20,
+        help="threads that run blocking calls (the baseline runs every request on one)",
+    )
+    _model_flags(parser.add_argument_group("the model"))
+    _limit_flags(parser.add_argument_group("what calls may ask (over: TOO_LARGE, OVERLOADED)"))
+    _connection_flags(parser.add_argument_group("connections"))
+    _operation_flags(parser.add_argument_group("operations"))
+    _process_flags(parser.add_argument_group("processes"))
+    parser.add_argument(
+        "--opencv-threads",
+        type=int,
+        default=1,
+        help="OpenCV's own worker threads for each call (the server already runs many calls at "
+        "once; 0: OpenCV's default, one per core)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    return parser
+
+
+def _model_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--config",
+        type=Path,
+        default=_DEFAULT_CONFIG,
+        help="pipeline TOML (its model node also defines the baseline's engine)",
+    )
+    group.add_argument(
+        "--model",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="model file, which must exist unless --arch is given; overrides the config's "
+        "`model` (default: the config's; the shipped configs' is exported on first start)",
+    )
+    group.add_argument(
+        "--device",
+        default=argparse.SUPPRESS,
+        help="engine device (cpu, cuda, cuda:1); overrides the config "
+        "(default: the config's, else cuda when available, else cpu)",
+    )
+    group.add_argument(
+        "--arch",
+        default=argparse.SUPPRESS,
+        help="export this torchvision classifier (resnet18, mobilenet_v3_small, ...; random "
+        "weights) when the model file is missing (default: the file's name when it is one, "
+        "e.g. resnet18.onnx, else resnet50)",
+    )
+
+
+def _limit_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-image-mb", type=float, default=16.0, help="larger images get TOO_LARGE"
+    )
+    group.add_argument(
+        "--max-images",
+        type=int,
+        default=256,
+        help="longest infer_many list; longer calls get TOO_LARGE",
+    )
+    group.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=512,
+        help="images this process holds at once (admitted calls not yet answered); a call "
+        "that would take it past this is answered OVERLOADED at once, unrun",
+    )
+    group.add_argument(
+        "--max-in-flight-mp",
+        type=float,
+        default=1000.0,
+        help="megapixels the images in flight may declare (bounds the memory decoding takes); "
+        "past it, OVERLOADED",
+    )
+    group.add_argument(
+        "--max-call-mp",
+        type=float,
+        default=400.0,
+        help="megapixels the images of one call may declare; more is TOO_LARGE",
+    )
+    group.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=30.0,
+        help="a call's deadline from its arrival: its images still waiting to run then are "
+        "dropped and answered TIMEOUT (0: none)",
+    )
+    group.add_argument(
+        "--call-window",
+        type=int,
+        default=16,
+        help="images of one infer_many call in the pipeline at once, so that other clients' "
+        "calls interleave with a long one",
+    )
+
+
+def _connection_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=64.0,
+        help="a request message over this is cut off and its connection closed",
+    )
+    group.add_argument(
+        "--message-timeout-s",
+        type=float,
+        default=30.0,
+        help="longest one request message may take from its first byte to its last; a slower "
+        "one closes its connection",
+    )
+    group.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=300.0,
+        help="longest a connection may stay open between requests, sending nothing",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open client connections; beyond it new ones are closed at once",
+    )
+
+
+def _operation_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=60.0,
+        help="on SIGTERM/Ctrl-C, how long in-flight requests may take to finish",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="HTTP port (on --host) for /metrics, /health/live and /health/ready; 0: off",
+    )
+    group.add_argument(
+        "--shutdown-delay-s",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, keep accepting this long while /health/ready answers 404 "
+        "(draining), so load balancers stop sending first; then stop accepting and drain",
+    )
+    group.add_argument(
+        "--warmup-timeout-s",
+        type=float,
+        default=300.0,
+        help="longest the start-up warm-up inference may take before the server gives up",
+    )
+
+
+def _process_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the port (a supervisor accepts and deals the connections to "
+        "them in turn), each with its own pipeline on the same device; more than one sidesteps "
+        "the interpreter lock",
+    )
+    group.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="SO_REUSEPORT: several server processes may share the port",
+    )
+    group.add_argument(
+        "--shared-engine",
+        action="store_true",
+        help="with --workers: run the model stage once, in an engine process of its own that "
+        "batches the requests of every worker (they send it pixels through shared memory)",
+    )
+    group.add_argument(
+        "--engine-clients",
+        type=int,
+        default=8,
+        help="with --shared-engine: requests each worker may have at the engine at once "
+        "(its model node's instances, one connection each)",
+    )
+    # Set by the --workers supervisor: the Unix socket it deals this worker's connections on.
+    group.add_argument("--connection-fd", type=int, default=None, help=argparse.SUPPRESS)
+    # Set by a --shared-engine supervisor: the engine's socket (workers) or the socket to serve
+    # the engine on (the engine process).
+    group.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)
+    group.add_argument("--serve-engine", default=None, help=argparse.SUPPRESS)

@@ -10,7 +10,7 @@ torchvision's ``resnet50-11ad3fa6.pth`` fetched elsewhere) the weights are seede
 It uses torch's TorchScript-based exporter (``dynamo=False``): the newer exporter cannot
 down-convert ResNet's ReduceMean to opset 17 and writes the weights to a side file. The
 Identity nodes this exporter emits for de-duplicated weights are folded when the model is
-loaded (``torchpipe_lite.backends.onnx_import``).
+loaded (``torchpipe_lite.backends.model.onnx_import``).
 """
 
 from __future__ import annotations

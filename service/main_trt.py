@@ -23,8 +23,8 @@ from service.admission import Admission, RequestLimits
 from service.handler import ClassifierHandler, Outcome
 from service.service_config import ServiceConfig
 from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image_cpu import decode_bgr
-from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.image.image_cpu import decode_bgr
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
 from torchpipe_lite.backends.params import param_color
 from torchpipe_lite.metrics import InstanceCounters
 

@@ -15,11 +15,6 @@ SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
 #: The default pipeline: CPU decode and resize, then the model stage.
 DEFAULT_CONFIG = SHIPPED_CONFIGS / "resnet50.toml"
 
-#: Node keys that steer the scheduler, not a backend (TorchPipe's; README, "Use the library").
-_SCHEDULING_KEYS = frozenset(
-    {"backend", "next", "instance_num", "batching_timeout", "max_queue_size", "request_timeout"}
-)
-
 
 class ServiceConfigError(ValueError):
     """The service cannot use this configuration file; says which file and why."""
@@ -110,13 +105,11 @@ class ServiceConfig:
         return {**defaults, **self.pipeline[node]}
 
     def engine_params(self, batch_size: int) -> dict[str, Any]:
-        """Parameters for one engine instance outside the pipeline (the locked baseline):
-        the model node's backend parameters, with the batch range pinned to ``batch_size``."""
-        params = {
-            key: value
-            for key, value in self.node_params(self.model_node).items()
-            if key not in _SCHEDULING_KEYS
-        }
+        """Parameters for one engine instance outside the pipeline (the locked baseline): what
+        the pipeline gives its model node's first instance (the node's table over the top-level
+        defaults, every key included, as ``torchpipe_lite`` passes them), with the batch range
+        pinned to ``batch_size`` and one instance."""
+        params = self.node_params(self.model_node)
         params.update(min=batch_size, max=batch_size, instance_index=0, instance_num=1)
         return params
 

@@ -193,19 +193,12 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
-    engine = None
-    if args.shared_engine:
-        logger.info("starting the shared engine (the model stage for every worker)")
-        try:
-            engine = EngineProcess(
-                argv,
-                ready_timeout_s=args.warmup_timeout_s,
-                metrics_port=_free_port(_probe_host(args.host)) if args.metrics_port else 0,
-            )
-        except EngineStartError as exc:
-            logger.error("%s", exc)
-            dealer.close()
-            return 2
+    try:
+        engine = _start_engine(argv, args) if args.shared_engine else None
+    except EngineStartError as exc:
+        logger.error("%s", exc)
+        dealer.close()
+        return 2
     group = WorkerGroup(
         argv,
         args.workers,
@@ -235,22 +228,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    while not stopping.is_set():
-        code = group.first_exit()
-        if code is None and engine is not None:
-            code = engine.process.poll()
-        if code is not None:
-            # A worker (or the engine) that dies leaves the group short: stop the rest and let
-            # the process manager restart the whole server rather than serve on at lower
-            # capacity.
-            logger.error("a worker or the engine exited with code %s: stopping the rest", code)
-            state.mark_draining()
-            group.signal_all(signal.SIGTERM)
-            break
-        if not state.ready and args.metrics_port and group.all_ready():
-            state.mark_ready()
-            logger.info("ready: all %d workers warmed up", args.workers)
-        stopping.wait(0.5)
+    _watch(group, engine, state, stopping, args)
     if stopping.is_set() and args.shutdown_delay_s > 0:
         # Each worker keeps taking connections for --shutdown-delay-s after the signal (while
         # /health/ready says draining): keep dealing them for as long.
@@ -265,3 +243,37 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     worst = max(codes, key=lambda code: (code != 0, abs(code)))
     logger.info("workers exited with codes %s", codes)
     return worst
+
+
+def _start_engine(argv: Sequence[str], args: argparse.Namespace) -> EngineProcess:
+    logger.info("starting the shared engine (the model stage for every worker)")
+    return EngineProcess(
+        argv,
+        ready_timeout_s=args.warmup_timeout_s,
+        metrics_port=_free_port(_probe_host(args.host)) if args.metrics_port else 0,
+    )
+
+
+def _watch(
+    group: WorkerGroup,
+    engine: EngineProcess | None,
+    state: ServiceState,
+    stopping: threading.Event,
+    args: argparse.Namespace,
+) -> None:
+    """Until a signal: mark the group ready once every worker is; when a worker or the engine
+    dies, stop the rest (the process manager then restarts the whole server rather than it
+    serving on at lower capacity)."""
+    while not stopping.is_set():
+        code = group.first_exit()
+        if code is None and engine is not None:
+            code = engine.process.poll()
+        if code is not None:
+            logger.error("a worker or the engine exited with code %s: stopping the rest", code)
+            state.mark_draining()
+            group.signal_all(signal.SIGTERM)
+            return
+        if not state.ready and args.metrics_port and group.all_ready():
+            state.mark_ready()
+            logger.info("ready: all %d workers warmed up", args.workers)
+        stopping.wait(0.5)

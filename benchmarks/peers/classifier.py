@@ -21,10 +21,10 @@ import service.class_scores  # noqa: F401  (registers ClassScores, which the eng
 import torchpipe_lite as tp
 from service.service_config import DEFAULT_CONFIG, load_service_config
 from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image_cpu import decode_bgr
-from torchpipe_lite.backends.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.image.image_cpu import decode_bgr
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.model.torch_tensor import running_precision
 from torchpipe_lite.backends.params import param_color, param_device
-from torchpipe_lite.backends.torch_tensor import running_precision
 
 logger = logging.getLogger(__name__)
 

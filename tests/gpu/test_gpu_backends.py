@@ -211,7 +211,7 @@ def test_fused_convolutions_match_the_unfused_model(resnet18_onnx: Path) -> None
 def test_conv_relu_on_cuda_matches_plain_ops(residual: str) -> None:
     from torch import fx, nn
 
-    from torchpipe_lite.backends.conv_fusion import fuse_conv_relu
+    from torchpipe_lite.backends.model.conv_fusion import fuse_conv_relu
 
     class Block(nn.Module):
         def __init__(self) -> None:

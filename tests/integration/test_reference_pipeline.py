@@ -63,7 +63,7 @@ def by_hand(data: bytes, module: torch.nn.Module) -> torch.Tensor:
 
 
 def test_photographs_match_the_steps_by_hand(reference_pipeline, resnet18_onnx: Path) -> None:
-    from torchpipe_lite.backends.onnx_import import convert_onnx
+    from torchpipe_lite.backends.model.onnx_import import convert_onnx
 
     module = convert_onnx(resnet18_onnx).module
     paths = sorted(IMAGES_DIR.glob("*.jpg"))

@@ -12,6 +12,7 @@ from service.app import build_handler, engine_precision
 from service.service_config import DEFAULT_CONFIG, load_service_config
 from tests.image_samples import png_of
 from torchpipe_lite import register_backend
+from torchpipe_lite.config import NODE_KEYS
 
 CONFIGS = sorted(DEFAULT_CONFIG.parent.glob("*.toml"))
 
@@ -30,7 +31,14 @@ def test_every_config_has_the_same_engine(tmp_path):
     model = tmp_path / "model.onnx"
     configs = [load_service_config(path, model) for path in CONFIGS]
     assert len(configs) >= 2
-    engines = {(c.model_node, repr(sorted(c.engine_params(1).items()))) for c in configs}
+    # The engine's own parameters: what the scheduler reads (NODE_KEYS) may differ per config.
+    engines = {
+        (
+            c.model_node,
+            repr(sorted((k, v) for k, v in c.engine_params(1).items() if k not in NODE_KEYS)),
+        )
+        for c in configs
+    }
     assert len(engines) == 1, engines
     assert configs[0].engine_backend == "SyncTensor[Sequential[TorchTensor,ClassScores]]"
     assert configs[0].model_path == model
@@ -105,3 +113,27 @@ def test_the_baseline_refuses_a_misspelled_colour(resnet18_onnx, tmp_path):
     path.write_text(text)
     with pytest.raises(tp.ConfigError, match="color"):
         build_handler("baseline", path, model=resnet18_onnx)
+
+
+@pytest.mark.slow
+def test_the_process_decode_config_classifies_as_the_default_one(resnet18_onnx, photos, tmp_path):
+    """Decoding in child processes (``Process[...]``) changes where the work runs, not its
+    result: the same scores as the default config's in-process decoders."""
+    text = DEFAULT_CONFIG.with_name("resnet50_process_decode.toml").read_text()
+    path = tmp_path / "process_decode.toml"
+    path.write_text(text.replace("instance_num = 8", "instance_num = 2"))  # 2 cores here
+    images = [photos["chelsea"], photos["astronaut"], b"not an image"]
+    outcomes = {}
+    for config in (DEFAULT_CONFIG, path):
+        handler, _ = build_handler("pipelined", config, model=resnet18_onnx)
+        try:
+            outcomes[config] = handler.classify(images)
+        finally:
+            handler.close()
+    in_process, in_children = outcomes.values()
+    for ours, theirs in zip(in_process[:2], in_children[:2], strict=True):
+        assert theirs.best_index == ours.best_index
+        assert theirs.logits == pytest.approx(ours.logits, abs=1e-4)
+    # not an image: no result, the same way on both
+    assert isinstance(in_process[2], tp.errors.NoResultError)
+    assert type(in_children[2]) is type(in_process[2])

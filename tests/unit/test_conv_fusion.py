@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as functional
 from torch import fx, nn
 
-from torchpipe_lite.backends.conv_fusion import fuse_conv_relu, maybe_fuse
-from torchpipe_lite.backends.onnx_import import convert_onnx
-from torchpipe_lite.backends.torch_models import clear_cache, shared_model
+from torchpipe_lite.backends.model.conv_fusion import fuse_conv_relu, maybe_fuse
+from torchpipe_lite.backends.model.onnx_import import convert_onnx
+from torchpipe_lite.backends.model.torch_models import clear_cache, shared_model
 
 
 def fused_count(module: fx.GraphModule) -> int:

@@ -14,7 +14,7 @@ import torch
 
 import torchpipe_lite as tp
 from tests.image_samples import GRAYSCALE_PHOTOS, IMAGES_DIR, jpeg_claiming, png_header_claiming
-from torchpipe_lite.backends import image_cpu
+from torchpipe_lite.backends.image import image_cpu
 from torchpipe_lite.errors import ConfigError, InvalidInputError
 
 PREPROCESS = "Sequential[ResizeMat,CvtColorMat,Mat2Tensor]"

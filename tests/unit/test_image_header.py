@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests.image_samples import gif_declaring, jpeg_claiming, png_header_claiming
-from torchpipe_lite.backends.image_cpu import DecodeMat
-from torchpipe_lite.backends.image_header import ImageHeader, check_pixels, read_header
+from torchpipe_lite.backends.image.image_cpu import DecodeMat
+from torchpipe_lite.backends.image.image_header import ImageHeader, check_pixels, read_header
 from torchpipe_lite.errors import InvalidInputError
 
 IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"

@@ -12,8 +12,8 @@ import torch
 
 import torchpipe_lite as tp
 from tests.image_samples import IMAGES_DIR
-from torchpipe_lite.backends.image_gpu import apply_orientation
-from torchpipe_lite.backends.image_header import read_header
+from torchpipe_lite.backends.image.image_gpu import apply_orientation
+from torchpipe_lite.backends.image.image_header import read_header
 from torchpipe_lite.errors import ConfigError, InvalidInputError
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.image_samples import IMAGES_DIR
-from torchpipe_lite.backends.jpeg_scan import check_jpeg_scan, jpeg_scan_error
+from torchpipe_lite.backends.image.jpeg_scan import check_jpeg_scan, jpeg_scan_error
 from torchpipe_lite.errors import InvalidInputError
 
 

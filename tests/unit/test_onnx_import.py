@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from torchpipe_lite.backends.onnx_import import convert_onnx, fold_identity_nodes
+from torchpipe_lite.backends.model.onnx_import import convert_onnx, fold_identity_nodes
 
 ort = pytest.importorskip("onnxruntime")
 

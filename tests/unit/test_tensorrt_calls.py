@@ -21,9 +21,9 @@ from onnx import TensorProto, helper
 
 import torchpipe_lite as tp
 from tests import tensorrt_double
-from torchpipe_lite.backends import tensorrt_engine, tensorrt_tensor
-from torchpipe_lite.backends.tensorrt_engine import EngineStore
-from torchpipe_lite.backends.tensorrt_tensor import TensorrtTensor
+from torchpipe_lite.backends.model import tensorrt_engine, tensorrt_tensor
+from torchpipe_lite.backends.model.tensorrt_engine import EngineStore
+from torchpipe_lite.backends.model.tensorrt_tensor import TensorrtTensor
 from torchpipe_lite.errors import BackendError, ConfigError
 
 

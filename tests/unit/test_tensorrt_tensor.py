@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import torchpipe_lite as tp
-from torchpipe_lite.backends.tensorrt_tensor import TensorrtTensor
+from torchpipe_lite.backends.model.tensorrt_tensor import TensorrtTensor
 
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -127,7 +127,7 @@ def test_instances_share_weights_not_buffers(resnet18_small_onnx: Path) -> None:
 def test_fp16_on_the_cpu_falls_back_to_fp32_with_a_log(
     resnet18_small_onnx: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="torchpipe_lite.backends.torch_tensor"):
+    with caplog.at_level(logging.WARNING, logger="torchpipe_lite.backends.model.torch_tensor"):
         backend = tp.create_backend(
             "TorchTensor", params_for(resnet18_small_onnx, precision="fp16")
         )
@@ -230,8 +230,8 @@ def test_sync_tensor_takes_at_most_one_child_and_alone_passes_data_on() -> None:
 def test_fused_model_the_device_cannot_run_is_a_config_error_naming_fuse_conv(
     resnet18_small_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from torchpipe_lite.backends.conv_fusion import _conv_relu_class
-    from torchpipe_lite.backends.torch_models import clear_cache
+    from torchpipe_lite.backends.model.conv_fusion import _conv_relu_class
+    from torchpipe_lite.backends.model.torch_models import clear_cache
 
     def unsupported(self, x, residual=None):
         raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")

@@ -1,12 +1,10 @@
-"""Built-in backends: importing this package registers every one of them by name."""
+"""Built-in backends: importing this package registers every one of them by name.
 
-from . import (  # noqa: F401  (imported for their registrations)
-    builtin,
-    engine_tensor,
-    image_cpu,
-    image_gpu,
-    jump,
-    sync_tensor,
-    tensorrt_tensor,
-    torch_tensor,
-)
+``image/`` holds the image stages, ``model/`` the model engines; the structural backends
+(``Sequential``, ``Identity``, ``Jump``, ``SyncTensor``, ``Process``) and what every backend
+uses (the interface, the registry, parameter parsing, CUDA waits) sit here.
+"""
+
+from . import builtin, jump, process, sync_tensor  # noqa: F401  (imported for their registrations)
+from .image import image_cpu, image_gpu  # noqa: F401
+from .model import engine_tensor, tensorrt_tensor, torch_tensor  # noqa: F401

@@ -14,11 +14,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from .base import Backend
-from .cuda_wait import wait_for_stream
-from .model_input import BatchAssembler, instance_stream, split_rows
-from .params import (
+from ...errors import ConfigError
+from ..base import Backend
+from ..cuda_wait import wait_for_stream
+from ..params import (
     MODEL_PARAMS,
     param_batch_range,
     param_bool,
@@ -27,7 +26,8 @@ from .params import (
     param_mean_std,
     param_precision,
 )
-from .registry import register_backend
+from ..registry import register_backend
+from .model_input import BatchAssembler, instance_stream, split_rows
 from .torch_models import SharedModel, shared_model
 
 if TYPE_CHECKING:

@@ -15,11 +15,10 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, ConfigError
-from .base import Backend
-from .cuda_wait import wait_for_stream
-from .model_input import BatchAssembler, instance_stream, split_rows
-from .params import (
+from ...errors import BackendError, ConfigError
+from ..base import Backend
+from ..cuda_wait import wait_for_stream
+from ..params import (
     MODEL_PARAMS,
     param_batch_range,
     param_device,
@@ -28,7 +27,8 @@ from .params import (
     param_mean_std,
     param_precision,
 )
-from .registry import register_backend
+from ..registry import register_backend
+from .model_input import BatchAssembler, instance_stream, split_rows
 from .tensorrt_engine import (
     EngineSpec,
     EngineStore,

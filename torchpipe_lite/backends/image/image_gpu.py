@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidInputError
-from .base import Backend
+from ...errors import ConfigError, InvalidInputError
+from ..base import Backend
+from ..cuda_wait import wait_for_current_stream
+from ..params import param_bool, param_color, param_device, param_positive
+from ..registry import register_backend
 from .batch_resize import resize_bilinear
-from .cuda_wait import wait_for_current_stream
 from .image_cpu import ChannelSwap, as_bytes, decode_bgr
 from .image_header import (
     DEFAULT_MAX_PIXELS,
@@ -28,8 +30,6 @@ from .image_header import (
     read_header,
 )
 from .jpeg_scan import jpeg_scan_errors, raise_for_scan_error
-from .params import param_bool, param_color, param_device, param_positive
-from .registry import register_backend
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ import io
 import logging
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import bisect
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ...errors import InvalidInputError
 
 _SOS, _EOI, _TEM = 0xDA, 0xD9, 0x01
 _STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import protocol
-from ..engine.protocol import SlotLayout
-from ..errors import BackendError, ConfigError, InvalidInputError
-from .base import Backend, param_int
-from .cuda_wait import wait_for_stream
-from .registry import register_backend
+from ...engine import protocol
+from ...engine.protocol import SlotLayout
+from ...errors import BackendError, ConfigError, InvalidInputError
+from ..base import Backend, param_int
+from ..cuda_wait import wait_for_stream
+from ..registry import register_backend
 
 if TYPE_CHECKING:
     import torch

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .conv_fusion import maybe_fuse
 
 if TYPE_CHECKING:

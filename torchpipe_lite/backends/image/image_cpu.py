@@ -17,8 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import InvalidInputError
-from .base import Backend
+from ...errors import InvalidInputError
+from ..base import Backend
+from ..params import param_color, param_device, param_positive
+from ..registry import register_backend
 from .image_header import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_PIXELS_PER_BYTE,
@@ -27,8 +29,6 @@ from .image_header import (
     read_header,
 )
 from .jpeg_scan import check_jpeg_scan
-from .params import param_color, param_device, param_positive
-from .registry import register_backend
 
 logger = logging.getLogger(__name__)
 

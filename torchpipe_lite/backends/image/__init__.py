@@ -1,0 +1,1 @@
+"""Image stages: decoding (CPU and nvJPEG), resizing, colour, and the checks before decoding."""

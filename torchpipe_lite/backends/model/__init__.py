@@ -1,0 +1,1 @@
+"""Model engines (TorchTensor, TensorrtTensor, EngineTensor) and what they share."""
