@@ -183,6 +183,24 @@ def export_model(model: Path, arch: str) -> None:
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
+def _server_command(
+    handler: str, args: argparse.Namespace, port: int, workers: int
+) -> tuple[list[str], int | None]:
+    """The server's command line, and the supervisor's metrics port when there are workers."""
+    command = service_command(
+        handler, port, threads=args.threads, config=args.config, model=args.model
+    )
+    if workers == 1:
+        return command, None
+    metrics_port = free_port()
+    command += ["--workers", str(workers), "--metrics-port", str(metrics_port)]
+    if args.shared_engine and handler == "pipelined":
+        command.append("--shared-engine")
+        if args.engine_clients:
+            command += ["--engine-clients", str(args.engine_clients)]
+    return command, metrics_port
+
+
 def run_handler(
     handler: str,
     args: argparse.Namespace,
@@ -196,18 +214,10 @@ def run_handler(
     Returns (result rows, ping rows, the server's stats).
     """
     port = free_port()
-    command = service_command(
-        handler, port, threads=args.threads, config=args.config, model=args.model
-    )
-    ready_url = metrics_url = None
     workers = server_processes(handler, args)
-    if workers > 1:
-        metrics_port = free_port()
-        command += ["--workers", str(workers), "--metrics-port", str(metrics_port)]
-        if args.shared_engine and handler == "pipelined":
-            command.append("--shared-engine")
-        if args.shared_engine and handler == "pipelined" and args.engine_clients:
-            command += ["--engine-clients", str(args.engine_clients)]
+    command, metrics_port = _server_command(handler, args, port, workers)
+    ready_url = metrics_url = None
+    if metrics_port is not None:
         ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     rows: list[dict] = []
@@ -313,6 +323,24 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             rows += handler_rows
             ping_rows += handler_pings
+    _report(args, argv, gpu, images, setup, rows, ping_rows, server_stats)
+    errors = sum(row["errors"] for row in rows + ping_rows)
+    if errors:
+        logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)
+    return 1 if errors else 0
+
+
+def _report(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    gpu: GpuMonitor,
+    images: list[bytes],
+    setup: str,
+    rows: list[dict],
+    ping_rows: list[dict],
+    server_stats: dict[str, Any],
+) -> None:
+    """Print the table and the servers' batching, and write the JSON and PNG."""
     print(format_table(rows, setup=setup))
     for handler, stats in server_stats.items():
         print(batching_line(handler, stats))
@@ -340,10 +368,6 @@ def main(argv: list[str] | None = None) -> int:
         "setup": setup,
     }
     write_outputs(record, args.results_dir / f"{stem}.json", sweep=args.sweep)
-    errors = sum(row["errors"] for row in rows + ping_rows)
-    if errors:
-        logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)
-    return 1 if errors else 0
 
 
 if __name__ == "__main__":
