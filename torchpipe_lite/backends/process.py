@@ -18,7 +18,9 @@ A child that dies (a crash in native code, killed) fails the batch it was runnin
 ``BackendError`` saying so, and the next batch starts a fresh child: the server goes on.
 
 Parameters: ``process_threads`` (default 1) is how many threads torch and OpenCV may use in
-each child; the parallelism is meant to come from the instances.
+each child; the parallelism is meant to come from the instances. A child imports only what its
+backends import: stages without torch (``Sequential[DecodeMat,ResizeMat,CvtColorMat]``) keep
+it out of the child, which then stays a few tens of MiB.
 """
 
 from __future__ import annotations
@@ -196,14 +198,14 @@ def _changes(sent: dict[str, Any], item: dict[str, Any]) -> _ItemChanges:
 
 
 def _limit_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - OpenCV is a dependency
-        return
-    cv2.setNumThreads(threads)
+    """OpenCV's and torch's thread pools in the child, once its backend is initialised; only
+    those the backend imported (a child without torch stays a few tens of MiB)."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def child_main(fd: int) -> None:
@@ -212,9 +214,9 @@ def child_main(fd: int) -> None:
     connection = Connection(fd)
     try:
         start = _receive(connection)
-        _limit_threads(start.threads)
         backend = start.tree.build()
         backend.init(start.params)
+        _limit_threads(start.threads)
         _send(connection, _Ready(backend.min(), backend.max(), backend.placement()))
     except BaseException as error:  # everything goes back to the parent, typed
         _send(connection, _failure(error))
