@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torchpipe_lite as tp
@@ -42,3 +43,12 @@ class InitFails(Backend):
 
     def init(self, params: dict[str, Any]) -> None:
         raise RuntimeError("no model here")
+
+
+@register_backend("TestTorchLoaded")
+class TorchLoaded(Backend):
+    """result = whether this process has imported torch."""
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        for item in batch:
+            item["result"] = "torch" in sys.modules

@@ -125,3 +125,13 @@ def test_the_process_stages_benchmark_measures_both_layouts(tmp_path):
     points = json.loads(out.read_text())["points"]
     assert [point["layout"] for point in points] == ["threads", "processes"]
     assert all(point["images"] > 0 and point["parent_cpu_us_per_image"] > 0 for point in points)
+
+
+def test_a_child_of_the_cpu_image_stages_never_imports_torch(photos):
+    """What keeps each child of resnet50_process_decode.toml a few tens of MiB."""
+    stages = "Process[Sequential[DecodeMat,ResizeMat,CvtColorMat,TestTorchLoaded]]"
+    params = {"resize_h": 224, "resize_w": 224, "color": "rgb"}
+    with tp.pipe({"decode": {"backend": stages, **params}}) as model:
+        item = {"data": photos["chelsea"]}
+        model(item, strict=True)
+    assert item["result"] is False
