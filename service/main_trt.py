@@ -15,17 +15,13 @@ import threading
 import time
 from collections.abc import Sequence
 
-import cv2
 import torch
 
 import torchpipe_lite as tp
 from service.admission import Admission, RequestLimits
 from service.handler import ClassifierHandler, Outcome
+from service.preprocessing import ImagePreprocessing
 from service.service_config import ServiceConfig
-from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image.image_cpu import decode_bgr
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
-from torchpipe_lite.backends.params import param_color
 from torchpipe_lite.metrics import InstanceCounters
 
 logger = logging.getLogger(__name__)
@@ -45,10 +41,7 @@ class BaselineHandler(ClassifierHandler):
         admission: Admission | None = None,
     ):
         super().__init__(device=device, limits=limits, admission=admission)
-        pre = config.preprocess_params()
-        self._resize_hw = (param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224))
-        self._to_rgb = param_color(pre, "color", "rgb") == "rgb"  # a misspelling is refused
-        self._max_pixels = param_int(pre, "max_pixels", DEFAULT_MAX_PIXELS)
+        self._preprocessing = ImagePreprocessing.of(config)  # a misspelt colour is refused
         self._backend = config.engine_backend
         logger.info("initialising the baseline engine %s at batch 1", self._backend)
         self._engine = tp.create_backend(self._backend, config.engine_params(batch_size=1))
@@ -63,15 +56,7 @@ class BaselineHandler(ClassifierHandler):
 
     def preprocess(self, data: bytes) -> torch.Tensor | None:
         """JPEG bytes -> uint8 1x3xHxW RGB tensor (channels-last memory); None if no image."""
-        image = decode_bgr(data, self._max_pixels)
-        if image is None:
-            return None
-        height, width = self._resize_hw
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        if self._to_rgb:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+        return self._preprocessing.tensor(data)
 
     def classify(self, images: Sequence[bytes]) -> list[Outcome]:
         return [self._classify_one(image) for image in images]

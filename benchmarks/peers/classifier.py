@@ -14,17 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import torch
 
 import service.class_scores  # noqa: F401  (registers ClassScores, which the engine names)
 import torchpipe_lite as tp
+from service.preprocessing import ImagePreprocessing
 from service.service_config import DEFAULT_CONFIG, load_service_config
-from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image.image_cpu import decode_bgr
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
 from torchpipe_lite.backends.model.torch_tensor import running_precision
-from torchpipe_lite.backends.params import param_color, param_device
+from torchpipe_lite.backends.params import param_device
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +56,7 @@ class Classifier:
 
     def __init__(self, settings: ClassifierSettings):
         config = load_service_config(settings.config, settings.model, settings.device)
-        pre = config.preprocess_params()
-        self._resize_hw = (param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224))
-        self._to_rgb = param_color(pre, "color", "rgb") == "rgb"
-        self._max_pixels = param_int(pre, "max_pixels", DEFAULT_MAX_PIXELS)
+        self._preprocessing = ImagePreprocessing.of(config)
         params = config.engine_params(batch_size=settings.max_batch_size)
         params["min"] = 1  # one CUDA graph per batch size 1..max, as the pipeline's model node
         self.device = str(param_device(params))
@@ -82,15 +76,10 @@ class Classifier:
     def preprocess(self, data: bytes) -> torch.Tensor:
         """JPEG (or other image) bytes -> uint8 1x3xHxW RGB tensor; ``NotAnImageError`` if the
         bytes do not decode (``InvalidInputError`` for a header declaring too many pixels)."""
-        image = decode_bgr(data, self._max_pixels)
-        if image is None:
+        tensor = self._preprocessing.tensor(data)
+        if tensor is None:
             raise NotAnImageError(f"{len(data)} bytes that are not a decodable image")
-        height, width = self._resize_hw
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        if self._to_rgb:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+        return tensor
 
     def classify(self, tensors: list[torch.Tensor]) -> list[Top1]:
         """The top class of each preprocessed image, in order; at most ``max_batch_size``
