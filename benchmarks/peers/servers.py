@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+import torchpipe_lite
 from benchmarks.peers.http_load import HttpClient, HttpProtocol, JsonTop1, TritonV2, run_http_load
 from benchmarks.peers.triton_repo import (
     MODEL_NAME,
@@ -172,7 +173,7 @@ class Ours:
 
         return RunningServer(
             name=self.name,
-            version=f"torchpipe-lite {_version('torchpipe-lite')}",
+            version=f"torchpipe-lite {torchpipe_lite.__version__}",  # also when not installed
             protocol="Thrift (infer_batch)",
             settings={"config": shown(run.config), "workers": run.workers, "threads": run.threads},
             server_processes=run.workers,

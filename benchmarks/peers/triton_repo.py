@@ -162,8 +162,10 @@ def find_tritonserver(explicit: str | None = None) -> TritonRuntime | str:
 def stub_sys_path() -> list[str]:
     """What ``model.py`` prepends to the stub's ``sys.path`` (``TORCHPIPE_LITE_SYS_PATH``):
     NumPy < 2 for the wheel's stub where ``make peers`` put it, this interpreter's
-    site-packages (torch, OpenCV...), and the repository root."""
+    ``PYTHONPATH`` (which the stub does not pass on) and site-packages (torch, OpenCV...),
+    and the repository root."""
     paths = [str(STUB_SITE)] if STUB_SITE.is_dir() else []
+    paths += [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     paths += [entry for entry in site.getsitepackages() if Path(entry).is_dir()]
     paths.append(str(REPO_ROOT))
     return list(dict.fromkeys(paths))

@@ -16,6 +16,7 @@ from benchmarks.peers.triton_repo import (
     TritonModelSettings,
     find_tritonserver,
     render_config,
+    stub_sys_path,
     write_repository,
 )
 from benchmarks.report import ROW_KEYS, format_table, write_outputs
@@ -63,6 +64,14 @@ def test_an_unknown_peer_is_a_usage_error(capsys):
         compare.parse_args(["--peers", "torchserve"])
     assert exit_info.value.code == 2
     assert "unknown peer torchserve" in capsys.readouterr().err
+
+
+def test_the_stub_gets_the_pythonpath_it_would_not_pass_on(monkeypatch, tmp_path):
+    carried = tmp_path / "site"
+    monkeypatch.setenv("PYTHONPATH", f"{carried}:")
+    paths = stub_sys_path()
+    assert str(carried) in paths and "" not in paths
+    assert paths.index(str(carried)) < len(paths) - 1  # before the repository root
 
 
 def test_committed_triton_config_is_the_rendered_default():
