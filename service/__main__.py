@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     from torchpipe_lite.errors import ConfigError
 
     _limit_opencv_threads(args.opencv_threads)
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+        logger.info("interpreter switch interval: %g ms", args.switch_interval_ms)
     request_limits, admission, transport_limits = _limits(args)
     state = ServiceState()
     handler: ClassifierHandler | None = None
