@@ -38,9 +38,9 @@ RUN python3 -m pip install '.[gpu,trt]'
 ARG WEIGHTS=""
 RUN --mount=type=bind,source=.,target=/context \
     if [ -n "$WEIGHTS" ]; then \
-        python3 -m service.export_model --weights "/context/$WEIGHTS" --output models/resnet50.onnx; \
+        python3 -m service.tools.export_model --weights "/context/$WEIGHTS" --output models/resnet50.onnx; \
     else \
-        python3 -m service.export_model --output models/resnet50.onnx; \
+        python3 -m service.tools.export_model --output models/resnet50.onnx; \
     fi
 
 # An unprivileged user; models/ stays writable for engine caches (TensorrtTensor's model::cache).

@@ -75,7 +75,7 @@ serve: $(STAMP)
 
 # On a CUDA machine: both handlers on the GPU against a CPU reference of the same model file.
 gpu-check: $(STAMP)
-	$(PY) -m service.gpu_check
+	$(PY) -m service.tools.gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -182,7 +182,7 @@ def export_model(model: Path, arch: str) -> None:
     if model.exists():
         logger.info("model %s present", model)
         return
-    command = [sys.executable, "-m", "service.export_model", "--arch", arch]
+    command = [sys.executable, "-m", "service.tools.export_model", "--arch", arch]
     command += ["--output", str(model)]
     logger.info("exporting the model: %s", " ".join(command))
     subprocess.run(command, check=True, cwd=REPO_ROOT)
@@ -223,10 +223,11 @@ def run_handler(
     port = free_port()
     workers = server_processes(handler, args)
     command, metrics_port = _server_command(handler, args, port, workers)
-    ready_url = metrics_url = None
+    ready_url = metrics_url = stats_url = None
     if metrics_port is not None:
         ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        stats_url = f"http://127.0.0.1:{metrics_port}/stats"
     rows: list[dict] = []
     ping_rows: list[dict] = []
     load_settings = {
@@ -274,7 +275,7 @@ def run_handler(
             # ``stats`` above is the one worker that answered; the group's sums come from the
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = workers
-            stats["group_nodes"] = group_node_figures(metrics_url)
+            stats["group_nodes"] = group_node_figures(stats_url)
             if args.shared_engine and handler == "pipelined":
                 stats["shared_engine"] = engine_figures(metrics_url)
     return rows, ping_rows, stats

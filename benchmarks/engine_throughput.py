@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if model is None:
-            from service.export_model import export_classifier
+            from service.tools.export_model import export_classifier
 
             model = str(export_classifier(arch, Path(scratch) / f"{arch}.onnx"))
         params = {"model": model, "precision": precision, "min": 1, "max": max(batches)}

@@ -64,7 +64,7 @@ _PARTS = (
     ("rpc write", "service/rpc/server.py", {"_finish", "_end_call", "_post", "_wake", "_flush"}),
     ("rpc read", "service/rpc/", None),
     ("rpc (thread per connection)", "service/server.py", None),
-    ("top-k", "service/predictions.py", None),
+    ("top-k", "service/handlers/predictions.py", None),
     ("handler", "service/", None),
     ("completion", "torchpipe_lite/schedule/request.py", None),
     ("hand-offs and batch forming", "torchpipe_lite/schedule/", None),
@@ -96,7 +96,7 @@ def serve(config: Path, port: int, threads: int) -> None:
     import logging
 
     import benchmarks.standins  # noqa: F401  (registers the stand-ins)
-    from service.main_torchpipe import PipelinedHandler
+    from service.handlers.main_torchpipe import PipelinedHandler
     from service.service_config import load_service_config
 
     try:

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.model.is_file():
-        parser.error(f"--model {args.model}: no such file (python -m service.export_model)")
+        parser.error(f"--model {args.model}: no such file (python -m service.tools.export_model)")
     try:
         pipeline_config = build_config(args.config, args.model, args.set)
     except (KeyError, ValueError) as exc:

@@ -1,5 +1,5 @@
 """What a server under test says about itself: its ``stats`` call, and with ``--workers`` the
-group's per-node totals from the supervisor's summed /metrics."""
+group's per-node totals from the supervisor's summed ``/stats`` (the same ``ServerStats``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.gen.inference.ttypes import ServerStats
+from service.ops.stats_sum import decode_stats
 from service.thrift_client import connect
 
 
@@ -19,28 +21,24 @@ def server_stats(port: int) -> dict[str, Any]:
         "device": stats.device,
         "requests_ok": stats.requests_ok,
         "requests_failed": stats.requests_failed,
-        "nodes": [
-            {k: v for k, v in vars(node).items() if k != "batch_sizes"}
-            | {"batch_sizes": {str(size): n for size, n in sorted(node.batch_sizes.items())}}
-            for node in stats.nodes
-        ],
+        "nodes": node_rows(stats),
     }
 
 
-#: The supervisor's summed Triton families -> (per-node field, scale to the field's unit).
-_GROUP_FIGURES = {
-    "nv_inference_count": ("inferences", 1.0),
-    "nv_inference_exec_count": ("executions", 1.0),
-    "nv_inference_queue_duration_us": ("queue_time_ms_total", 1e-3),
-    "nv_inference_compute_infer_duration_us": ("request_compute_time_ms_total", 1e-3),
-}
+def node_rows(stats: ServerStats) -> list[dict[str, Any]]:
+    """Each node's figures as a JSON-ready dict (batch sizes keyed by their text)."""
+    return [
+        {k: v for k, v in vars(node).items() if k != "batch_sizes"}
+        | {"batch_sizes": {str(size): n for size, n in sorted(node.batch_sizes.items())}}
+        for node in stats.nodes
+    ]
 
 
-def group_node_figures(metrics_url: str) -> list[dict[str, Any]]:
-    """Per-node totals over every worker of ``--workers``, from the supervisor's /metrics
+def group_node_figures(stats_url: str) -> list[dict[str, Any]]:
+    """Per-node totals over every worker of ``--workers``, from the supervisor's ``/stats``
     (the ``stats`` call reaches one worker only)."""
-    with urllib.request.urlopen(metrics_url, timeout=30) as response:
-        return node_figures_from_metrics(response.read().decode())
+    with urllib.request.urlopen(stats_url, timeout=30) as response:
+        return node_rows(decode_stats(response.read()))
 
 
 #: The shared engine's families (``--shared-engine``) -> its figure's name.
@@ -71,21 +69,6 @@ def engine_figures_from_metrics(text: str) -> dict[str, float] | None:
     figures["mean_batch"] = figures.get("requests", 0.0) / batches if batches else 0.0
     figures["ms_per_batch"] = 1000 * figures.get("compute_s", 0.0) / batches if batches else 0.0
     return figures
-
-
-def node_figures_from_metrics(text: str) -> list[dict[str, Any]]:
-    """Per-node inferences, executions and times from a Prometheus exposition of the Triton
-    families (as the service's /metrics renders them)."""
-    nodes: dict[str, dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name not in _GROUP_FIGURES:
-            continue
-        field, scale = _GROUP_FIGURES[family.name]
-        for sample in family.samples:
-            node = sample.labels.get("model")
-            if node is not None:
-                nodes.setdefault(node, {"node": node})[field] = sample.value * scale
-    return list(nodes.values())
 
 
 def batching_line(handler: str, stats: dict[str, Any]) -> str:

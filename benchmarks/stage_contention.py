@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.stage == "model" and not args.model.is_file():
-        parser.error(f"--model {args.model}: no such file (python -m service.export_model)")
+        parser.error(f"--model {args.model}: no such file (python -m service.tools.export_model)")
     from benchmarks.mps import mps_daemon
 
     rows = []

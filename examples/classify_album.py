@@ -2,7 +2,7 @@
 
     python examples/classify_album.py [--model models/resnet50.onnx] IMAGE [IMAGE ...]
 
-Prints each image's top class. The model must exist (``python -m service.export_model``
+Prints each image's top class. The model must exist (``python -m service.tools.export_model``
 writes one; its weights are random unless you give ``--weights``).
 """
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if not args.model.is_file():
-        parser.error(f"{args.model} does not exist (python -m service.export_model)")
+        parser.error(f"{args.model} does not exist (python -m service.tools.export_model)")
     logits = classify_album([path.read_bytes() for path in args.images], args.model)
     for path, scores in zip(args.images, logits, strict=True):
         print(f"{path}: class {int(scores.argmax())}")

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from service.command_line import parse_args  # light: argparse only
 
 if TYPE_CHECKING:  # the real imports wait until after parsing: `--help` must not load torch
-    from service.admission import Admission, RequestLimits
-    from service.handler import ClassifierHandler
-    from service.ops_server import ServiceState
+    from service.gen.inference.ttypes import ServerStats
+    from service.handlers.admission import Admission, RequestLimits
+    from service.handlers.handler import ClassifierHandler
+    from service.ops.ops_server import ServiceState
     from service.rpc.server import ThriftServer, TransportLimits
 
 logger = logging.getLogger("service")
@@ -31,22 +32,22 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.serve_engine is not None:
-        from service.engine_process import run_engine
+        from service.processes.engine_process import run_engine
 
         return run_engine(args)
     if args.workers > 1:
-        from service.workers import run_workers
+        from service.processes.workers import run_workers
 
         return run_workers(sys.argv[1:] if argv is None else argv, args)
     from service.app import build_handler
-    from service.export_model import ExportError
-    from service.ops_server import OpsServer, ServiceState
-    from service.prometheus_export import MetricsRenderer
+    from service.ops.ops_server import OpsServer, ServiceState
+    from service.ops.prometheus_export import MetricsRenderer
     from service.service_config import ServiceConfigError
+    from service.tools.export_model import ExportError
     from torchpipe_lite.errors import ConfigError
 
     _limit_opencv_threads(args.opencv_threads)
-    if args.switch_interval_ms is not None:
+    if "switch_interval_ms" in args:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
         logger.info("interpreter switch interval: %g ms", args.switch_interval_ms)
     request_limits, admission, transport_limits = _limits(args)
@@ -55,9 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     ops: OpsServer | None = None
     if args.metrics_port:
         # Up before the models load: liveness answers during a long start, readiness says 503.
-        renderer = MetricsRenderer(lambda: None if handler is None else handler.stats())
+        def current_stats() -> ServerStats | None:
+            return None if handler is None else handler.stats()
+
+        renderer = MetricsRenderer(current_stats)
         try:
-            ops = OpsServer(state, renderer.render, host=args.host, port=args.metrics_port)
+            ops = OpsServer(
+                state,
+                renderer.render,
+                render_stats=lambda: _encoded_or_none(current_stats()),
+                host=args.host,
+                port=args.metrics_port,
+            )
         except OSError as exc:
             logger.error("cannot listen on %s:%d (metrics): %s", args.host, args.metrics_port, exc)
             return 2
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, TransportLimits]:
     """What calls may ask, what the process admits, and what connections may do."""
-    from service.admission import Admission, AdmissionLimits, RequestLimits
+    from service.handlers.admission import Admission, AdmissionLimits, RequestLimits
     from service.rpc.limits import TransportLimits
 
     request_limits = RequestLimits(
@@ -122,6 +132,12 @@ def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, Transpo
     return request_limits, admission, transport_limits
 
 
+def _encoded_or_none(stats: ServerStats | None) -> bytes | None:
+    from service.ops.stats_sum import encode_stats
+
+    return None if stats is None else encode_stats(stats)
+
+
 def _limit_opencv_threads(threads: int) -> None:
     """Each of the server's concurrent calls gets one OpenCV thread: splitting one small resize
     over a pool of helper threads only adds wake-ups when many calls run at once."""
@@ -139,9 +155,9 @@ def _serve(
     transport_limits: TransportLimits,
 ) -> int:
     """Listen, warm up, serve until a signal, drain; returns the exit code."""
-    from service.gpu_stats import GpuReader
+    from service.handlers.warmup import connect_host, warm_up
+    from service.ops.gpu_stats import GpuReader
     from service.rpc.server import ThriftServer
-    from service.warmup import connect_host, warm_up
 
     server = ThriftServer(
         handler,

@@ -6,9 +6,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from service.admission import Admission, AdmissionLimits, RequestLimits
 from service.device import engine_device
-from service.handler import ClassifierHandler
+from service.handlers.admission import Admission, AdmissionLimits, RequestLimits
+from service.handlers.handler import ClassifierHandler
 from service.model_file import ensure_model
 from service.service_config import (
     DEFAULT_CONFIG,
@@ -56,13 +56,13 @@ def build_handler(
     engine_params = config.node_params(config.model_node)
     engine = engine_device(engine_params)
     if name == "baseline":
-        from service.main_trt import BaselineHandler
+        from service.handlers.main_trt import BaselineHandler
 
         handler: ClassifierHandler = BaselineHandler(
             config, device=engine, limits=limits, admission=admission
         )
     else:
-        from service.main_torchpipe import PipelinedHandler
+        from service.handlers.main_torchpipe import PipelinedHandler
 
         check_queues_hold_admitted_work(config, admission.limits.max_images_in_flight)
         handler = PipelinedHandler(config, device=engine, limits=limits, admission=admission)

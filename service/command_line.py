@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--switch-interval-ms",
         type=_positive_ms,
-        default=None,
+        default=argparse.SUPPRESS,
         help="how long a thread may hold the interpreter lock while others wait for it "
         "(sys.setswitchinterval; default: Python's, 5 ms)",
     )

@@ -17,7 +17,7 @@ def arch_for(model_path: Path, arch: str | None) -> str:
     """The architecture to export to ``model_path``: ``arch`` when given, else the file's stem
     when it names a torchvision classifier (``models/resnet18.onnx`` -> resnet18), else
     resnet50."""
-    from service.export_model import check_arch, classifier_archs
+    from service.tools.export_model import check_arch, classifier_archs
 
     if arch is not None:
         return check_arch(arch)
@@ -32,7 +32,7 @@ def ensure_model(model_path: Path, arch: str | None = None, *, user_given: bool 
     a server on a random model under that name. Only the shipped configs' model is exported
     on first start, or any path when ``arch`` asks for an export. The export has seeded random
     weights (nothing is downloaded), so its predictions are meaningless: say so loudly.
-    Trained weights: ``python -m service.export_model --weights``.
+    Trained weights: ``python -m service.tools.export_model --weights``.
     """
     if model_path.exists():
         if arch is not None:
@@ -47,12 +47,12 @@ def ensure_model(model_path: Path, arch: str | None = None, *, user_given: bool 
         raise ModelFileError(
             f"model file {model_path} does not exist (only .onnx files can be exported here)"
         )
-    from service.export_model import export_classifier
+    from service.tools.export_model import export_classifier
 
     chosen = arch_for(model_path, arch)
     logger.warning(
         "model file %s is missing: exporting torchvision %s with random weights (nothing is "
-        "downloaded). For a real classifier: python -m service.export_model --arch %s "
+        "downloaded). For a real classifier: python -m service.tools.export_model --arch %s "
         "--weights PATH --output %s",
         model_path,
         chosen,

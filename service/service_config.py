@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import service.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
+import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
 from torchpipe_lite.config import read_toml
 from torchpipe_lite.errors import ConfigError
 

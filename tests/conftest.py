@@ -26,9 +26,9 @@ def all_photo_paths() -> list[Path]:
 def resnet18_small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ResNet18 (seeded random weights) exported to ONNX with a 3x64x64 input: cheap on a CPU.
 
-    The same weights come back from ``service.export_model.build_classifier("resnet18")``.
+    The same weights come back from ``service.tools.export_model.build_classifier("resnet18")``.
     """
-    from service.export_model import export_classifier
+    from service.tools.export_model import export_classifier
 
     path = tmp_path_factory.mktemp("models") / "resnet18_64.onnx"
     return export_classifier("resnet18", path, image_size=64)

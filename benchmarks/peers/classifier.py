@@ -2,9 +2,10 @@
 
 Every peer server (LitServe's ``LitAPI``, Triton's Python backend) runs this, so that the only
 difference from our pipelined server is the serving: the same OpenCV decode, resize to the
-config's size, BGR->RGB and uint8 tensor as the locked baseline (``service/main_trt.py``), and
-the same engine, ``SyncTensor[Sequential[TorchTensor,ClassScores]]`` from the config's model
-node (precision, mean/std, device; fp16 with CUDA graphs on CUDA).
+config's size, BGR->RGB and uint8 tensor as the locked baseline
+(``service/handlers/main_trt.py``), and the same engine,
+``SyncTensor[Sequential[TorchTensor,ClassScores]]`` from the config's model node (precision,
+mean/std, device; fp16 with CUDA graphs on CUDA).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import torch
 
-import service.class_scores  # noqa: F401  (registers ClassScores, which the engine names)
+import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the engine names)
 import torchpipe_lite as tp
-from service.preprocessing import ImagePreprocessing
+from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import DEFAULT_CONFIG, load_service_config
 from torchpipe_lite.backends.model.torch_tensor import running_precision
 from torchpipe_lite.backends.params import param_device

@@ -1,7 +1,7 @@
 """The listening side of the event-loop server: new connections in, at a bounded cost.
 
 A connection comes from the listening socket, or, in a worker of ``--workers``, dealt by the
-supervisor over a Unix socket (``service.connection_dealer``). When the process is out of
+supervisor over a Unix socket (``service.processes.connection_dealer``). When the process is out of
 descriptors (EMFILE), accepting pauses for a moment rather than spinning on the same error.
 """
 
@@ -13,8 +13,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from service.connection_dealer import receive_connections
-from service.log_limit import LogLimiter
+from service.ops.log_limit import LogLimiter
+from service.processes.connection_dealer import receive_connections
 
 from .poller import Poller
 

@@ -29,7 +29,7 @@ from thrift.transport.TTransport import TTransportException
 
 from service.gen.inference import InferenceService
 from service.gen.inference.ttypes import ConnectionStats
-from service.log_limit import LogLimiter
+from service.ops.log_limit import LogLimiter
 
 from .acceptor import Acceptor
 from .calls import CallRunner
@@ -95,7 +95,7 @@ class ThriftServer:
         self._replies = ReplyWriter(self._poller, self._waker, self.figures, self._stopping)
         self._log = LogLimiter(logger, every_s=_LOG_EVERY_S)
         # A worker of ``--workers`` does not listen: its supervisor accepts and hands it
-        # connections over the ``handoff`` Unix socket (``service.connection_dealer``).
+        # connections over the ``handoff`` Unix socket (``service.processes.connection_dealer``).
         self._acceptor = Acceptor(
             self._poller,
             self._log,

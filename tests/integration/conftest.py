@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service.admission import Admission, AdmissionLimits, RequestLimits
 from service.app import build_handler
-from service.handler import ClassifierHandler
+from service.handlers.admission import Admission, AdmissionLimits, RequestLimits
+from service.handlers.handler import ClassifierHandler
 from service.rpc.server import ThriftServer, TransportLimits
 from service.service_config import DEFAULT_CONFIG
 from service.thrift_client import Connection, connect
@@ -87,7 +87,7 @@ def live_service(
 @pytest.fixture(scope="session")
 def resnet18_onnx(tmp_path_factory) -> Path:
     """A ResNet18 with seeded random weights, exported once per test session."""
-    from service.export_model import export_classifier
+    from service.tools.export_model import export_classifier
 
     return export_classifier("resnet18", tmp_path_factory.mktemp("models") / "resnet18.onnx")
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 import resource
 
-from service.handler import ClassifierHandler
+from service.handlers.handler import ClassifierHandler
 from service.rpc.server import ThriftServer, TransportLimits
 
 

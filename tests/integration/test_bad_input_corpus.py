@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from service.admission import RequestLimits
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.handlers.admission import RequestLimits
 from service.thrift_client import connect
 from tests.integration.image_corpus import LABEL, Case, hostile_cases, valid_cases
 from tests.integration.test_service_process import ServiceProcess

@@ -167,7 +167,7 @@ def test_real_service_answers_every_call(tmp_path_factory, images):
     """client_qps against the real baseline server (CPU, ResNet18 with seeded random weights)."""
     model_dir = tmp_path_factory.mktemp("model")
     model = model_dir / "resnet18.onnx"
-    export = [sys.executable, "-m", "service.export_model", "--arch", "resnet18"]
+    export = [sys.executable, "-m", "service.tools.export_model", "--arch", "resnet18"]
     subprocess.run([*export, "--output", str(model)], check=True, timeout=300)
     port = free_port()
     command = service_command("baseline", port, model=model)

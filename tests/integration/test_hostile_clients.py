@@ -18,9 +18,9 @@ import pytest
 from thrift.transport.TTransport import TTransportException
 
 from benchmarks import attacks
-from service.admission import AdmissionLimits, RequestLimits
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
-from service.ops_server import ServiceState
+from service.handlers.admission import AdmissionLimits, RequestLimits
+from service.ops.ops_server import ServiceState
 from service.rpc.server import ThriftServer, TransportLimits
 from service.server_process import free_port
 from service.thrift_client import connect

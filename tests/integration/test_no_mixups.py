@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service.gen.inference.ttypes import InferenceParams
-from service.main_torchpipe import PipelinedHandler
+from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
 from service.thrift_client import connect
 from tests.integration.conftest import IMAGES_DIR, WAIT_S, serve_in_thread

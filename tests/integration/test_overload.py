@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
-from service.main_torchpipe import PipelinedHandler
+from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
 from service.thrift_client import connect
 from tests.integration.conftest import WAIT_S, serve_in_thread

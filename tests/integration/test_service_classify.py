@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
-from service.labels import imagenet_categories
+from service.handlers.labels import imagenet_categories
 from service.service_config import DEFAULT_CONFIG
 from tests.integration.conftest import live_service
 

@@ -11,8 +11,8 @@ from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType, TType
 from thrift.transport.TTransport import TMemoryBuffer, TTransportException
 
-from service.admission import RequestLimits
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.handlers.admission import RequestLimits
 from service.rpc.server import TransportLimits
 from tests.image_samples import jpeg_declaring, png_header_claiming
 from tests.integration.conftest import WAIT_S, live_service

@@ -22,10 +22,10 @@ from service.gen.inference.ttypes import (
     NodeStats,
     ServerStats,
 )
-from service.gpu_stats import GpuReader
-from service.log_limit import LogLimiter
-from service.ops_server import PROMETHEUS_CONTENT_TYPE, OpsServer, ServiceState
-from service.prometheus_export import FAILURE_REASONS, MetricsRenderer, render_triton
+from service.ops.gpu_stats import GpuReader
+from service.ops.log_limit import LogLimiter
+from service.ops.ops_server import PROMETHEUS_CONTENT_TYPE, OpsServer, ServiceState
+from service.ops.prometheus_export import FAILURE_REASONS, MetricsRenderer, render_triton
 from tests.integration.conftest import WAIT_S
 
 TRITON_NODE_FAMILIES = {
@@ -96,7 +96,7 @@ def test_a_prober_that_hangs_up_early_costs_one_debug_line_not_a_traceback(capfd
     server._httpd.handle_error = handle_error_then_tell
     server.start()
     try:
-        with caplog.at_level(logging.DEBUG, logger="service.ops_server"):
+        with caplog.at_level(logging.DEBUG, logger="service.ops.ops_server"):
             prober = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
             prober.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             assert rendering.wait(WAIT_S)
@@ -108,7 +108,7 @@ def test_a_prober_that_hangs_up_early_costs_one_debug_line_not_a_traceback(capfd
     finally:
         server.close()
     assert "Traceback" not in capfd.readouterr().err
-    records = [r for r in caplog.records if r.name == "service.ops_server"]
+    records = [r for r in caplog.records if r.name == "service.ops.ops_server"]
     assert all(r.levelno == logging.DEBUG for r in records)
     assert sum("went away" in r.getMessage() for r in records) == 1
 
@@ -330,7 +330,7 @@ def test_gpu_reader_through_nvml(monkeypatch):
 
 def test_gpu_reader_without_nvml_says_why(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
-    with caplog.at_level(logging.INFO, logger="service.gpu_stats"):
+    with caplog.at_level(logging.INFO, logger="service.ops.gpu_stats"):
         reader = GpuReader()
     assert not reader.available and reader.read() is None
     assert "nvidia-ml-py is not installed" in reader.reason
@@ -339,9 +339,14 @@ def test_gpu_reader_without_nvml_says_why(monkeypatch, caplog):
 
 def test_failures_log_one_line_per_call_and_a_flood_of_them_few_lines(service, caplog, monkeypatch):
     # A fresh rate limit: the shared server's may have just logged for another test.
-    monkeypatch.setattr(service.handler, "_log", LogLimiter(logging.getLogger("service.handler")))
+    monkeypatch.setattr(
+        service.handler, "_log", LogLimiter(logging.getLogger("service.handlers.handler"))
+    )
     bad = [InferenceParams(uuid=f"bad-{i}", data=b"x") for i in range(100)]
-    with caplog.at_level(logging.INFO, logger="service.handler"), service.connect() as connection:
+    with (
+        caplog.at_level(logging.INFO, logger="service.handlers.handler"),
+        service.connect() as connection,
+    ):
         with pytest.raises(InferenceError):
             connection.client.infer_batch(InferenceParams(uuid="bad-1", data=b"not an image"))
         results = connection.client.infer_many(bad, 1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from service.gen.inference.ttypes import InferenceParams
-from service.handler import ClassifierHandler
+from service.handlers.handler import ClassifierHandler
 from service.rpc.server import ThriftServer
 from service.thrift_client import connect
 from tests.integration.conftest import WAIT_S
@@ -115,7 +115,7 @@ def test_a_signal_delivered_to_another_thread_wakes_the_accept_loop():
 
 
 def test_a_worker_serves_dealt_connections_and_stops_when_its_supervisor_is_gone():
-    from service.connection_dealer import ConnectionDealer
+    from service.processes.connection_dealer import ConnectionDealer
 
     dealer = ConnectionDealer("127.0.0.1", 0, 1)
     handoff = socket.socket(fileno=os.dup(dealer.worker_fd(0)))  # what the worker inherits

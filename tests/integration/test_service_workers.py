@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 
 from service.gen.inference.ttypes import InferenceParams
+from service.ops.stats_sum import decode_stats
 from service.server_process import free_port
 from service.thrift_client import connect
-from service.workers import merge_metrics
 from tests.integration.test_service_process import ServiceProcess
 
 
@@ -20,26 +20,6 @@ def _get(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, ""
-
-
-def test_merge_sums_counters_and_keeps_one_gpu_reading():
-    first = (
-        "# TYPE nv_inference_count counter\n"
-        'nv_inference_count{model="resnet50",version="1"} 3\n'
-        "# TYPE nv_gpu_utilization gauge\n"
-        'nv_gpu_utilization{gpu_uuid="GPU-1"} 0.5\n'
-    )
-    second = (
-        "# TYPE nv_inference_count counter\n"
-        'nv_inference_count{model="resnet50",version="1"} 4\n'
-        'nv_inference_count{model="decoder",version="1"} 1\n'
-        "# TYPE nv_gpu_utilization gauge\n"
-        'nv_gpu_utilization{gpu_uuid="GPU-1"} 0.7\n'
-    )
-    merged = merge_metrics([first, second])
-    assert 'nv_inference_count{model="resnet50",version="1"} 7.0' in merged
-    assert 'nv_inference_count{model="decoder",version="1"} 1.0' in merged
-    assert 'nv_gpu_utilization{gpu_uuid="GPU-1"} 0.7' in merged
 
 
 @pytest.mark.slow
@@ -66,7 +46,12 @@ def test_two_workers_share_the_port_report_together_and_stop_cleanly(resnet18_on
         status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         # Two warm-ups (one per worker) and eight calls, summed over both workers.
-        assert 'nv_inference_request_success{model="resnet18",version="1"} 10.0' in text
+        assert 'nv_inference_request_success{model="resnet18",version="1"} 10' in text
+        assert text.count("# TYPE process_resident_memory_bytes") == 1  # the supervisor's
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/stats", timeout=5) as r:
+            summed = decode_stats(r.read())
+        model = next(node for node in summed.nodes if node.node == "resnet18")
+        assert model.requests_ok == 10 and summed.requests_ok == 10
         server.process.send_signal(signal.SIGTERM)
         assert server.finish() == 0
         # Ten connections (a warm-up from each worker, then the eight calls): five each.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.admission import Admission, AdmissionLimits, call_images
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.handlers.admission import Admission, AdmissionLimits, call_images
 from tests.image_samples import jpeg_declaring, png_header_claiming
 
 

@@ -24,7 +24,7 @@ from benchmarks.run_record import device_slug
 from benchmarks.server_figures import (
     batching_line,
     engine_figures_from_metrics,
-    node_figures_from_metrics,
+    node_rows,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -187,9 +187,9 @@ def test_gpu_path_with_a_fake_nvml(monkeypatch):
     assert (args.total_number, args.warmup, args.processes) == (10000, 200, 4)
 
 
-def test_group_figures_come_from_the_summed_metrics_and_lead_the_batching_line() -> None:
+def test_group_figures_come_from_the_summed_stats_and_lead_the_batching_line() -> None:
     from service.gen.inference.ttypes import NodeStats, ServerStats
-    from service.prometheus_export import render_triton
+    from service.ops.stats_sum import decode_stats, encode_stats
 
     def node(name: str, inferences: int, executions: int, queue_ms: float) -> NodeStats:
         return NodeStats(
@@ -203,7 +203,7 @@ def test_group_figures_come_from_the_summed_metrics_and_lead_the_batching_line()
         handler="pipelined", device="cuda:0", uptime_s=1.0, requests_ok=40, requests_failed=0,
         failures_by_code={}, nodes=[node("decoder", 40, 40, 1.0), node("resnet50", 40, 10, 12.5)],
     )  # fmt: skip
-    figures = {row["node"]: row for row in node_figures_from_metrics(render_triton(stats))}
+    figures = {row["node"]: row for row in node_rows(decode_stats(encode_stats(stats)))}
     assert figures["resnet50"]["inferences"] == 40 and figures["resnet50"]["executions"] == 10
     assert abs(figures["resnet50"]["queue_time_ms_total"] - 12.5) < 1e-9
     one_worker = {
@@ -218,7 +218,7 @@ def test_group_figures_come_from_the_summed_metrics_and_lead_the_batching_line()
 
 
 def test_the_shared_engines_figures_come_from_its_metrics_and_join_the_batching_line() -> None:
-    from service.prometheus_export import render_engine
+    from service.ops.prometheus_export import render_engine
     from torchpipe_lite.engine import EngineFigures
 
     text = render_engine(

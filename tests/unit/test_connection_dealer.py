@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.connection_dealer import ConnectionDealer, receive_connections
+from service.processes.connection_dealer import ConnectionDealer, receive_connections
 
 TIMEOUT_S = 5.0
 

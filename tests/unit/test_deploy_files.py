@@ -29,7 +29,7 @@ from deploy.render_haproxy import (
     render,
 )
 from service.command_line import parse_args
-from service.ops_server import OpsServer, ServiceState
+from service.ops.ops_server import OpsServer, ServiceState
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -210,7 +210,9 @@ def test_dockerfile_base_user_and_install():
     assert any("useradd" in run and f" {user}" in run for run in runs)
     # The model is exported to the path the default config names, relative to WORKDIR.
     assert dockerfile("WORKDIR") == ["/app"]
-    assert any("service.export_model" in run and "models/resnet50.onnx" in run for run in runs)
+    assert any(
+        "service.tools.export_model" in run and "models/resnet50.onnx" in run for run in runs
+    )
 
 
 def test_image_holds_every_package_the_server_imports():
@@ -229,8 +231,9 @@ def test_image_holds_every_package_the_server_imports():
         assert path not in ignored, f".dockerignore leaves {path} out of the build context"
     assert {".git", ".venv", "models"} <= ignored
     code = (
-        "import sys, service.__main__, service.app, service.workers, service.engine_process, "
-        "service.export_model; "
+        "import sys, service.__main__, service.app, service.processes.workers, "
+        "service.processes.engine_process, "
+        "service.tools.export_model; "
         "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     run = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from service.log_limit import LogLimiter
+from service.ops.log_limit import LogLimiter
 
 
 def test_one_line_per_kind_per_interval_and_a_count_of_the_rest(caplog):

@@ -2,8 +2,8 @@
 
 import torchpipe_lite as tp
 from service.gen.inference.ttypes import ServerStats
-from service.handler import wire_node_stats
-from service.prometheus_export import render_triton
+from service.handlers.handler import wire_node_stats
+from service.ops.prometheus_export import render_triton
 
 
 def library_stats(placements):

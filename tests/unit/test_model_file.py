@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.export_model import ExportError, build_classifier, check_arch, export_classifier
 from service.model_file import ModelFileError, ensure_model
 from service.service_config import DEFAULT_CONFIG, load_service_config
+from service.tools.export_model import ExportError, build_classifier, check_arch, export_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_weights_that_do_not_fit_the_arch_are_one_clear_error(tmp_path):
 def test_the_export_command_says_what_is_wrong_in_one_line(tmp_path):
     run = subprocess.run(
         [
-            *(sys.executable, "-m", "service.export_model", "--arch", "resnet18"),
+            *(sys.executable, "-m", "service.tools.export_model", "--arch", "resnet18"),
             *("--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "m.onnx")),
         ],
         cwd=REPO,

@@ -49,7 +49,7 @@ def test_converted_resnet_matches_onnxruntime(resnet18_small_onnx: Path) -> None
 
 
 def test_converted_resnet_matches_the_torch_model(resnet18_small_onnx: Path) -> None:
-    from service.export_model import build_classifier
+    from service.tools.export_model import build_classifier
 
     reference = build_classifier("resnet18")  # the same seeded weights as the export
     converted = convert_onnx(resnet18_small_onnx).module

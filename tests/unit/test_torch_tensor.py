@@ -33,7 +33,7 @@ def images(count: int, seed: int = 0, size: int = 64) -> list[torch.Tensor]:
 @pytest.fixture(scope="module")
 def reference_logits():
     """The plain torchvision model (same seeded weights as the export), mean/std by hand."""
-    from service.export_model import build_classifier
+    from service.tools.export_model import build_classifier
 
     model = build_classifier("resnet18")
     mean = torch.tensor([float(v) for v in MEAN.split(",")]).view(1, 3, 1, 1)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torchpipe_lite as tp
-from service.admission import Admission, RequestLimits
-from service.handler import ClassifierHandler, Outcome
+from service.handlers.admission import Admission, RequestLimits
+from service.handlers.handler import ClassifierHandler, Outcome
 from service.rpc.connection import Reply
 from service.service_config import ServiceConfig
 

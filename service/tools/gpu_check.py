@@ -1,6 +1,6 @@
 """GPU check: both handlers on CUDA give the CPU's top-1 for the same model file and images.
 
-    python -m service.gpu_check [--model models/resnet50.onnx] [--out build/gpu_check]
+    python -m service.tools.gpu_check [--model models/resnet50.onnx] [--out build/gpu_check]
 
 Starts, one after another, real ``python -m service`` processes: a CPU reference (the
 baseline with ``--device cpu``, fp32), then the baseline, the pipelined handler and the
@@ -101,7 +101,7 @@ def compare(reference: dict[str, list[float]], run: dict, tie_logit_gap: float) 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m service.gpu_check",
+        prog="python -m service.tools.gpu_check",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

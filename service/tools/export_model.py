@@ -1,6 +1,7 @@
 """Export a torchvision classifier to ONNX (dynamic batch axis, input "input" Nx3xHxW float).
 
-    python -m service.export_model [--arch resnet50] [--weights PATH] [--output PATH] [--opset 17]
+    python -m service.tools.export_model [--arch resnet50] [--weights PATH] [--output PATH]
+        [--opset 17]
 
 Any classifier of ``torchvision.models`` can be exported (``resnet18``, ``mobilenet_v3_small``,
 ``efficientnet_b0``, ...). Nothing is downloaded: without ``--weights`` (a state_dict file, e.g.
@@ -151,7 +152,7 @@ def export_classifier(
 def main(argv: list[str] | None = None) -> int:
     """The command line; 2 with a one-line reason when the export cannot be done."""
     parser = argparse.ArgumentParser(
-        prog="python -m service.export_model",
+        prog="python -m service.tools.export_model",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

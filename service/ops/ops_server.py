@@ -1,4 +1,7 @@
-"""The operations port: ``/metrics`` (Prometheus), ``/health/live`` and ``/health/ready``.
+"""The operations port: ``/metrics`` (Prometheus), ``/stats``, ``/health/live``, ``/health/ready``.
+
+``/stats`` is the server's ``ServerStats`` (what the Thrift ``stats`` call returns) in Thrift's
+binary encoding, for a supervisor that sums its workers (``service.ops.stats_sum``).
 
 ``/health/ready`` answers 200 when the server is ready, 503 while it starts (models loading,
 warm-up), 404 while it is saturated (refusing calls as OVERLOADED, or every connection slot
@@ -23,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: Content type of the Prometheus text exposition format, version 0.0.4.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: The content type of ``/stats`` (``service.ops.stats_sum``: a ``ServerStats``, Thrift binary).
+STATS_CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 
 #: How long one ops connection may stall before it is dropped (scrapers and probes are quick).
 _CONNECTION_TIMEOUT_S = 10.0
@@ -100,7 +106,8 @@ class OpsServer:
     """A small threaded HTTP server for probes and scrapes, separate from the Thrift port.
 
     ``render_metrics`` is called at scrape time and returns the exposition text, so no metric
-    is updated on the request path.
+    is updated on the request path; ``render_stats``, where given, returns the ``/stats`` body
+    (``None`` while there are no stats yet: the models are loading).
     """
 
     def __init__(
@@ -108,11 +115,13 @@ class OpsServer:
         state: ServiceState,
         render_metrics: Callable[[], str],
         *,
+        render_stats: Callable[[], bytes | None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
         self.state = state
         self._render_metrics = render_metrics
+        self._render_stats = render_stats
         handler = _make_request_handler(self)
         self._httpd = _OpsHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
@@ -129,7 +138,7 @@ class OpsServer:
             target=self._httpd.serve_forever, name="ops-http", daemon=True
         )
         self._thread.start()
-        logger.info("ops port %d: /metrics, /health/live, /health/ready", self.port)
+        logger.info("ops port %d: /metrics, /stats, /health/live, /health/ready", self.port)
 
     def close(self) -> None:
         """Stop serving and release the port."""
@@ -138,7 +147,7 @@ class OpsServer:
             self._thread.join()
         self._httpd.server_close()
 
-    def respond(self, path: str) -> tuple[int, str, str]:
+    def respond(self, path: str) -> tuple[int, str, str | bytes]:
         """(status, content type, body) for a GET of ``path``."""
         path = path.split("?", 1)[0]
         if path == "/health/live":
@@ -152,7 +161,19 @@ class OpsServer:
             except Exception:  # a broken scrape must not take the ops port down
                 logger.exception("rendering /metrics failed")
                 return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
+        if path == "/stats" and self._render_stats is not None:
+            return self._stats()
         return 404, "text/plain; charset=utf-8", "not found; try /metrics or /health/ready\n"
+
+    def _stats(self) -> tuple[int, str, str | bytes]:
+        try:
+            body = self._render_stats()
+        except Exception:  # as for /metrics: the port stays up
+            logger.exception("rendering /stats failed")
+            return 500, "text/plain; charset=utf-8", "stats unavailable; see the log\n"
+        if body is None:
+            return 503, "text/plain; charset=utf-8", "no stats yet: the models are loading\n"
+        return 200, STATS_CONTENT_TYPE, body
 
 
 class _OpsHTTPServer(http.server.ThreadingHTTPServer):
@@ -175,11 +196,11 @@ def _make_request_handler(ops: OpsServer) -> type[http.server.BaseHTTPRequestHan
 
         def do_GET(self) -> None:  # the name http.server dispatches to
             status, content_type, body = ops.respond(self.path)
-            self._send(status, content_type, body.encode())
+            self._send(status, content_type, _encoded(body))
 
         def do_HEAD(self) -> None:
             status, content_type, body = ops.respond(self.path)
-            self._send(status, content_type, body.encode(), with_body=False)
+            self._send(status, content_type, _encoded(body), with_body=False)
 
         def _send(self, status: int, content_type: str, body: bytes, with_body=True) -> None:
             self.send_response(status)
@@ -194,3 +215,7 @@ def _make_request_handler(ops: OpsServer) -> type[http.server.BaseHTTPRequestHan
             logger.debug("%s %s", self.address_string(), format % args)
 
     return Handler
+
+
+def _encoded(body: str | bytes) -> bytes:
+    return body.encode() if isinstance(body, str) else body

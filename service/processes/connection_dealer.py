@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 
-logger = logging.getLogger("service.workers")
+logger = logging.getLogger("service.processes.workers")
 
 #: One byte travels with each descriptor: a stream socket cannot carry ancillary data alone.
 _TOKEN = b"c"

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import torch
 
 import torchpipe_lite as tp
-from service.admission import Admission, RequestLimits
-from service.handler import ClassifierHandler, Outcome
-from service.preprocessing import ImagePreprocessing
+from service.handlers.admission import Admission, RequestLimits
+from service.handlers.handler import ClassifierHandler, Outcome
+from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import ServiceConfig
 from torchpipe_lite.metrics import InstanceCounters
 

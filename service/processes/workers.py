@@ -10,8 +10,10 @@ connects land one on each worker.
 
 The supervisor starts the workers, forwards SIGTERM/SIGINT so each drains, and exits with the
 worst exit code. With ``--metrics-port`` it serves the ops endpoints for the whole group: ready
-only when every worker is ready, and /metrics as the sum of the workers' figures (each worker
-serves its own on a private port the supervisor scrapes).
+only when every worker is ready, and ``/stats`` and ``/metrics`` from the sum of the workers'
+``ServerStats`` (each worker serves its own ``/stats`` on a private port the supervisor reads;
+``service.ops.stats_sum`` adds them up), with the shared engine's families and the
+supervisor's own process figures beside them.
 """
 
 from __future__ import annotations
@@ -27,16 +29,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from service.connection_dealer import ConnectionDealer
-from service.engine_process import EngineProcess, EngineStartError
-from service.ops_server import OpsServer, ServiceState
+from service.gen.inference.ttypes import ServerStats
+from service.ops.ops_server import OpsServer, ServiceState
+from service.ops.prometheus_export import MetricsRenderer
+from service.ops.stats_sum import decode_stats, encode_stats, sum_server_stats
+from service.processes.connection_dealer import ConnectionDealer
+from service.processes.engine_process import EngineProcess, EngineStartError
 
-logger = logging.getLogger("service.workers")
+logger = logging.getLogger("service.processes.workers")
 
-#: Families whose value is the same device seen by every worker: report it once, not summed.
-_SHARED_PREFIXES = ("nv_gpu_",)
-#: Per-process figures that do not add up across processes.
-_MAX_ONLY = ("process_start_time_seconds", "process_max_fds")
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -76,55 +77,14 @@ def _probe_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as response:
-            return response.status, response.read().decode()
+            return response.status, response.read()
     except urllib.error.HTTPError as error:
-        return error.code, ""
+        return error.code, b""
     except (urllib.error.URLError, OSError):
-        return 0, ""
-
-
-def merge_metrics(texts: Sequence[str]) -> str:
-    """Sum the workers' Prometheus expositions sample by sample (same name and labels).
-
-    The workers render the same families with the same label order, so a sample is keyed by its
-    text up to the value. GPU families are the same device seen by each worker and are reported
-    once (the largest value); process start time and fd limit take the largest value too.
-    Names are kept exactly (Triton's counters have no ``_total`` suffix).
-    """
-    headers: dict[str, list[str]] = {}  # family name -> its HELP/TYPE lines, first seen
-    values: dict[str, float] = {}  # sample key (name and labels) -> value
-    family_of: dict[str, str] = {}  # sample key -> family name
-    for text in texts:
-        family = ""
-        for line in text.splitlines():
-            if line.startswith("#"):
-                parts = line.split(" ", 3)
-                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
-                    family = parts[2]
-                    lines = headers.setdefault(family, [])
-                    if len(lines) < 2 and line not in lines:
-                        lines.append(line)
-                continue
-            key, _, number = line.rpartition(" ")
-            if not key:
-                continue
-            value = float(number)
-            name = key.split("{", 1)[0]
-            if key in values:
-                shared = name.startswith(_SHARED_PREFIXES) or name in _MAX_ONLY
-                values[key] = max(values[key], value) if shared else values[key] + value
-            else:
-                values[key] = value
-                family_of[key] = family or name
-    out: list[str] = []
-    for family, lines in headers.items():
-        out.extend(lines)
-        out.extend(f"{key} {values[key]!r}" for key in values if family_of[key] == family)
-    out.extend(f"{key} {values[key]!r}" for key in values if family_of[key] not in headers)
-    return "\n".join(out) + "\n"
+        return 0, b""
 
 
 class WorkerGroup:
@@ -142,10 +102,9 @@ class WorkerGroup:
         probe_host = _probe_host(host)
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
         engine_socket = engine.socket_path if engine else None
-        # The engine's figures are scraped with the workers' (it is ready before they start).
-        self._scraped_ports = self.metrics_ports + (
-            [engine.metrics_port] if engine and engine.metrics_port else []
-        )
+        # The engine renders its own families; they are appended to the workers' sum.
+        self._engine_port = engine.metrics_port if engine else 0
+        self._renderer = MetricsRenderer(self.stats, extra=self._engine_metrics)
         self._probe_host = probe_host
         self.processes = []
         for index, port in enumerate(self.metrics_ports):
@@ -161,14 +120,29 @@ class WorkerGroup:
             for port in self.metrics_ports
         )
 
-    def metrics(self) -> str:
-        """The workers' /metrics, summed."""
-        texts = []
-        for port in self._scraped_ports:
-            status, text = _get(f"http://{self._probe_host}:{port}/metrics")
+    def stats(self) -> ServerStats | None:
+        """The sum of the workers' ``ServerStats`` (those that answer; ``None`` before any)."""
+        parts = []
+        for port in self.metrics_ports:
+            status, body = _get(f"http://{self._probe_host}:{port}/stats")
             if status == 200:
-                texts.append(text)
-        return merge_metrics(texts)
+                parts.append(decode_stats(body))
+        return sum_server_stats(parts)
+
+    def encoded_stats(self) -> bytes | None:
+        """The group's ``/stats`` body."""
+        stats = self.stats()
+        return None if stats is None else encode_stats(stats)
+
+    def metrics(self) -> str:
+        """The group's /metrics: the workers' sum, the engine's families, this process's."""
+        return self._renderer.render()
+
+    def _engine_metrics(self) -> str:
+        if not self._engine_port:
+            return ""
+        status, body = _get(f"http://{self._probe_host}:{self._engine_port}/metrics")
+        return body.decode() if status == 200 else ""
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every worker still running."""
@@ -216,7 +190,13 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     )
     ops = None
     if args.metrics_port:
-        ops = OpsServer(state, group.metrics, host=args.host, port=args.metrics_port)
+        ops = OpsServer(
+            state,
+            group.metrics,
+            render_stats=group.encoded_stats,
+            host=args.host,
+            port=args.metrics_port,
+        )
         ops.start()
     stopping = threading.Event()
 

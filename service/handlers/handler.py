@@ -14,8 +14,6 @@ from typing import ClassVar
 import torch
 
 import torchpipe_lite as tp
-from service.admission import Admission, RequestLimits, Ticket, call_images
-from service.class_scores import Scores
 from service.errors import (
     code_name,
     inference_error,
@@ -34,10 +32,12 @@ from service.gen.inference.ttypes import (
     Prediction,
     ServerStats,
 )
-from service.gpu_stats import GpuReader
-from service.log_limit import LogLimiter
-from service.ops_server import ServiceState
-from service.predictions import top_k
+from service.handlers.admission import Admission, RequestLimits, Ticket, call_images
+from service.handlers.class_scores import Scores
+from service.handlers.predictions import top_k
+from service.ops.gpu_stats import GpuReader
+from service.ops.log_limit import LogLimiter
+from service.ops.ops_server import ServiceState
 from service.rpc.connection import Reply
 
 logger = logging.getLogger(__name__)

@@ -28,8 +28,8 @@ from pathlib import Path
 import torchpipe_lite as tp
 from service.device import engine_device
 from service.model_file import ensure_model
-from service.ops_server import OpsServer, ServiceState
-from service.prometheus_export import MetricsRenderer, render_engine
+from service.ops.ops_server import OpsServer, ServiceState
+from service.ops.prometheus_export import render_engine
 from service.service_config import load_service_config
 from torchpipe_lite.engine import EngineFigures, EngineServer
 
@@ -103,12 +103,15 @@ def run_engine(args: argparse.Namespace) -> int:
     )
     server = EngineServer(node, args.serve_engine, input_hwc=config.input_hwc()).start()
     ops = None
-    if args.metrics_port:  # scraped by the supervisor, which sums it with the workers'
+    if args.metrics_port:  # read by the supervisor, which appends it to the workers' sum
         state = ServiceState()
-        renderer = MetricsRenderer(
-            lambda: None, extra=lambda: render_engine(node.name, server.figures())
+        # Only the engine's families: the supervisor's /metrics has one set of process figures.
+        ops = OpsServer(
+            state,
+            lambda: render_engine(node.name, server.figures()),
+            host=args.host,
+            port=args.metrics_port,
         )
-        ops = OpsServer(state, renderer.render, host=args.host, port=args.metrics_port)
         ops.start()
         state.mark_ready()
     stopping = threading.Event()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.class_scores import Scores
 from service.gen.inference.ttypes import Prediction
-from service.labels import label_of
+from service.handlers.class_scores import Scores
+from service.handlers.labels import label_of
 
 
 def top_k(outcome: Scores | torch.Tensor, k: int) -> list[Prediction]:

@@ -1,0 +1,1 @@
+"""Operations: health and metrics endpoints, Prometheus text, GPU figures, rate-limited logging."""

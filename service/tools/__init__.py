@@ -1,0 +1,1 @@
+"""Command-line tools beside the server: model export and the GPU check."""
