@@ -277,6 +277,7 @@ def _run_point(
         no_progress=args.no_progress,
         shared_engine=args.shared_engine,
         engine_clients=args.engine_clients,
+        switch_interval_ms=None,  # the interpreter's default
     )
     logger.info("point %d: %s", index, point)
     record: dict[str, Any] = {"settings": point, "config_text": config_text}
