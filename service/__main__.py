@@ -62,11 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         renderer = MetricsRenderer(current_stats)
         try:
             ops = OpsServer(
-                state,
-                renderer.render,
-                render_stats=lambda: _encoded_or_none(current_stats()),
-                host=args.host,
-                port=args.metrics_port,
+                state, renderer.render, stats=current_stats, host=args.host, port=args.metrics_port
             )
         except OSError as exc:
             logger.error("cannot listen on %s:%d (metrics): %s", args.host, args.metrics_port, exc)
@@ -130,12 +126,6 @@ def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, Transpo
         max_connections=args.max_connections,
     )
     return request_limits, admission, transport_limits
-
-
-def _encoded_or_none(stats: ServerStats | None) -> bytes | None:
-    from service.ops.stats_sum import encode_stats
-
-    return None if stats is None else encode_stats(stats)
 
 
 def _limit_opencv_threads(threads: int) -> None:

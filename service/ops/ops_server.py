@@ -22,6 +22,9 @@ import sys
 import threading
 from collections.abc import Callable
 
+from service.gen.inference.ttypes import ServerStats
+from service.ops.stats_sum import encode_stats
+
 logger = logging.getLogger(__name__)
 
 #: Content type of the Prometheus text exposition format, version 0.0.4.
@@ -106,8 +109,8 @@ class OpsServer:
     """A small threaded HTTP server for probes and scrapes, separate from the Thrift port.
 
     ``render_metrics`` is called at scrape time and returns the exposition text, so no metric
-    is updated on the request path; ``render_stats``, where given, returns the ``/stats`` body
-    (``None`` while there are no stats yet: the models are loading).
+    is updated on the request path; ``stats``, where given, returns the ``ServerStats`` that
+    ``/stats`` sends (``None`` while there are none yet: the models are loading).
     """
 
     def __init__(
@@ -115,13 +118,13 @@ class OpsServer:
         state: ServiceState,
         render_metrics: Callable[[], str],
         *,
-        render_stats: Callable[[], bytes | None] | None = None,
+        stats: Callable[[], ServerStats | None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
         self.state = state
         self._render_metrics = render_metrics
-        self._render_stats = render_stats
+        self._current_stats = stats
         handler = _make_request_handler(self)
         self._httpd = _OpsHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
@@ -161,19 +164,19 @@ class OpsServer:
             except Exception:  # a broken scrape must not take the ops port down
                 logger.exception("rendering /metrics failed")
                 return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
-        if path == "/stats" and self._render_stats is not None:
+        if path == "/stats" and self._current_stats is not None:
             return self._stats()
         return 404, "text/plain; charset=utf-8", "not found; try /metrics or /health/ready\n"
 
     def _stats(self) -> tuple[int, str, str | bytes]:
         try:
-            body = self._render_stats()
+            stats = self._current_stats()
         except Exception:  # as for /metrics: the port stays up
             logger.exception("rendering /stats failed")
             return 500, "text/plain; charset=utf-8", "stats unavailable; see the log\n"
-        if body is None:
+        if stats is None:
             return 503, "text/plain; charset=utf-8", "no stats yet: the models are loading\n"
-        return 200, STATS_CONTENT_TYPE, body
+        return 200, STATS_CONTENT_TYPE, encode_stats(stats)
 
 
 class _OpsHTTPServer(http.server.ThreadingHTTPServer):

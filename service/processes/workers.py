@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from service.gen.inference.ttypes import ServerStats
 from service.ops.ops_server import OpsServer, ServiceState
 from service.ops.prometheus_export import MetricsRenderer
-from service.ops.stats_sum import decode_stats, encode_stats, sum_server_stats
+from service.ops.stats_sum import decode_stats, sum_server_stats
 from service.processes.connection_dealer import ConnectionDealer
 from service.processes.engine_process import EngineProcess, EngineStartError
 
@@ -129,11 +129,6 @@ class WorkerGroup:
                 parts.append(decode_stats(body))
         return sum_server_stats(parts)
 
-    def encoded_stats(self) -> bytes | None:
-        """The group's ``/stats`` body."""
-        stats = self.stats()
-        return None if stats is None else encode_stats(stats)
-
     def metrics(self) -> str:
         """The group's /metrics: the workers' sum, the engine's families, this process's."""
         return self._renderer.render()
@@ -193,7 +188,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
         ops = OpsServer(
             state,
             group.metrics,
-            render_stats=group.encoded_stats,
+            stats=group.stats,
             host=args.host,
             port=args.metrics_port,
         )

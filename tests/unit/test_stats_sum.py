@@ -77,21 +77,20 @@ def test_stats_cross_in_thrift_binary_and_a_truncated_body_is_refused():
 
 
 def test_the_stats_route_says_loading_then_sends_the_struct_and_survives_a_failure():
-    current: list[ServerStats | None] = [None]
+    answers = iter([None, _worker(8, 1.0, gpu_util=0.5), RuntimeError("boom")])
 
-    def render() -> bytes | None:
-        if current[0] == "broken":
-            raise RuntimeError("boom")
-        return None if current[0] is None else encode_stats(current[0])
+    def current() -> ServerStats | None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-    ops = OpsServer(ServiceState(), lambda: "", render_stats=render, port=0)
+    ops = OpsServer(ServiceState(), lambda: "", stats=current, port=0)
     try:
         assert ops.respond("/stats")[0] == 503
-        current[0] = _worker(8, 1.0, gpu_util=0.5)
         status, content_type, body = ops.respond("/stats")
         assert (status, content_type) == (200, STATS_CONTENT_TYPE)
         assert decode_stats(body).requests_ok == 8
-        current[0] = "broken"
         assert ops.respond("/stats")[0] == 500
     finally:
         ops.close()
