@@ -45,8 +45,13 @@ class ClassScores(Backend):
         for index, row in enumerate(rows):
             if not isinstance(row, torch.Tensor | np.ndarray) or row.ndim > 2 or not row.shape:
                 raise InvalidInputError(f"item {index}: expected a row of logits, got {row!r:.80}")
-        if all(isinstance(row, torch.Tensor) for row in rows):
-            # The model stage's rows are views of one CPU tensor: one copy for the batch.
+        if all(_host_tensor(row) for row in rows):
+            # The model stage's rows: CPU tensors, read through NumPy views, since each torch
+            # call would release the interpreter lock and queue to take it back.
+            logits = np.stack([row.numpy().reshape(-1) for row in rows]).astype(
+                np.float32, copy=False
+            )
+        elif all(isinstance(row, torch.Tensor) for row in rows):
             joined = torch.cat(rows) if rows[0].ndim == 2 else torch.stack(rows)
             logits = joined.float().cpu().numpy()
         else:
@@ -59,3 +64,14 @@ class ClassScores(Backend):
         best = best.tolist()
         for position, item in enumerate(batch):
             item["result"] = Scores(logits[position], best[position], scores[position])
+
+
+def _host_tensor(row: torch.Tensor) -> bool:
+    """Whether NumPy can view ``row``'s memory: a CPU tensor of a NumPy dtype, without
+    autograd history."""
+    return (
+        isinstance(row, torch.Tensor)
+        and row.device.type == "cpu"
+        and not row.requires_grad
+        and row.dtype != torch.bfloat16
+    )

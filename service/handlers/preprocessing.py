@@ -49,4 +49,6 @@ class ImagePreprocessing:
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         if self.to_rgb:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        return torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+        # The NCHW view made in NumPy, as Mat2Tensor makes it: no torch call to release the
+        # interpreter lock and queue to take it back.
+        return torch.from_numpy(image.transpose(2, 0, 1)[None])
