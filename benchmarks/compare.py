@@ -208,6 +208,56 @@ def _server_command(
     return command, metrics_port
 
 
+def _ping_rows(
+    handler: str, args: argparse.Namespace, workers: int, load_settings: dict
+) -> list[dict]:
+    """The client's own ceiling against this server: ``ping`` calls at every concurrency."""
+    rows = []
+    for concurrency in args.concurrency:
+        load = run_load(
+            method="ping",
+            request_client=concurrency,
+            total_number=args.total_number,
+            warmup=args.warmup,
+            **load_settings,
+        )
+        rows.append(run_row(f"ping ({handler} server)", concurrency, load, None, workers))
+        logger.info("ping, %d clients: %.0f calls/s", concurrency, load.qps)
+    return rows
+
+
+def _timed_rows(
+    handler: str,
+    args: argparse.Namespace,
+    workers: int,
+    load_settings: dict,
+    server_pid: int,
+    gpu: GpuMonitor,
+) -> list[dict]:
+    """One row per concurrency: the load's figures and the server's CPU, memory and GPU."""
+    rows = []
+    for concurrency in args.concurrency:
+        sampler = ResourceSampler(server_pid, gpu=gpu)
+        load = run_load(
+            request_client=concurrency,
+            total_number=args.total_number,
+            warmup=args.warmup,
+            on_timed_start=sampler.start,
+            on_timed_end=sampler.stop,
+            **load_settings,
+        )
+        rows.append(run_row(handler, concurrency, load, sampler.result, workers))
+        logger.info(
+            "%s, %d clients: %.1f QPS, TP50 %.1f ms, errors %d",
+            handler,
+            concurrency,
+            load.qps,
+            load.tp50_ms or float("nan"),
+            load.errors,
+        )
+    return rows
+
+
 def run_handler(
     handler: str,
     args: argparse.Namespace,
@@ -216,20 +266,13 @@ def run_handler(
     log_dir: Path,
     ping_check: bool,
 ) -> tuple[list[dict], list[dict], dict]:
-    """Starts one handler's server, drives it at every concurrency, stops it.
-
-    Returns (result rows, ping rows, the server's stats).
-    """
+    """Starts one handler's server, drives it at every concurrency, stops it; returns the result
+    rows, the ping rows and the server's stats."""
     port = free_port()
     workers = server_processes(handler, args)
     command, metrics_port = _server_command(handler, args, port, workers)
-    ready_url = metrics_url = stats_url = None
-    if metrics_port is not None:
-        ready_url = f"http://127.0.0.1:{metrics_port}/health/ready"
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        stats_url = f"http://127.0.0.1:{metrics_port}/stats"
-    rows: list[dict] = []
-    ping_rows: list[dict] = []
+    ops_url = None if metrics_port is None else f"http://127.0.0.1:{metrics_port}"
+    ready_url = ops_url and f"{ops_url}/health/ready"
     load_settings = {
         "port": port,
         "images": images,
@@ -241,43 +284,16 @@ def run_handler(
         command, host="127.0.0.1", port=port, log_path=log_dir / f"{handler}.log"
     ) as server:
         server.start(ready_timeout_s=READY_TIMEOUT_S, ready_url=ready_url)
-        for concurrency in args.concurrency if ping_check else ():
-            load = run_load(
-                method="ping",
-                request_client=concurrency,
-                total_number=args.total_number,
-                warmup=args.warmup,
-                **load_settings,
-            )
-            ping_rows.append(run_row(f"ping ({handler} server)", concurrency, load, None, workers))
-            logger.info("ping, %d clients: %.0f calls/s", concurrency, load.qps)
-        for concurrency in args.concurrency:
-            sampler = ResourceSampler(server.pid, gpu=gpu)
-            load = run_load(
-                request_client=concurrency,
-                total_number=args.total_number,
-                warmup=args.warmup,
-                on_timed_start=sampler.start,
-                on_timed_end=sampler.stop,
-                **load_settings,
-            )
-            rows.append(run_row(handler, concurrency, load, sampler.result, workers))
-            logger.info(
-                "%s, %d clients: %.1f QPS, TP50 %.1f ms, errors %d",
-                handler,
-                concurrency,
-                load.qps,
-                load.tp50_ms or float("nan"),
-                load.errors,
-            )
+        ping_rows = _ping_rows(handler, args, workers, load_settings) if ping_check else []
+        rows = _timed_rows(handler, args, workers, load_settings, server.pid, gpu)
         stats = server_stats(port)
-        if metrics_url is not None:
+        if ops_url is not None:
             # ``stats`` above is the one worker that answered; the group's sums come from the
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = workers
-            stats["group_nodes"] = group_node_figures(stats_url)
+            stats["group_nodes"] = group_node_figures(f"{ops_url}/stats")
             if args.shared_engine and handler == "pipelined":
-                stats["shared_engine"] = engine_figures(metrics_url)
+                stats["shared_engine"] = engine_figures(f"{ops_url}/metrics")
     return rows, ping_rows, stats
 
 

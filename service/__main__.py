@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from service.command_line import parse_args  # light: argparse only
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # the real imports wait until after parsing: `--help` must no
     from service.gen.inference.ttypes import ServerStats
     from service.handlers.admission import Admission, RequestLimits
     from service.handlers.handler import ClassifierHandler
-    from service.ops.ops_server import ServiceState
+    from service.ops.ops_server import OpsServer, ServiceState
     from service.rpc.server import ThriftServer, TransportLimits
 
 logger = logging.getLogger("service")
@@ -39,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         from service.processes.workers import run_workers
 
         return run_workers(sys.argv[1:] if argv is None else argv, args)
-    from service.app import build_handler
-    from service.ops.ops_server import OpsServer, ServiceState
-    from service.ops.prometheus_export import MetricsRenderer
-    from service.service_config import ServiceConfigError
-    from service.tools.export_model import ExportError
-    from torchpipe_lite.errors import ConfigError
+    return _serve_one_process(args)
+
+
+def _serve_one_process(args: argparse.Namespace) -> int:
+    """The ops port first (liveness answers during a long start), then the handler, then the
+    RPC server until a signal."""
+    from service.ops.ops_server import ServiceState
 
     _limit_opencv_threads(args.opencv_threads)
     if "switch_interval_ms" in args:
@@ -52,24 +54,60 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("interpreter switch interval: %g ms", args.switch_interval_ms)
     request_limits, admission, transport_limits = _limits(args)
     state = ServiceState()
-    handler: ClassifierHandler | None = None
-    ops: OpsServer | None = None
-    if args.metrics_port:
-        # Up before the models load: liveness answers during a long start, readiness says 503.
-        def current_stats() -> ServerStats | None:
-            return None if handler is None else handler.stats()
+    built: list[ClassifierHandler] = []  # the handler, once it exists
 
-        renderer = MetricsRenderer(current_stats)
-        try:
-            ops = OpsServer(
-                state, renderer.render, stats=current_stats, host=args.host, port=args.metrics_port
-            )
-        except OSError as exc:
-            logger.error("cannot listen on %s:%d (metrics): %s", args.host, args.metrics_port, exc)
+    def current_stats() -> ServerStats | None:
+        return built[0].stats() if built else None
+
+    ops = None
+    if args.metrics_port:
+        ops = _start_ops(args, state, current_stats)
+        if ops is None:
             return 2
-        ops.start()
     try:
-        handler, summary = build_handler(
+        started = _build_handler(args, request_limits, admission)
+        if started is None:
+            return 2
+        handler, summary = started
+        built.append(handler)
+        code = _serve(args, handler, state, summary, transport_limits)
+        handler.close()
+        return code
+    finally:
+        if ops is not None:
+            ops.close()
+
+
+def _start_ops(
+    args: argparse.Namespace, state: ServiceState, stats: Callable[[], ServerStats | None]
+) -> OpsServer | None:
+    """The health and metrics port, serving; None (logged) when it cannot listen."""
+    from service.ops.ops_server import OpsServer
+    from service.ops.prometheus_export import MetricsRenderer
+
+    renderer = MetricsRenderer(stats)
+    try:
+        ops = OpsServer(state, renderer.render, stats=stats, host=args.host, port=args.metrics_port)
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d (metrics): %s", args.host, args.metrics_port, exc)
+        return None
+    ops.start()
+    return ops
+
+
+def _build_handler(
+    args: argparse.Namespace, request_limits: RequestLimits, admission: Admission
+) -> tuple[ClassifierHandler, list[str]] | None:
+    """The handler the command line asks for and its start-up summary; None (logged) when it
+    cannot start: a configuration mistake with its message only, anything else with its
+    traceback too."""
+    from service.app import build_handler
+    from service.service_config import ServiceConfigError
+    from service.tools.export_model import ExportError
+    from torchpipe_lite.errors import ConfigError
+
+    try:
+        return build_handler(
             args.handler,
             args.config,
             model=args.model,
@@ -81,21 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             engine_clients=args.engine_clients,
         )
     except Exception as exc:
-        # A configuration mistake needs its message, not a traceback; anything else gets both.
         expected = isinstance(
             exc, ServiceConfigError | ConfigError | ExportError | FileNotFoundError
         )
         logger.error(
             "cannot start the %s handler: %s", args.handler, exc, exc_info=None if expected else exc
         )
-        if ops is not None:
-            ops.close()
-        return 2
-    code = _serve(args, handler, state, summary, transport_limits)
-    handler.close()
-    if ops is not None:
-        ops.close()
-    return code
+        return None
 
 
 def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, TransportLimits]:
