@@ -23,6 +23,7 @@ from .schema import (
     NodeConfig,
     PipelineConfig,
 )
+from .values import Color, DeviceSpec, Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +39,9 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
 
     Top-level keys that are not tables are defaults for every node; each table is a node, and
     a table inside a node's table (``[rec.2]``) a logical node: another entry to that node's
-    backend and instances, with its own ``next``, ``filter`` and ``map``.
+    backend and instances, with its own ``next``, ``filter`` and ``map``. A node's ``color``,
+    ``precision`` and ``device`` become :class:`Color`, :class:`Precision` and
+    :class:`DeviceSpec` in its ``params``.
     Raises :class:`ConfigError` naming the node and key at fault.
     """
     raw = _read(source)
@@ -202,9 +205,24 @@ def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
         max_queue_size=_int(name, table, "max_queue_size", 0, minimum=0),
         request_timeout_ms=_float(name, table, "request_timeout", 0.0),
         inline=_bool(name, table, "inline"),
-        params=dict(table),
+        params=_typed_params(name, table),
         physical=name,
     )
+
+
+#: Parameters read once here into a typed value, so that no backend re-parses the string.
+_TYPED_PARAMS = {"color": Color.parse, "precision": Precision.parse, "device": DeviceSpec.parse}
+
+
+def _typed_params(node: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    params = dict(table)
+    for key, parse in _TYPED_PARAMS.items():
+        if key in params:
+            try:
+                params[key] = parse(params[key])
+            except ValueError as error:
+                raise ConfigError(str(error), node=node, key=key) from None
+    return params
 
 
 #: Keys that steer a node's queue and threads, which an inline node does not have.
