@@ -67,3 +67,15 @@ def test_a_typed_pipeline_runs_its_stages_with_the_enums():
         pipeline(request)
     assert request["color"] is Color.RGB
     assert request["result"][0, 0].tolist() == [0, 0, 255]
+
+
+def test_require_files_false_leaves_a_missing_model_file_to_the_backend(tmp_path):
+    missing = str(tmp_path / "absent.onnx")
+    table = {"m": {"backend": "TorchTensor", "model": missing, "device": "cpu"}}
+    with pytest.raises(ConfigError, match="file not found") as caught:
+        load_config(table)
+    assert (caught.value.node, caught.value.key) == ("m", "model")
+    config = load_config(table, require_files=False)
+    assert config.node("m").params["model"] == missing
+    with pytest.raises(ConfigError, match="cannot read model file"):  # at the backend's init
+        tp.create_backend("TorchTensor", config.node("m").params)
