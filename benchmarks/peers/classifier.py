@@ -101,7 +101,7 @@ class Classifier:
         return {
             "engine": ENGINE_BACKEND,
             "device": self.device,
-            "precision": self.precision,
+            "precision": str(self.precision),
             "model": str(self.model_path),
             "batch_range": [1, self.max_batch_size],
         }
