@@ -32,6 +32,7 @@ from benchmarks.synchronised import (
 from benchmarks.tune import Setting, apply_point, parse_setting
 from clients.images import DEFAULT_IMG_DIR, load_images
 from service.server_process import REPO_ROOT
+from torchpipe_lite.config import PipelineConfig, read_toml
 
 DEFAULT_CONFIG = REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml"
 
@@ -65,7 +66,7 @@ def _process(
     start_at: float,
     seconds: float,
     queue: Any,
-    pipeline_config: dict[str, Any],
+    pipeline_config: PipelineConfig,
     callers: int,
     img_dir: Path,
 ) -> None:
@@ -102,7 +103,7 @@ def _process(
 
 
 def measure(
-    pipeline_config: dict[str, Any], processes: int, callers: int, seconds: float, img_dir: Path
+    pipeline_config: PipelineConfig, processes: int, callers: int, seconds: float, img_dir: Path
 ) -> dict[str, Any]:
     """One point: ``processes`` pipelines, each called by ``callers`` threads."""
     args = (pipeline_config, callers, img_dir)
@@ -126,16 +127,18 @@ def measure(
     }
 
 
-def build_config(path: Path, model: Path, settings: list[Setting]) -> dict[str, Any]:
-    """The pipeline the pipelined handler builds from ``path``, with ``settings`` applied."""
+def build_config(path: Path, model: Path, settings: list[Setting]) -> PipelineConfig:
+    """The pipeline the pipelined handler builds from ``path``, with ``settings`` applied to
+    the file's tables (the node names are the file's, as with ``benchmarks.tune``)."""
     from service.service_config import load_service_config
 
-    config = load_service_config(path, model_override=model)
     for setting in settings:
         if len(setting.values) != 1:
             raise ValueError(f"--set {setting.name}: one value here (benchmarks.tune sweeps)")
     point = {setting.name: setting.values[0] for setting in settings}
-    return apply_point(config.pipeline_to_build(), settings, point)
+    tables = apply_point(read_toml(path), settings, point)
+    config = load_service_config(path, model_override=model, tables=tables)
+    return config.pipeline_to_build()
 
 
 def main(argv: list[str] | None = None) -> int:

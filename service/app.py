@@ -16,10 +16,9 @@ from service.service_config import (
     ServiceConfigError,
     load_service_config,
 )
-from torchpipe_lite.backends.base import param_int
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
 from torchpipe_lite.backends.model.torch_tensor import running_precision
 from torchpipe_lite.backends.params import param_precision
+from torchpipe_lite.config import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +52,7 @@ def build_handler(
         config = config.with_engine(engine_socket, engine_clients)
     exported = ensure_model(config.model_path, arch, user_given=config.model_user_given)
     admission = admission_for(config, admission)
-    engine_params = config.node_params(config.model_node)
-    engine = engine_device(engine_params)
+    engine = engine_device(config.model.params)
     if name == "baseline":
         from service.handlers.main_trt import BaselineHandler
 
@@ -81,7 +79,7 @@ def build_handler(
 def admission_for(config: ServiceConfig, admission: Admission | None) -> Admission:
     """``admission`` (or the default one) weighing images as this config's decoders do."""
     limits = AdmissionLimits() if admission is None else admission.limits
-    max_pixels = param_int(config.preprocess_params(), "max_pixels", DEFAULT_MAX_PIXELS)
+    max_pixels = config.images.max_pixels
     return Admission(dataclasses.replace(limits, max_pixels_per_image=max_pixels))
 
 
@@ -89,26 +87,27 @@ def check_queues_hold_admitted_work(config: ServiceConfig, max_images_in_flight:
     """Refuse a config whose node queues are smaller than the work the server admits: an
     admitted call would meet a full queue inside the pipeline and fail in part, where the
     server's own admission answers the whole call OVERLOADED at its door."""
-    for name, table in config.pipeline.items():
-        if not isinstance(table, dict) or str(table.get("inline", "")).lower() == "true":
+    for node in config.pipeline.nodes:
+        if node.inline or node.is_logical:  # no queue of its own
             continue
-        size = int(config.node_params(name).get("max_queue_size") or 0)
+        size = node.max_queue_size
         if 0 < size < max_images_in_flight:
             raise ServiceConfigError(
-                f"{config.path}: node [{name}] max_queue_size = {size} is below the "
+                f"{config.path}: node [{node.name}] max_queue_size = {size} is below the "
                 f"{max_images_in_flight} images the server admits at once (--max-in-flight): "
                 "raise it, or lower --max-in-flight"
             )
 
 
 def engine_precision(config: ServiceConfig, *, on_gpu: bool) -> str:
-    """The precision the model node runs, as its engine decides it from the config."""
-    params = config.node_params(config.model_node)
-    if "TensorrtTensor" in config.engine_backend:
-        return param_precision(params, "fp16")
+    """The precision the model node runs, as its engine decides it from the config, and
+    what was asked where the engine overrules it."""
+    params = config.model.params
+    if any(part.name == "TensorrtTensor" for part in config.model.backend.walk()):
+        return str(param_precision(params, Precision.FP16))
     running = running_precision(params, on_gpu=on_gpu)
     asked = param_precision(params, running)
-    return running if asked == running else f"{running} ({asked} requested; CPU)"
+    return str(running) if asked is running else f"{running} ({asked} requested; CPU)"
 
 
 def describe_nodes(
@@ -117,7 +116,6 @@ def describe_nodes(
     """One line per node: backend, instances, batch range, placement, precision, limits."""
     lines = []
     for figures in handler.node_figures():
-        params = config.node_params(figures.node) if figures.node in config.pipeline else {}
         low, high = handler.batch_range(figures.node)
         places = sorted({str(place) for place in figures.instance_placements if place})
         parts = [
@@ -128,8 +126,9 @@ def describe_nodes(
         if figures.node == config.model_node:
             parts.append(f"precision {model_precision}")
         if handler.handler_name == "pipelined":  # the baseline has no queue to bound
-            parts.append(f"max_queue_size {params.get('max_queue_size') or 'unbounded'}")
-            timeout_ms = params.get("request_timeout")
-            parts.append(f"request_timeout {f'{timeout_ms} ms' if timeout_ms else 'none'}")
+            node = config.pipeline.node(figures.node)
+            parts.append(f"max_queue_size {node.max_queue_size or 'unbounded'}")
+            timeout_ms = node.request_timeout_ms
+            parts.append(f"request_timeout {f'{timeout_ms:g} ms' if timeout_ms else 'none'}")
         lines.append(", ".join(parts))
     return lines

@@ -1,13 +1,25 @@
-"""Reads a pipeline TOML for the service: the model path, the engine's parameters, the resize."""
+"""Reads a pipeline TOML for the service once: the typed pipeline, model node, image settings."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
-from torchpipe_lite.config import read_toml
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.backends.params import param_color, param_positive
+from torchpipe_lite.config import (
+    BackendSpec,
+    Color,
+    NodeConfig,
+    PipelineConfig,
+    load_config,
+    parse_backend_expression,
+    read_toml,
+)
 from torchpipe_lite.errors import ConfigError
 
 #: The configs shipped with the service; their model is exported on first start when missing.
@@ -21,14 +33,44 @@ class ServiceConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ImageSettings:
+    """What the image stages before the model do, for the code that does it outside the
+    pipeline (the locked baseline, the peers' model code) and for the shared engine's slots."""
+
+    #: The stages' ``resize_h`` x ``resize_w``; ``None`` when no stage sets both.
+    resize_hw: tuple[int, int] | None = None
+    color: Color = Color.RGB
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def of(cls, stages: Sequence[NodeConfig]) -> ImageSettings:
+        """The settings of ``stages`` (the nodes other than the model's, in the file's order):
+        each key from the first stage that has it."""
+        params: dict[str, Any] = {}
+        for stage in reversed(stages):
+            params.update(stage.params)
+        resize_hw = None
+        if "resize_h" in params and "resize_w" in params:
+            resize_hw = (param_positive(params, "resize_h"), param_positive(params, "resize_w"))
+        return cls(
+            resize_hw=resize_hw,
+            color=param_color(params, default=Color.RGB),
+            max_pixels=param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS),
+        )
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
-    """A pipeline configuration plus what the service reads out of it."""
+    """A pipeline configuration, loaded and validated once, plus what the service reads out
+    of it."""
 
     path: Path
-    #: The whole configuration, as ``tp.pipe`` takes it, with the model path made absolute.
-    pipeline: dict[str, Any]
+    #: The whole pipeline, as ``tp.pipe`` takes it, with the model path made absolute.
+    pipeline: PipelineConfig
     #: The node that runs the model (the one with a ``model`` key).
     model_node: str
+    #: What the image stages before the model do.
+    images: ImageSettings
     #: Whether the user named the model file (``--model``, or a config of their own), which
     #: must then exist; the shipped configs' model may be exported on first start.
     model_user_given: bool = True
@@ -38,112 +80,106 @@ class ServiceConfig:
     #: With ``engine_socket``: how many requests this process may have at the engine at once.
     engine_clients: int = 8
 
+    @property
+    def model(self) -> NodeConfig:
+        """The model node, validated (its ``params`` hold the typed precision and device)."""
+        return self.pipeline.node(self.model_node)
+
     def with_engine(self, socket_path: str, clients: int) -> ServiceConfig:
         """This config for a worker of a shared engine listening on ``socket_path``."""
         return replace(self, engine_socket=socket_path, engine_clients=clients)
 
-    def pipeline_to_build(self) -> dict[str, Any]:
-        """The configuration this process builds: ``pipeline`` itself, or, with an engine,
+    def pipeline_to_build(self) -> PipelineConfig:
+        """The pipeline this process builds: ``pipeline`` itself, or, with an engine,
         ``pipeline`` whose model node sends its requests to the engine.
 
-        There the node keeps its queue limits, but batching is the engine's job: the node's
-        instances (``engine_clients`` of them, each one connection) take requests as they come,
-        with no batching window, so no request waits here for a fuller batch.
+        There the node keeps its queue limits and ``max``, but batching is the engine's job:
+        the node's instances (``engine_clients`` of them, each one connection) take requests
+        as they come, with no batching window and no ``min``, so no request waits here for a
+        fuller batch.
         """
         if self.engine_socket is None:
             return self.pipeline
-        table = {
-            key: value
-            for key, value in self.pipeline[self.model_node].items()
-            if key in ("next", "max", "max_queue_size", "request_timeout", "inline")
-        }
-        table.update(
-            backend="Sequential[EngineTensor,ClassScores]"
-            if self.scores_in_model_node
-            else "EngineTensor",
-            engine=self.engine_socket,
-            instance_num=self.engine_clients,
-            batching_timeout=0,
+        client = (
+            "Sequential[EngineTensor,ClassScores]" if self.scores_in_model_node else "EngineTensor"
         )
-        return {**self.pipeline, self.model_node: table}
+        node = replace(
+            _with_backend(self.model, parse_backend_expression(client), engine=self.engine_socket),
+            instance_num=self.engine_clients,
+            batching_timeout_ms=0.0,
+            min_batch=None,
+        )
+        nodes = tuple(node if each.name == node.name else each for each in self.pipeline.nodes)
+        return replace(self.pipeline, nodes=nodes)
+
+    def engine_node(self) -> NodeConfig:
+        """The model node as the shared engine process runs it: without a final
+        ``ClassScores``, which the workers run instead (the engine's slots carry float
+        results)."""
+        return _with_backend(self.model, _without_scores(self.model.backend))
 
     def input_hwc(self) -> tuple[int, int, int]:
         """The model's input pixels as the stages before it make them: height, width, 3."""
-        params = self.preprocess_params()
-        try:
-            return int(params["resize_h"]), int(params["resize_w"]), 3
-        except (KeyError, ValueError) as exc:
+        if self.images.resize_hw is None:
             raise ServiceConfigError(
-                f"{self.path}: a shared engine needs the stages' resize_h and resize_w ({exc})"
-            ) from None
+                f"{self.path}: a shared engine needs the stages' resize_h and resize_w"
+            )
+        return (*self.images.resize_hw, 3)
 
     @property
     def scores_in_model_node(self) -> bool:
         """Whether the model node ends with ``ClassScores`` (softmax per batch)."""
-        return _without_scores(self.engine_backend) != self.engine_backend
-
-    def engine_node_pipeline(self) -> dict[str, Any]:
-        """The configuration the shared engine process builds its node from: the model node
-        without a final ``ClassScores``, which the workers run instead (the engine's slots
-        carry float results)."""
-        table = {**self.pipeline[self.model_node]}
-        table["backend"] = _without_scores(self.engine_backend)
-        return {**self.pipeline, self.model_node: table}
+        return _without_scores(self.model.backend) != self.model.backend
 
     @property
     def model_path(self) -> Path:
-        return Path(self.pipeline[self.model_node]["model"])
+        return Path(self.model.params["model"])
 
     @property
     def engine_backend(self) -> str:
         """The model node's backend expression, e.g. ``SyncTensor[TorchTensor]``."""
-        return str(self.node_params(self.model_node)["backend"])
-
-    def node_params(self, node: str) -> dict[str, Any]:
-        """A node's parameters: the top-level defaults overlaid with the node's own keys."""
-        defaults = {k: v for k, v in self.pipeline.items() if not isinstance(v, dict)}
-        return {**defaults, **self.pipeline[node]}
+        return str(self.model.backend)
 
     def engine_params(self, batch_size: int) -> dict[str, Any]:
         """Parameters for one engine instance outside the pipeline (the locked baseline): what
-        the pipeline gives its model node's first instance (the node's table over the top-level
-        defaults, every key included, as ``torchpipe_lite`` passes them), with the batch range
-        pinned to ``batch_size`` and one instance."""
-        params = self.node_params(self.model_node)
-        params.update(min=batch_size, max=batch_size, instance_index=0, instance_num=1)
-        return params
-
-    def preprocess_params(self) -> dict[str, Any]:
-        """Parameters of the stages before the model (``resize_h``, ``color``...): the top-level
-        defaults overlaid with every other node's keys, the first node in the file winning."""
-        params = {k: v for k, v in self.pipeline.items() if not isinstance(v, dict)}
-        tables = [
-            t for n, t in self.pipeline.items() if isinstance(t, dict) and n != self.model_node
-        ]
-        for table in reversed(tables):
-            params.update(table)
-        return params
+        the pipeline gives its model node's first instance (every key of the node, with the
+        top-level defaults and the typed values), with the batch range pinned to
+        ``batch_size`` and one instance."""
+        return {
+            **self.model.params,
+            "min": batch_size,
+            "max": batch_size,
+            "instance_index": 0,
+            "instance_num": 1,
+        }
 
 
 def load_service_config(
     path: str | Path,
     model_override: str | Path | None = None,
     device_override: str | None = None,
+    *,
+    tables: Mapping[str, Any] | None = None,
 ) -> ServiceConfig:
-    """Reads ``path``; ``model_override`` replaces the model node's ``model`` and
-    ``device_override`` its ``device``. A relative model path resolves against the current
-    directory (TorchPipe's convention), here, once.
+    """Reads ``path`` and validates it (``ConfigError`` naming node and key, before anything
+    is built); ``model_override`` replaces the model node's ``model`` and ``device_override``
+    its ``device``. A relative model path resolves against the current directory
+    (TorchPipe's convention), here, once. ``tables``: the file's tables when the caller has
+    read and adjusted them already (``benchmarks.pipeline_contention``'s ``--set``).
 
     A model node named after its model file (``[resnet50]`` for ``resnet50.onnx``) takes the
     name of the file ``model_override`` names, so that logs and metrics say which model runs.
+    The model file need not exist yet: the service exports the shipped one after this.
     """
     path = Path(path)
-    try:
-        pipeline = read_toml(path)
-    except ConfigError as exc:
-        raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from None
+    if tables is None:
+        try:
+            tables = read_toml(path)
+        except ConfigError as exc:
+            raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from None
+    raw = copy.deepcopy(dict(tables))
     model_nodes = [
-        name for name, table in pipeline.items() if isinstance(table, dict) and "model" in table
+        name for name, table in raw.items() if isinstance(table, dict) and "model" in table
     ]
     if len(model_nodes) != 1:
         raise ServiceConfigError(
@@ -151,22 +187,29 @@ def load_service_config(
             f"{len(model_nodes)} ({', '.join(model_nodes) or 'none'})"
         )
     (model_node,) = model_nodes
-    if "backend" not in pipeline[model_node]:
+    if "backend" not in raw[model_node]:
         raise ServiceConfigError(f"{path}: node [{model_node}] has no `backend`")
     if model_override is not None:
         renamed = _model_name(model_override)
-        if model_node == _model_name(pipeline[model_node]["model"]) and renamed not in pipeline:
-            pipeline = _renamed_node(pipeline, model_node, renamed)
+        if model_node == _model_name(raw[model_node]["model"]) and renamed not in raw:
+            raw = _renamed_node(raw, model_node, renamed)
             model_node = renamed
-    model = model_override if model_override is not None else pipeline[model_node]["model"]
-    pipeline[model_node]["model"] = str(Path(model).expanduser().absolute())
+    model = model_override if model_override is not None else raw[model_node]["model"]
+    raw[model_node]["model"] = str(Path(model).expanduser().absolute())
     if device_override is not None:
-        pipeline[model_node]["device"] = device_override
+        raw[model_node]["device"] = device_override
+    pipeline = load_config(raw, require_files=False)
+    stages = [
+        pipeline.node(name)
+        for name, table in raw.items()
+        if isinstance(table, dict) and name != model_node
+    ]
     shipped = path.resolve().parent == SHIPPED_CONFIGS
     return ServiceConfig(
         path=path,
         pipeline=pipeline,
         model_node=model_node,
+        images=ImageSettings.of(stages),
         model_user_given=model_override is not None or not shipped,
     )
 
@@ -192,20 +235,20 @@ def _renamed_node(pipeline: dict[str, Any], old: str, new: str) -> dict[str, Any
     return result
 
 
-def _without_scores(expression: str) -> str:
-    """``expression`` without a ``ClassScores`` that ends its last ``Sequential``."""
-    from torchpipe_lite.config import parse_backend_expression
-    from torchpipe_lite.config.expression import BackendSpec
+def _with_backend(node: NodeConfig, backend: BackendSpec, **params: Any) -> NodeConfig:
+    """``node`` running ``backend``, with ``params`` over its own (its ``backend`` key
+    following, for anyone who reads the node's params as written)."""
+    return replace(node, backend=backend, params={**node.params, "backend": str(backend), **params})
 
-    def strip(spec: BackendSpec) -> BackendSpec:
-        if not spec.children:
-            return spec
-        children = list(spec.children)
-        if spec.name == "Sequential" and len(children) > 1 and children[-1].name == "ClassScores":
-            children.pop()
-            if len(children) == 1:
-                return strip(children[0])
-        children[-1] = strip(children[-1])
-        return BackendSpec(spec.name, tuple(children))
 
-    return str(strip(parse_backend_expression(expression)))
+def _without_scores(spec: BackendSpec) -> BackendSpec:
+    """``spec`` without a ``ClassScores`` that ends its last ``Sequential``."""
+    if not spec.children:
+        return spec
+    children = list(spec.children)
+    if spec.name == "Sequential" and len(children) > 1 and children[-1].name == "ClassScores":
+        children.pop()
+        if len(children) == 1:
+            return _without_scores(children[0])
+    children[-1] = _without_scores(children[-1])
+    return BackendSpec(spec.name, tuple(children))

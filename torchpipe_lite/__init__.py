@@ -5,7 +5,7 @@ from . import errors
 from .backends.base import UNBOUNDED_BATCH, Backend
 from .backends.registry import register_backend, registered_backends
 from .backends.tree import create_backend
-from .config import load_config, parse_backend_expression
+from .config import Color, DeviceSpec, Precision, load_config, parse_backend_expression
 from .errors import (
     BackendError,
     ConfigError,
@@ -29,7 +29,9 @@ __all__ = [
     "UNBOUNDED_BATCH",
     "Backend",
     "BackendError",
+    "Color",
     "ConfigError",
+    "DeviceSpec",
     "FilterError",
     "InvalidInputError",
     "NoResultError",
@@ -37,6 +39,7 @@ __all__ = [
     "OverloadedError",
     "Pipeline",
     "PipelineClosedError",
+    "Precision",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",

@@ -60,8 +60,9 @@ class Classifier:
         self._preprocessing = ImagePreprocessing.of(config)
         params = config.engine_params(batch_size=settings.max_batch_size)
         params["min"] = 1  # one CUDA graph per batch size 1..max, as the pipeline's model node
-        self.device = str(param_device(params))
-        self.precision = running_precision(params, on_gpu=self.device.startswith("cuda"))
+        device = param_device(params)
+        self.device = str(device)
+        self.precision = running_precision(params, on_gpu=device.type == "cuda")
         self.model_path = config.model_path
         logger.info(
             "building %s on %s (%s, batch 1..%d) from %s",
@@ -101,7 +102,7 @@ class Classifier:
         return {
             "engine": ENGINE_BACKEND,
             "device": self.device,
-            "precision": self.precision,
+            "precision": str(self.precision),
             "model": str(self.model_path),
             "batch_range": [1, self.max_batch_size],
         }

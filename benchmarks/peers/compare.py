@@ -129,9 +129,8 @@ def resolve(args: argparse.Namespace, gpu: GpuMonitor) -> argparse.Namespace:
 
 def batching(config: Path, model: Path) -> tuple[int, float]:
     """Our model node's batch limit and batching timeout (ms): the peers batch the same."""
-    service = load_service_config(config, model)
-    params = service.node_params(service.model_node)
-    return int(params.get("max", 1)), float(params.get("batching_timeout", 0))
+    node = load_service_config(config, model).model
+    return node.max_batch or 1, node.batching_timeout_ms
 
 
 class MachineCpu:

@@ -41,7 +41,7 @@ class BaselineHandler(ClassifierHandler):
         admission: Admission | None = None,
     ):
         super().__init__(device=device, limits=limits, admission=admission)
-        self._preprocessing = ImagePreprocessing.of(config)  # a misspelt colour is refused
+        self._preprocessing = ImagePreprocessing.of(config)
         self._backend = config.engine_backend
         logger.info("initialising the baseline engine %s at batch 1", self._backend)
         self._engine = tp.create_backend(self._backend, config.engine_params(batch_size=1))

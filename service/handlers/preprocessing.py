@@ -12,42 +12,35 @@ from dataclasses import dataclass
 import cv2
 import torch
 
-from service.service_config import ServiceConfig
-from torchpipe_lite.backends.base import param_int
+from service.service_config import ImageSettings, ServiceConfig
 from torchpipe_lite.backends.image.image_cpu import decode_bgr
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
-from torchpipe_lite.backends.params import param_color
+from torchpipe_lite.config import Color
+
+#: The size the baseline resizes to when no stage of its config sets one.
+DEFAULT_RESIZE_HW = (224, 224)
 
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
-    """The image stages' settings of a config, and the steps they take."""
+    """The image stages' steps, with their settings."""
 
-    resize_hw: tuple[int, int] = (224, 224)
-    to_rgb: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    settings: ImageSettings
 
     @classmethod
     def of(cls, config: ServiceConfig) -> ImagePreprocessing:
-        """The settings of ``config``'s stages before the model; a misspelt ``color`` is a
-        ``ConfigError``."""
-        pre = config.preprocess_params()
-        return cls(
-            resize_hw=(param_int(pre, "resize_h", 224), param_int(pre, "resize_w", 224)),
-            to_rgb=param_color(pre, "color", "rgb") == "rgb",
-            max_pixels=param_int(pre, "max_pixels", DEFAULT_MAX_PIXELS),
-        )
+        """The steps of ``config``'s stages before the model (validated when it was loaded)."""
+        return cls(config.images)
 
     def tensor(self, data: bytes) -> torch.Tensor | None:
         """Image bytes -> uint8 1x3xHxW tensor (channels-last memory); ``None`` when the bytes
         are not an image (``InvalidInputError`` for a header declaring too many pixels)."""
-        image = decode_bgr(data, self.max_pixels)
+        image = decode_bgr(data, self.settings.max_pixels)
         if image is None:
             return None
-        height, width = self.resize_hw
+        height, width = self.settings.resize_hw or DEFAULT_RESIZE_HW
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        if self.to_rgb:
+        if self.settings.color is Color.RGB:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         # The NCHW view made in NumPy, as Mat2Tensor makes it: no torch call to release the
         # interpreter lock and queue to take it back.

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torchpipe_lite as tp
 from service.device import engine_device
 from service.model_file import ensure_model
 from service.ops.ops_server import OpsServer, ServiceState
@@ -94,12 +93,9 @@ def run_engine(args: argparse.Namespace) -> int:
     config = load_service_config(args.config, args.model, args.device)
     if ensure_model(config.model_path, args.arch, user_given=config.model_user_given):
         logger.warning("model %s was just exported: RANDOM WEIGHTS", config.model_path)
-    node = tp.load_config(config.engine_node_pipeline()).node(config.model_node)
+    node = config.engine_node()
     logger.info(
-        "shared engine: node [%s] %s on %s",
-        node.name,
-        node.backend,
-        engine_device(config.node_params(config.model_node)),
+        "shared engine: node [%s] %s on %s", node.name, node.backend, engine_device(node.params)
     )
     server = EngineServer(node, args.serve_engine, input_hwc=config.input_hwc()).start()
     ops = None

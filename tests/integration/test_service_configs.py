@@ -9,20 +9,20 @@ import pytest
 
 import torchpipe_lite as tp
 from service.app import build_handler, engine_precision
-from service.service_config import DEFAULT_CONFIG, load_service_config
+from service.service_config import DEFAULT_CONFIG, ImageSettings, load_service_config
 from tests.image_samples import png_of
 from torchpipe_lite import register_backend
-from torchpipe_lite.config import NODE_KEYS
+from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
+from torchpipe_lite.config import NODE_KEYS, Color, PipelineConfig, Precision, read_toml
 
 CONFIGS = sorted(DEFAULT_CONFIG.parent.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
 def test_config_loads_without_warnings(path: Path, caplog, tmp_path):
-    model = tmp_path / "model.onnx"
-    model.touch()  # the loader checks that the file exists; nothing here reads it
+    # The model file need not exist: the service exports the shipped one after loading.
     with caplog.at_level(logging.WARNING):
-        config = tp.load_config(load_service_config(path, model).pipeline)
+        config = load_service_config(path, tmp_path / "model.onnx").pipeline
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert len(config.roots) == 1
 
@@ -61,10 +61,11 @@ def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_deco
     """The fallback config as shipped, its nvJPEG stage replaced by a CPU stand-in that
     decodes JPEGs only: a PNG of the same pixels takes the CPU path and gets the same scores."""
     fallback = DEFAULT_CONFIG.with_name("resnet50_gpu_decode_fallback.toml")
-    pipeline = load_service_config(fallback, resnet18_onnx).pipeline
+    tables = read_toml(fallback)
     stand_in = "Sequential[TestJpegGate,DecodeMat,ResizeMat,CvtColorMat,Mat2Tensor]"
-    gpu_decoder = {k: v for k, v in pipeline["gpu_decoder"].items() if k != "cpu_fallback"}
-    pipeline = {**pipeline, "gpu_decoder": {**gpu_decoder, "backend": stand_in}}
+    gpu_decoder = {k: v for k, v in tables["gpu_decoder"].items() if k != "cpu_fallback"}
+    tables["gpu_decoder"] = {**gpu_decoder, "backend": stand_in}
+    pipeline = load_service_config(fallback, resnet18_onnx, tables=tables).pipeline
     jpeg = photos["chelsea"]
     png = png_of(jpeg)
     with tp.pipe(pipeline) as model:
@@ -80,9 +81,7 @@ def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_deco
 
 def test_the_fallback_graph_is_what_its_comments_say(tmp_path):
     fallback = DEFAULT_CONFIG.with_name("resnet50_gpu_decode_fallback.toml")
-    model = tmp_path / "resnet50.onnx"
-    model.touch()  # the loader checks that the file exists; nothing here reads it
-    config = tp.load_config(load_service_config(fallback, model).pipeline)
+    config = load_service_config(fallback, tmp_path / "resnet50.onnx").pipeline
     graph = config.graph
     assert graph.successors["gpu_decoder"] == ("cpu_decoder",)
     assert graph.successors["cpu_decoder"] == ("resnet50",)
@@ -105,14 +104,56 @@ def test_the_summary_reports_the_precision_the_engine_runs(tmp_path):
     assert engine_precision(asked_fp16, on_gpu=False) == "fp32 (fp16 requested; CPU)"
 
 
-def test_the_baseline_refuses_a_misspelled_colour(resnet18_onnx, tmp_path):
-    """``color = "rbg"`` used to mean BGR in the baseline, silently."""
+def misspelt_colour(tmp_path: Path) -> Path:
     text = DEFAULT_CONFIG.read_text().replace('color = "rgb"', 'color = "rbg"')
     assert 'color = "rbg"' in text
     path = tmp_path / "misspelled.toml"
     path.write_text(text)
+    return path
+
+
+def test_the_baseline_refuses_a_misspelled_colour(resnet18_onnx, tmp_path):
+    """``color = "rbg"`` used to mean BGR in the baseline, silently."""
     with pytest.raises(tp.ConfigError, match="color"):
-        build_handler("baseline", path, model=resnet18_onnx)
+        build_handler("baseline", misspelt_colour(tmp_path), model=resnet18_onnx)
+
+
+def test_a_misspelled_colour_is_refused_when_the_config_loads(tmp_path):
+    """Before any handler, engine or model file: the loader types ``color`` once."""
+    with pytest.raises(tp.ConfigError) as caught:
+        load_service_config(misspelt_colour(tmp_path), tmp_path / "absent.onnx")
+    assert (caught.value.node, caught.value.key) == ("cpu_posdecoder", "color")
+    assert 'must be "rgb" or "bgr", got \'rbg\'' in str(caught.value)
+
+
+def test_the_service_config_is_typed_once(tmp_path):
+    config = load_service_config(DEFAULT_CONFIG, tmp_path / "resnet50.onnx")
+    assert isinstance(config.pipeline, PipelineConfig)
+    assert config.model is config.pipeline.node("resnet50")
+    assert config.model.params["precision"] is Precision.FP16
+    assert config.images == ImageSettings((224, 224), Color.RGB, DEFAULT_MAX_PIXELS)
+    assert config.engine_params(4)["precision"] is Precision.FP16
+    assert (config.engine_params(4)["min"], config.engine_params(4)["max"]) == (4, 4)
+
+
+def test_a_shared_engine_worker_builds_an_engine_client_for_its_model_node(tmp_path):
+    config = load_service_config(DEFAULT_CONFIG, tmp_path / "resnet50.onnx")
+    worker = config.with_engine("/run/engine.sock", clients=3)
+    built = worker.pipeline_to_build()
+    assert isinstance(built, PipelineConfig)
+    node = built.node("resnet50")
+    assert str(node.backend) == "Sequential[EngineTensor,ClassScores]"  # scores per batch here
+    assert node.params["engine"] == "/run/engine.sock"
+    assert (node.instance_num, node.batching_timeout_ms) == (3, 0.0)
+    assert (node.min_batch, node.max_batch) == (None, 8)  # the engine pads; max bounds slots
+    assert (node.max_queue_size, node.request_timeout_ms) == (512, 10000.0)  # limits kept
+    assert [n.name for n in built.nodes] == [n.name for n in config.pipeline.nodes]
+    assert built.node("cpu_decoder") == config.pipeline.node("cpu_decoder")
+    assert config.pipeline_to_build() is config.pipeline  # without an engine: as loaded
+    engine = worker.engine_node()  # what the engine process runs: the model, no scores
+    assert str(engine.backend) == "SyncTensor[TorchTensor]"
+    assert engine.params["precision"] is Precision.FP16
+    assert worker.input_hwc() == (224, 224, 3)
 
 
 @pytest.mark.slow

@@ -51,10 +51,8 @@ def test_build_config_applies_single_values_and_refuses_sweeps(tmp_path: Path) -
     model = tmp_path / "m.onnx"
     setting = parse_setting("cpu_decoder.instance_num=3")
     config = build_config(DEFAULT_CONFIG, model, [setting])
-    assert config["cpu_decoder"]["instance_num"] == 3
-    models = [
-        table["model"] for table in config.values() if isinstance(table, dict) and "model" in table
-    ]
+    assert config.node("cpu_decoder").instance_num == 3
+    models = [node.params["model"] for node in config.nodes if "model" in node.params]
     assert models == [str(model.absolute())]
     with pytest.raises(ValueError, match="one value here"):
         build_config(DEFAULT_CONFIG, model, [parse_setting("cpu_decoder.instance_num=1,2")])

@@ -94,8 +94,8 @@ def test_the_export_command_says_what_is_wrong_in_one_line(tmp_path):
 def test_the_model_node_takes_the_name_of_the_model_it_runs(tmp_path):
     config = load_service_config(DEFAULT_CONFIG, tmp_path / "mobilenet_v3_small.onnx")
     assert config.model_node == "mobilenet_v3_small"
-    assert list(config.pipeline)[-1] == "mobilenet_v3_small"
-    assert config.pipeline["cpu_posdecoder"]["next"] == "mobilenet_v3_small"
+    assert config.pipeline.nodes[-1].name == "mobilenet_v3_small"
+    assert config.pipeline.node("cpu_posdecoder").next_nodes == ("mobilenet_v3_small",)
     # A node the user named after something else keeps its name.
     own = tmp_path / "own.toml"
     text = DEFAULT_CONFIG.read_text().replace("[resnet50]", "[classifier]")

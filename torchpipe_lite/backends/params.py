@@ -1,17 +1,17 @@
-"""Readers for the built-in backends' parameters (TOML values or TorchPipe-style strings)."""
+"""Readers for the built-in backends' parameters (TOML values or TorchPipe-style strings, or the
+typed values ``load_config`` made of them)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..config.values import Color, DeviceSpec, Precision
 from ..errors import ConfigError
 from .base import param_float_list, param_int
 
 if TYPE_CHECKING:
     import torch
 
-COLORS = ("rgb", "bgr")
-PRECISIONS = {"fp16": "fp16", "float16": "fp16", "half": "fp16", "fp32": "fp32", "float32": "fp32"}
 #: Parameters every model stage (TorchTensor, TensorrtTensor) reads.
 MODEL_PARAMS = frozenset(
     {"model", "precision", "mean", "std", "min", "max", "device", "device_id", "input_shape"}
@@ -33,24 +33,26 @@ def param_positive(params: dict[str, Any], key: str, default: int | None = None)
     return value
 
 
-def param_color(params: dict[str, Any], key: str = "color", default: str | None = None) -> str:
-    """``"rgb"`` or ``"bgr"`` (any case); required when ``default`` is ``None``."""
+def param_color(
+    params: dict[str, Any], key: str = "color", default: Color | str | None = None
+) -> Color:
+    """``color``: a :class:`Color` or its name in any case; required when ``default`` is
+    ``None``."""
     value = params.get(key, default)
     if value is None:
         raise ConfigError('is required ("rgb" or "bgr")', key=key)
-    color = str(value).strip().lower()
-    if color not in COLORS:
-        raise ConfigError(f'must be "rgb" or "bgr", got {value!r}', key=key)
-    return color
+    try:
+        return Color.parse(value)
+    except ValueError as error:
+        raise ConfigError(str(error), key=key) from None
 
 
-def param_precision(params: dict[str, Any], default: str) -> str:
-    """``precision``: "fp16" or "fp32" (aliases float16/half, float32)."""
-    value = str(params.get("precision", default)).strip().lower()
-    if value not in PRECISIONS:
-        got = params.get("precision")
-        raise ConfigError(f'must be "fp16" or "fp32", got {got!r}', key="precision")
-    return PRECISIONS[value]
+def param_precision(params: dict[str, Any], default: Precision | str) -> Precision:
+    """``precision``: a :class:`Precision` or its name (aliases float16/half, float32)."""
+    try:
+        return Precision.parse(params.get("precision", default))
+    except ValueError as error:
+        raise ConfigError(str(error), key="precision") from None
 
 
 def param_bool(params: dict[str, Any], key: str, default: bool) -> bool:
@@ -133,9 +135,10 @@ def default_gpu_index(params: dict[str, Any]) -> int:
 
 
 def param_device(params: dict[str, Any], *, spread: bool = False) -> torch.device:
-    """``device`` ("cpu", "cuda", "cuda:1"); by default CUDA device ``device_id`` when CUDA is
-    available, else the CPU. Without ``device_id``: the instance's GPU by
-    :func:`default_gpu_index` when ``spread`` (model stages), else the thread's current one."""
+    """``device`` (a :class:`DeviceSpec`, or "cpu", "cuda", "cuda:1"); by default CUDA device
+    ``device_id`` when CUDA is available, else the CPU. Without ``device_id``: the instance's
+    GPU by :func:`default_gpu_index` when ``spread`` (model stages), else the thread's current
+    one."""
     import torch
 
     value = params.get("device")
@@ -144,14 +147,13 @@ def param_device(params: dict[str, Any], *, spread: bool = False) -> torch.devic
             return torch.device("cpu")
         value = "cuda"
     try:
-        device = torch.device(str(value).strip())
-    except RuntimeError as error:
+        spec = DeviceSpec.parse(value)
+    except ValueError as error:
         raise ConfigError(str(error), key="device") from None
-    if device.type == "cuda":
+    if spec.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"is {value!r} but CUDA is not available here", key="device")
-        if device.index is None:
+            raise ConfigError(f"is {str(spec)!r} but CUDA is not available here", key="device")
+        if spec.index is None:
             fallback = default_gpu_index(params) if spread else torch.cuda.current_device()
-            index = param_int(params, "device_id", fallback)
-            device = torch.device("cuda", index)
-    return device
+            return torch.device("cuda", param_int(params, "device_id", fallback))
+    return torch.device(spec.type, spec.index)

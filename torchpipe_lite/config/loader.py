@@ -23,6 +23,7 @@ from .schema import (
     NodeConfig,
     PipelineConfig,
 )
+from .values import Color, DeviceSpec, Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,13 +33,19 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 logger = logging.getLogger(__name__)
 
 
-def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
+def load_config(
+    source: str | Path | Mapping[str, Any], *, require_files: bool = True
+) -> PipelineConfig:
     """Read ``source`` (a TOML file's path, TOML text, or a dict of the same shape) and
     validate it.
 
     Top-level keys that are not tables are defaults for every node; each table is a node, and
     a table inside a node's table (``[rec.2]``) a logical node: another entry to that node's
-    backend and instances, with its own ``next``, ``filter`` and ``map``.
+    backend and instances, with its own ``next``, ``filter`` and ``map``. A node's ``color``,
+    ``precision`` and ``device`` become :class:`Color`, :class:`Precision` and
+    :class:`DeviceSpec` in its ``params``. ``require_files=False`` leaves the backends' files
+    (a model stage's ``model``) to be checked when the backend is created, for a caller that
+    makes them after loading (the service exports its default model).
     Raises :class:`ConfigError` naming the node and key at fault.
     """
     raw = _read(source)
@@ -49,7 +56,7 @@ def load_config(source: str | Path | Mapping[str, Any]) -> PipelineConfig:
     nodes: dict[str, NodeConfig] = {}
     for name, (table, physical) in tables.items():
         if physical == name:
-            nodes[name] = _node(name, {**defaults, **table}, own_keys=set(table))
+            nodes[name] = _node(name, {**defaults, **table}, set(table), require_files)
     for name, (table, physical) in tables.items():
         if physical != name:
             nodes[name] = _logical_node(name, table, nodes[physical])
@@ -173,7 +180,7 @@ def _looks_like_toml(text: str) -> bool:
     return "\n" in text or ("=" in text and not Path(text).exists())
 
 
-def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
+def _node(name: str, table: dict[str, Any], own_keys: set[str], require_files: bool) -> NodeConfig:
     if "backend" not in table:
         close = difflib.get_close_matches("backend", sorted(own_keys), n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r} for 'backend'?)" if close else ""
@@ -190,7 +197,8 @@ def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
     except ValueError as error:
         raise ConfigError(str(error), node=name, key="device_id") from None
     _warn_unknown_keys(name, table, spec, own_keys)
-    _check_files(name, table, spec)
+    if require_files:
+        _check_files(name, table, spec)
     return NodeConfig(
         name=name,
         backend=spec,
@@ -202,9 +210,24 @@ def _node(name: str, table: dict[str, Any], own_keys: set[str]) -> NodeConfig:
         max_queue_size=_int(name, table, "max_queue_size", 0, minimum=0),
         request_timeout_ms=_float(name, table, "request_timeout", 0.0),
         inline=_bool(name, table, "inline"),
-        params=dict(table),
+        params=_typed_params(name, table),
         physical=name,
     )
+
+
+#: Parameters read once here into a typed value, so that no backend re-parses the string.
+_TYPED_PARAMS = {"color": Color.parse, "precision": Precision.parse, "device": DeviceSpec.parse}
+
+
+def _typed_params(node: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    params = dict(table)
+    for key, parse in _TYPED_PARAMS.items():
+        if key in params:
+            try:
+                params[key] = parse(params[key])
+            except ValueError as error:
+                raise ConfigError(str(error), node=node, key=key) from None
+    return params
 
 
 #: Keys that steer a node's queue and threads, which an inline node does not have.

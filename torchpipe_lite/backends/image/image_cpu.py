@@ -1,10 +1,10 @@
 """CPU image stages with OpenCV: DecodeMat, ResizeMat, CvtColorMat, Mat2Tensor.
 
 Mats are HxWxC uint8 numpy arrays. Their colour travels in the request dict, TorchPipe style:
-the decoder sets ``item["color"] = "bgr"`` and ``CvtColorMat`` converts only when that differs
-from its ``color`` parameter, then updates the key. An array that arrives without the key is
-taken to be BGR (OpenCV's convention). OpenCV releases the GIL while it works, so several
-instances of these stages decode and resize in parallel.
+the decoder sets ``item["color"] = Color.BGR`` (equal to the string "bgr") and ``CvtColorMat``
+converts only when that differs from its ``color`` parameter, then updates the key. An array
+that arrives without the key is taken to be BGR (OpenCV's convention). OpenCV releases the GIL
+while it works, so several instances of these stages decode and resize in parallel.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ...config.values import Color
 from ...errors import InvalidInputError
 from ..base import Backend
 from ..params import param_color, param_device, param_positive
@@ -133,7 +134,7 @@ class DecodeMat(Backend):
             )
             if image is not None:
                 item["result"] = image
-                item["color"] = "bgr"
+                item["color"] = Color.BGR
 
 
 @register_backend("ResizeMat")
@@ -162,7 +163,7 @@ class ChannelSwap(Backend):
 
     PARAMS = frozenset({"color"})
     #: The colour of data that arrives without a "color" key.
-    DEFAULT_COLOR = "bgr"
+    DEFAULT_COLOR = Color.BGR
 
     def init(self, params: dict[str, Any]) -> None:
         self.color = param_color(params)

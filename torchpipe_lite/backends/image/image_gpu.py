@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...config.values import Color
 from ...errors import ConfigError, InvalidInputError
 from ..base import Backend
 from ..cuda_wait import wait_for_current_stream
@@ -117,7 +118,7 @@ class DecodeTensor(Backend):
         self._rgb_mode = ImageReadMode.RGB
         self.device = self._decode_device(params)
         self._staging: torch.Tensor | None = None
-        self.color = param_color(params, default="rgb")
+        self.color = param_color(params, default=Color.RGB)
         self.max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
         self.max_pixels_per_byte = param_positive(
             params, "max_pixels_per_byte", DEFAULT_MAX_PIXELS_PER_BYTE
@@ -178,7 +179,7 @@ class DecodeTensor(Backend):
             if image is None:
                 self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
                 continue
-            self._finish(item, apply_orientation(image, header.orientation), "rgb")
+            self._finish(item, apply_orientation(image, header.orientation), Color.RGB)
 
     def _stage(self, buffers: list[Any]) -> torch.Tensor:
         """The batch's bytes in one host buffer of this instance (pinned on a GPU, so that the
@@ -240,10 +241,10 @@ class DecodeTensor(Backend):
         if image is None:
             return
         tensor = self._torch.from_numpy(image).to(self.device).permute(2, 0, 1)
-        self._finish(item, tensor, "bgr")
+        self._finish(item, tensor, Color.BGR)
 
-    def _finish(self, item: dict[str, Any], image: torch.Tensor, color: str) -> None:
-        if color != self.color:
+    def _finish(self, item: dict[str, Any], image: torch.Tensor, color: Color) -> None:
+        if color is not self.color:
             image = image.flip(0)
         item["result"] = image[None]
         item["color"] = self.color
@@ -317,7 +318,7 @@ class CvtColorTensor(ChannelSwap):
     """Reverse the channels of 1x3xHxW tensors (RGB<->BGR) when ``item["color"]`` differs
     from ``color`` (no key: RGB)."""
 
-    DEFAULT_COLOR = "rgb"
+    DEFAULT_COLOR = Color.RGB
 
     def check(self, data: Any) -> torch.Tensor:
         return require_image_tensor(data, channels=3)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ...config.values import Precision
 from ...errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class EngineSpec:
     onnx_path: str
     onnx_sha256: str | None  # None when only the cache file exists
     cache_path: str | None
-    precision: str  # "fp16" or "fp32"
+    precision: Precision
     min_batch: int
     max_batch: int
     chw: tuple[int, int, int]
@@ -57,6 +58,7 @@ class EngineSpec:
         for local in ("onnx_path", "cache_path"):
             fields.pop(local)
         fields["chw"] = list(self.chw)
+        fields["precision"] = str(self.precision)  # the cache's JSON holds the name
         return fields
 
 
@@ -120,7 +122,7 @@ def check_before_build(facts: OnnxFacts, spec: EngineSpec, major: int, path: str
             f"with a dynamic batch axis, or set max = {batch}",
             key="max",
         )
-    if major >= 11 and spec.precision == "fp16" and not facts.float16_weights:
+    if major >= 11 and spec.precision is Precision.FP16 and not facts.float16_weights:
         raise ConfigError(
             f"TensorRT {spec.tensorrt_version} builds strongly typed networks, so fp16 needs an "
             f"ONNX with fp16 weights, and {path} has none: convert it (python -m "
@@ -280,7 +282,7 @@ def build_serialized(trt: Any, trt_logger: Any, spec: EngineSpec) -> bytes:
         profile = builder.create_optimization_profile()
         profile.set_shape(tensor.name, low, high, high)
         config.add_optimization_profile(profile)
-    if spec.precision == "fp16" and major == 10:
+    if spec.precision is Precision.FP16 and major == 10:
         config.set_flag(trt.BuilderFlag.FP16)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -15,6 +15,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ...config.values import Precision
 from ...errors import BackendError, ConfigError
 from ..base import Backend
 from ..cuda_wait import wait_for_stream
@@ -85,7 +86,7 @@ class TensorrtTensor(Backend):
         if "model" not in params:
             raise ConfigError("is required (an .onnx file)", key="model")
         self.device = self._open_device(params)
-        self.precision = param_precision(params, "fp16")
+        self.precision = param_precision(params, Precision.FP16)
         self._min, self._max = param_batch_range(params)
         profiles = param_int(params, "instance_num", 1)
         self._profile = param_int(params, "instance_index", 0) % max(profiles, 1)
@@ -234,7 +235,7 @@ class TensorrtTensor(Backend):
 def _engine_spec(
     trt: Any,
     params: dict[str, Any],
-    precision: str,
+    precision: Precision,
     batch_range: tuple[int, int],
     profiles: int,
     device_index: int,

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ...config.values import Precision
 from ...errors import ConfigError
 from ..base import Backend
 from ..cuda_wait import wait_for_stream
@@ -40,12 +41,12 @@ logger = logging.getLogger(__name__)
 _capture_lock = threading.Lock()
 
 
-def running_precision(params: dict[str, Any], *, on_gpu: bool) -> str:
+def running_precision(params: dict[str, Any], *, on_gpu: bool) -> Precision:
     """The precision ``TorchTensor`` runs with these parameters: ``precision`` (fp16 by default
     on CUDA, fp32 on the CPU), and always fp32 on the CPU, where half precision is slow or
     unsupported."""
-    precision = param_precision(params, "fp16" if on_gpu else "fp32")
-    return precision if on_gpu else "fp32"
+    precision = param_precision(params, Precision.FP16 if on_gpu else Precision.FP32)
+    return precision if on_gpu else Precision.FP32
 
 
 @register_backend("TorchTensor")
@@ -72,7 +73,7 @@ class TorchTensor(Backend):
         self.device = param_device(params, spread=True)
         on_gpu = self.device.type == "cuda"
         self.precision = running_precision(params, on_gpu=on_gpu)
-        if param_precision(params, "fp32") == "fp16" and not on_gpu:
+        if param_precision(params, Precision.FP32) is Precision.FP16 and not on_gpu:
             logger.warning(
                 "precision fp16 asked on the CPU: running fp32 instead "
                 "(half precision on the CPU is slow or unsupported)"
@@ -85,7 +86,7 @@ class TorchTensor(Backend):
             logger.info("cuda_graph ignored: the model runs on the CPU")
             self.uses_cuda_graphs = False
         fuse_conv = param_bool(params, "fuse_conv", on_gpu)
-        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._dtype = torch.float16 if self.precision is Precision.FP16 else torch.float32
         model = self._load_model(str(params["model"]), channels_last, fuse_conv)
         self.module = model.module
         chw = param_input_chw(params, model.input_chw)
