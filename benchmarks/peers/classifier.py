@@ -1,11 +1,17 @@
-"""The peers' model code: our preprocessing and our engine, built from our shipped config.
+"""The peers' model code: our image stages and our engine, built from our shipped config.
 
 Every peer server (LitServe's ``LitAPI``, Triton's Python backend) runs this, so that the only
-difference from our pipelined server is the serving: the same OpenCV decode, resize to the
-config's size, BGR->RGB and uint8 tensor as the locked baseline
-(``service/handlers/main_trt.py``), and the same engine,
-``SyncTensor[Sequential[TorchTensor,ClassScores]]`` from the config's model node (precision,
-mean/std, device; fp16 with CUDA graphs on CUDA).
+difference from our pipelined server is the serving. The image work follows the config:
+
+- CPU image stages (``resnet50.toml``): per request, the same OpenCV decode, resize to the
+  config's size, BGR->RGB and uint8 tensor as the locked baseline
+  (``service/handlers/main_trt.py``);
+- a GPU image stage (``resnet50_gpu_decode.toml``, its backend naming ``DecodeTensor``): per
+  request only the header check, then per batch that node's own backend, nvJPEG decode, GPU
+  resize and RGB in one call (``GpuImageStage``), as our pipeline runs it.
+
+The engine is ``SyncTensor[Sequential[TorchTensor,ClassScores]]`` from the config's model node
+(precision, mean/std, device; fp16 with CUDA graphs on CUDA).
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ import torch
 
 import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the engine names)
 import torchpipe_lite as tp
+from benchmarks.peers.gpu_images import GpuImageStage, gpu_image_node
 from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import DEFAULT_CONFIG, load_service_config
 from torchpipe_lite.backends.model.torch_tensor import running_precision
 from torchpipe_lite.backends.params import param_device
+from torchpipe_lite.errors import RequestError
 
 logger = logging.getLogger(__name__)
 
 #: The engine every peer runs: the shipped config's model node, with the top class per batch.
 ENGINE_BACKEND = "SyncTensor[Sequential[TorchTensor,ClassScores]]"
+
+#: What ``Classifier.preprocess`` returns and ``classify`` takes: a decoded uint8 tensor, or
+#: with a GPU image stage the checked encoded bytes.
+Prepared = torch.Tensor | bytes
 
 
 class NotAnImageError(ValueError):
@@ -53,54 +65,78 @@ class Top1:
 
 
 class Classifier:
-    """Our preprocessing and engine in one object; ``classify`` runs one batch of tensors."""
+    """Our image stages and engine in one object; ``classify`` runs one batch."""
 
     def __init__(self, settings: ClassifierSettings):
         config = load_service_config(settings.config, settings.model, settings.device)
-        self._preprocessing = ImagePreprocessing.of(config)
         params = config.engine_params(batch_size=settings.max_batch_size)
         params["min"] = 1  # one CUDA graph per batch size 1..max, as the pipeline's model node
         device = param_device(params)
         self.device = str(device)
         self.precision = running_precision(params, on_gpu=device.type == "cuda")
         self.model_path = config.model_path
+        self._preprocessing = ImagePreprocessing.of(config)
+        image_node = gpu_image_node(config)
+        self._gpu_images = (
+            None if image_node is None else GpuImageStage(image_node, device=self.device)
+        )
         logger.info(
-            "building %s on %s (%s, batch 1..%d) from %s",
+            "building %s on %s (%s, batch 1..%d) from %s; images: %s",
             ENGINE_BACKEND,
             self.device,
             self.precision,
             settings.max_batch_size,
             config.path,
+            self.image_work,
         )
         self._engine = tp.create_backend(ENGINE_BACKEND, params)
         self.max_batch_size = settings.max_batch_size
 
-    def preprocess(self, data: bytes) -> torch.Tensor:
-        """JPEG (or other image) bytes -> uint8 1x3xHxW RGB tensor; ``NotAnImageError`` if the
-        bytes do not decode (``InvalidInputError`` for a header declaring too many pixels)."""
+    @property
+    def image_work(self) -> str:
+        """Where and how the images are decoded, for logs and the result record."""
+        if self._gpu_images is None:
+            return "OpenCV decode, resize and colour per request on the CPU"
+        return f"per batch on {self.device}: {self._gpu_images.backend}"
+
+    def preprocess(self, data: bytes) -> Prepared:
+        """The per-request step: with CPU image stages, JPEG (or other image) bytes -> uint8
+        1x3xHxW tensor; with a GPU image stage, the header check alone (the bytes are decoded
+        per batch in ``classify``). ``NotAnImageError`` if the bytes are not an image,
+        ``InvalidInputError`` for a header declaring too many pixels."""
+        if self._gpu_images is not None:
+            if not self._gpu_images.check(data):
+                raise NotAnImageError(f"{len(data)} bytes that are not an image")
+            return data
         tensor = self._preprocessing.tensor(data)
         if tensor is None:
             raise NotAnImageError(f"{len(data)} bytes that are not a decodable image")
         return tensor
 
-    def classify(self, tensors: list[torch.Tensor]) -> list[Top1]:
-        """The top class of each preprocessed image, in order; at most ``max_batch_size``
+    def classify(self, inputs: list[Prepared]) -> list[Top1 | RequestError]:
+        """The top class of each preprocessed image, in order, or the typed error of an image
+        the GPU image stage could not decode (that image alone); at most ``max_batch_size``
         per engine call (a longer list is cut into engine batches)."""
-        results: list[Top1] = []
-        for start in range(0, len(tensors), self.max_batch_size):
-            batch: list[dict[str, Any]] = [
-                {"data": tensor} for tensor in tensors[start : start + self.max_batch_size]
-            ]
-            self._engine.forward(batch)
+        results: list[Top1 | RequestError] = []
+        for start in range(0, len(inputs), self.max_batch_size):
+            chunk: list[Any] = inputs[start : start + self.max_batch_size]
+            if self._gpu_images is not None:
+                chunk = self._gpu_images.run(chunk)
+            batch = [{"data": image} for image in chunk if not isinstance(image, RequestError)]
+            if batch:
+                self._engine.forward(batch)
+            answers = iter(batch)
             results += [
-                Top1(item["result"].best_index, item["result"].best_score) for item in batch
+                image if isinstance(image, RequestError) else _top1(next(answers)["result"])
+                for image in chunk
             ]
         return results
 
     def describe(self) -> dict[str, Any]:
-        """What runs, for the result record: engine, device, precision, model, batch range."""
+        """What runs, for the result record: engine, images, device, precision, model, batch."""
         return {
             "engine": ENGINE_BACKEND,
+            "images": self.image_work,
             "device": self.device,
             "precision": str(self.precision),
             "model": str(self.model_path),
@@ -108,8 +144,14 @@ class Classifier:
         }
 
     def close(self) -> None:
-        """Frees the engine."""
+        """Frees the engine and the GPU image stage."""
         self._engine.close()
+        if self._gpu_images is not None:
+            self._gpu_images.close()
+
+
+def _top1(scores: Any) -> Top1:
+    return Top1(scores.best_index, scores.best_score)
 
 
 def settings_from_paths(

@@ -3,15 +3,18 @@
     python -m benchmarks.peers                       # no GPU: a quick CPU run
     python -m benchmarks.peers --concurrency 20,40 --total-number 6000 --processes 4
     python -m benchmarks.peers --peers litserve --sweep
+    python -m benchmarks.peers --config service/configs/resnet50_gpu_decode.toml --workers 2 --mps
 
 For our pipelined server (``python -m service``) and each peer available here (LitServe,
 Triton), in turn: start it on a free loopback port with the same model file, the same engine
-(our config's model node) and the same batching (the model node's ``max`` and
-``batching_timeout``) and the same number of server processes (``--workers``, one by default),
-wait until it answers a real image, drive it at each concurrency (ours with ``client_qps`` over
-Thrift, the peers with the HTTP driver: the same clients, processes and figures), stop it. A
-peer whose runtime is missing is skipped, saying why in one line; its rows are absent, never
-made up. One JSON + PNG with every row goes under ``runs/`` (``--results-dir``).
+(our config's model node), the same image work (OpenCV per request, or with a GPU-decode
+config its nvJPEG stage per batch: ``gpu_images.py``), the same batching (the model node's
+``max`` and ``batching_timeout``) and the same number of server processes (``--workers``, one
+by default; ``--mps`` runs them all under one CUDA MPS daemon), wait until it answers a real
+image, drive it at each concurrency (ours with ``client_qps`` over Thrift, the peers with the
+HTTP driver: the same clients, processes and figures), stop it. A peer whose runtime is
+missing is skipped, saying why in one line; its rows are absent, never made up. One JSON + PNG
+with every row goes under ``runs/`` (``--results-dir``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import psutil
 
 from benchmarks.compare import export_model
 from benchmarks.gpu_monitor import GpuMonitor
+from benchmarks.mps import MpsError, mps_daemon
+from benchmarks.peers.gpu_images import gpu_image_node
 from benchmarks.peers.servers import (
     PEER_NAMES,
     Ours,
@@ -97,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="model file (default: models/<arch>.onnx)")
     parser.add_argument("--arch", choices=("resnet50", "resnet18"), default="resnet50")
     parser.add_argument("--workers", type=int, default=1, help="server processes, each side")
+    parser.add_argument(
+        "--mps", action="store_true", help="one CUDA MPS daemon for every server of the run"
+    )
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
     parser.add_argument(
@@ -131,6 +139,14 @@ def batching(config: Path, model: Path) -> tuple[int, float]:
     """Our model node's batch limit and batching timeout (ms): the peers batch the same."""
     node = load_service_config(config, model).model
     return node.max_batch or 1, node.batching_timeout_ms
+
+
+def image_work(config: Path, model: Path) -> str:
+    """What every row does to the images before the model, for the record."""
+    node = gpu_image_node(load_service_config(config, model))
+    if node is None:
+        return "OpenCV decode, resize and colour on the CPU, per request"
+    return f"on the GPU, per batch: [{node.name}] {node.backend}"
 
 
 class MachineCpu:
@@ -268,18 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     setup = _setup(args, gpu, images, ", ".join(p.name for p in runnable))
     logger.info("%s; server logs: %s", setup, log_dir)
-    rows: list[dict[str, Any]] = []
-    servers: list[dict[str, Any]] = []
-    failed: list[str] = []
-    for kind in [Ours(), *runnable]:
-        try:
-            with contextlib.ExitStack() as stack:
-                server = kind.start(run, stack)
-                rows += drive(server, args, images, gpu)
-                servers.append(_server_record(server))
-        except (ServerStartError, LoadTestError, OSError) as exc:
-            logger.error("%s: %s (log: %s)", kind.name, exc, log_dir)
-            failed.append(kind.name)
+    try:
+        rows, servers, failed = run_each(run, [Ours(), *runnable], args, images, gpu)
+    except MpsError as exc:
+        logger.error("--mps: %s", exc)
+        return 2
     against = [p.name for p in runnable if p.name not in failed]
     print(format_table(rows, setup=setup, against=against))
     for server in servers:
@@ -302,12 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "benchmarks.peers", *(argv or sys.argv[1:])]),
         "setup": setup,
         "same_server_processes": len({row["server_processes"] for row in rows}) <= 1,
+        "mps": args.mps,
         "config": shown(args.config),
         "model": shown(args.model),
         "arch": args.arch,
         "images": len(images),
         "quick": args.quick,
         "batching": {"max_batch_size": max_batch, "batch_timeout_ms": timeout_ms},
+        "image_work": image_work(args.config, args.model),
         "servers": servers,
         "skipped": skipped,
         "failed": failed,
@@ -319,6 +330,36 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)
     return 1 if errors or failed else 0
+
+
+def run_each(
+    run: RunSettings,
+    kinds: list[Any],
+    args: argparse.Namespace,
+    images: list[bytes],
+    gpu: GpuMonitor,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Starts, drives and stops each server in turn (inside one MPS daemon with ``--mps``):
+    the rows, the server records, and the names of those that failed."""
+    rows: list[dict[str, Any]] = []
+    servers: list[dict[str, Any]] = []
+    failed: list[str] = []
+    with contextlib.ExitStack() as run_stack:
+        if args.mps:
+            try:
+                run_stack.enter_context(mps_daemon())
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise MpsError(str(exc)) from exc
+        for kind in kinds:
+            try:
+                with contextlib.ExitStack() as stack:
+                    server = kind.start(run, stack)
+                    rows += drive(server, args, images, gpu)
+                    servers.append(_server_record(server))
+            except (ServerStartError, LoadTestError, OSError) as exc:
+                logger.error("%s: %s (log: %s)", kind.name, exc, run.log_dir)
+                failed.append(kind.name)
+    return rows, servers, failed
 
 
 def _server_record(server: RunningServer) -> dict[str, Any]:

@@ -5,9 +5,13 @@
 
 POST a JPEG as the request body to ``/predict``; the answer is ``{"label": <class index>,
 "probability": <softmax of that class>}``. Per request LitServe's inference worker calls
-``decode_request`` (OpenCV decode, resize, BGR->RGB: ``Classifier.preprocess``), collects up to
-``max_batch_size`` requests within ``batch_timeout``, then ``predict`` runs the batch through
-our engine (``Classifier.classify``) and ``encode_response`` writes each answer.
+``decode_request`` (``Classifier.preprocess``: OpenCV decode, resize, BGR->RGB; with a GPU
+image stage in the config, the header check only), collects up to ``max_batch_size`` requests
+within ``batch_timeout``, then ``predict`` runs the batch through our image stage and engine
+(``Classifier.classify``) and ``encode_response`` writes each answer.
+
+LitServe answers every request of a batch with the error that one of its steps raises: an
+image that fails to decode on the GPU (its header was sound) fails its whole batch with 400.
 """
 
 # No ``from __future__ import annotations`` here: LitServe hands decode_request's annotation
@@ -31,6 +35,7 @@ from benchmarks.peers.classifier import (
     settings_from_paths,
 )
 from torchpipe_lite import InvalidInputError
+from torchpipe_lite.errors import RequestError
 
 logger = logging.getLogger("benchmarks.peers.litserve_app")
 
@@ -67,7 +72,8 @@ class ClassifierLitAPI(ls.LitAPI):
         logger.info("LitServe worker ready: %s", self.classifier.describe())
 
     def decode_request(self, request: JpegBody) -> Any:
-        """JPEG bytes -> uint8 1x3xHxW RGB tensor; 400 when they are not an image."""
+        """JPEG bytes -> uint8 1x3xHxW RGB tensor, or the checked bytes for the GPU image
+        stage; 400 when they are not an image."""
         assert self.classifier is not None, "setup() has not run"
         try:
             return self.classifier.preprocess(request)
@@ -78,17 +84,20 @@ class ClassifierLitAPI(ls.LitAPI):
         """The tensors as a list: the engine takes one request dict per image."""
         return list(inputs)
 
-    def predict(self, x: list[Any]) -> list[Top1]:
-        """The batch through our engine."""
+    def predict(self, x: list[Any]) -> list[Top1 | RequestError]:
+        """The batch through our GPU image stage (if the config has one) and engine."""
         assert self.classifier is not None, "setup() has not run"
         return self.classifier.classify(x)
 
-    def unbatch(self, output: list[Top1]) -> list[Top1]:
+    def unbatch(self, output: list[Top1 | RequestError]) -> list[Top1 | RequestError]:
         """One answer per request, in order."""
         return list(output)
 
-    def encode_response(self, output: Top1) -> dict[str, Any]:
-        """The JSON answer: class index and its probability."""
+    def encode_response(self, output: Top1 | RequestError) -> dict[str, Any]:
+        """The JSON answer: class index and its probability; 400 for an image the GPU image
+        stage could not decode."""
+        if isinstance(output, RequestError):
+            raise HTTPException(status_code=400, detail=str(output))
         return {"label": output.label, "probability": output.probability}
 
 

@@ -34,6 +34,7 @@ def test_quick_run_writes_every_row_with_who_ran_it(tmp_path, resnet18_onnx):
     record = json.loads(json_path.read_text())
     assert json_path.stem == f"{record['date']}-{record['device']}-peers"
     assert record["ratios_against"] == peers and record["same_server_processes"] is True
+    assert record["image_work"].startswith("OpenCV") and record["mps"] is False
     assert [row["handler"] for row in record["results"]] == ["pipelined", *peers]
     for row in record["results"]:
         assert set(ROW_KEYS) <= row.keys()

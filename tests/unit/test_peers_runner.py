@@ -116,3 +116,19 @@ def test_peers_record_gets_its_chart(tmp_path):
     )
     assert path.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "peers-sweep.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_mps_without_its_control_daemon_is_refused_before_any_server_starts(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    args = compare.parse_args(["--mps"])
+    started = []
+
+    class NeverStarted:
+        name = "never"
+
+        def start(self, run, stack):
+            started.append(self)
+
+    with pytest.raises(compare.MpsError, match="nvidia-cuda-mps-control is not on PATH"):
+        compare.run_each(None, [NeverStarted()], args, [], None)
+    assert started == []

@@ -2,10 +2,11 @@
 
 Triton's dynamic batcher (``config.pbtxt``) hands ``execute`` the requests it gathered (up to
 ``max_batch_size``, waiting up to ``max_queue_delay_microseconds``); each carries one JPEG as a
-BYTES element of input ``IMAGE``. Each is decoded and resized (``Classifier.preprocess``), the
-batch runs once through our engine (``Classifier.classify``), and each request gets ``LABEL``
-(the class index, INT64) and ``PROB`` (its softmax probability, FP32); a request whose bytes
-are not an image gets an error of its own, the others are answered.
+BYTES element of input ``IMAGE``. Each is decoded and resized (``Classifier.preprocess``; with a
+GPU image stage in the config, only its header is checked), the batch runs once through our
+image stage and engine (``Classifier.classify``), and each request gets ``LABEL`` (the class
+index, INT64) and ``PROB`` (its softmax probability, FP32); a request whose bytes are not an
+image gets an error of its own, the others are answered.
 
 The stub's interpreter must import this project and its dependencies. Triton's Python backend
 does not pass ``PYTHONPATH`` on, so this file prepends ``TORCHPIPE_LITE_SYS_PATH`` (folders
@@ -66,6 +67,11 @@ class TritonPythonModel:
                     output_tensors=[], error=pb_utils.TritonError(str(exc))
                 )
         for position, top1 in zip(positions, self.classifier.classify(tensors), strict=True):
+            if isinstance(top1, Exception):  # the GPU image stage could not decode it
+                responses[position] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(str(top1))
+                )
+                continue
             responses[position] = pb_utils.InferenceResponse(
                 output_tensors=[
                     pb_utils.Tensor("LABEL", np.array([[top1.label]], dtype=np.int64)),
