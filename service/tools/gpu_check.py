@@ -26,13 +26,12 @@ from pathlib import Path
 
 from service.gen.inference.ttypes import InferenceParams
 from service.model_file import ensure_model
-from service.server_process import ServerProcess, free_port, service_command
+from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 from service.service_config import DEFAULT_CONFIG
 from service.thrift_client import connect
 
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
 GPU_DECODE_CONFIG = DEFAULT_CONFIG.with_name("resnet50_gpu_decode.toml")
 CUDA_ENGINE_LINE = re.compile(r"TorchTensor .* device cuda")
 
@@ -98,6 +97,10 @@ def compare(reference: dict[str, list[float]], run: dict, tie_logit_gap: float) 
     return verdicts
 
 
+#: The photographs compared by default: the repository's sample images.
+DEFAULT_IMAGES = REPO_ROOT / "tests" / "data" / "images"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -105,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    default_model = REPO / "models" / "resnet50.onnx"
+    default_model = REPO_ROOT / "models" / "resnet50.onnx"
     parser.add_argument("--model", type=Path, default=default_model)
-    parser.add_argument("--images", type=Path, default=REPO / "tests" / "data" / "images")
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "gpu_check")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "gpu_check")
     parser.add_argument(
         "--tie-logit-gap",
         type=float,
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         model, user_given=args.model != default_model
     )  # once, before the servers start, so that they all load this file
     images = {p.stem: p.read_bytes() for p in sorted(args.images.glob("*.jpg"))}
+    if not images:
+        print(f"gpu_check: no .jpg images in {args.images}", file=sys.stderr)
+        return 2
     runs = [r for r in RUNS if not (args.skip_gpu_decode and r[2] == GPU_DECODE_CONFIG)]
     results = {}
     for name, handler, config, flags in runs:

@@ -18,3 +18,9 @@ def test_a_switch_interval_that_is_not_a_positive_time_is_refused(value, capsys)
         parse_args(["--switch-interval-ms", value])
     assert stopped.value.code == 2
     assert "--switch-interval-ms" in capsys.readouterr().err
+
+
+def test_gpu_check_compares_the_sample_photographs_by_default():
+    from service.tools.gpu_check import DEFAULT_IMAGES
+
+    assert len(list(DEFAULT_IMAGES.glob("*.jpg"))) >= 5
