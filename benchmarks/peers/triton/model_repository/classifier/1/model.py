@@ -56,17 +56,17 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         """One response per request, in order; undecodable images fail alone."""
         responses: list = [None] * len(requests)
-        tensors, positions = [], []
+        prepared, positions = [], []
         for position, request in enumerate(requests):
             data = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
             try:
-                tensors.append(self.classifier.preprocess(bytes(data[0])))
+                prepared.append(self.classifier.preprocess(bytes(data[0])))
                 positions.append(position)
             except Exception as exc:  # not an image, too many pixels...: this request alone
                 responses[position] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(str(exc))
                 )
-        for position, top1 in zip(positions, self.classifier.classify(tensors), strict=True):
+        for position, top1 in zip(positions, self.classifier.classify(prepared), strict=True):
             if isinstance(top1, Exception):  # the GPU image stage could not decode it
                 responses[position] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(str(top1))
