@@ -116,3 +116,11 @@ def test_resize_tensor_refuses_a_batch_with_a_non_image_before_resizing_anything
     with pytest.raises(InvalidInputError, match="image tensor"):
         backend.forward(batch)
     assert "result" not in batch[0]
+
+
+def test_sync_tensor_refuses_a_stream_priority_that_is_not_an_integer():
+    import torchpipe_lite as tp
+
+    with pytest.raises(ValueError, match="stream_priority"):
+        tp.create_backend("SyncTensor[Identity]", {"stream_priority": "high"})
+    tp.create_backend("SyncTensor[Identity]", {"stream_priority": -1}).close()

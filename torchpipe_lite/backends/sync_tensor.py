@@ -22,14 +22,15 @@ class SyncTensor(Backend):
     it (so CUDA graphs are captured there) and runs every ``forward`` on it, waiting for the
     stream once before returning (the child's own waits are deferred to that one): the batch's
     tensors are ready when the request moves on. Without CUDA it logs that once and runs the
-    child plainly. Its batch range is the child's.
+    child plainly. Its batch range is the child's. ``stream_priority`` (default 0) is the
+    stream's CUDA priority: -1 lets the stage that sets a pipeline's pace go first on the GPU.
 
     Without a child, as the last step of a ``Sequential`` (TorchPipe's
     ``Sequential[ResizeMat,cvtColorMat,Mat2Tensor,SyncTensor]``), it waits for the thread's
     current stream, so the steps before it have finished, and passes each item's data on.
     """
 
-    PARAMS = frozenset({"device_id"})
+    PARAMS = frozenset({"device_id", "stream_priority"})
     MAX_CHILDREN = 1
 
     def init(self, params: dict[str, Any]) -> None:
@@ -39,6 +40,8 @@ class SyncTensor(Backend):
 
         self._torch = torch
         self.stream = None
+        # CUDA's convention: lower runs first (0: the default; -1: ahead of default streams).
+        priority = param_int(params, "stream_priority", 0)
         if not self.children:
             return
         if not torch.cuda.is_available():
@@ -50,7 +53,7 @@ class SyncTensor(Backend):
         device_id = param_int(params, "device_id", default_gpu_index(params))
         # The current device is per thread; the instance thread keeps this one.
         torch.cuda.set_device(device_id)
-        self.stream = torch.cuda.Stream(device=device_id)
+        self.stream = torch.cuda.Stream(device=device_id, priority=priority)
         with torch.cuda.stream(self.stream):
             self.children[0].init(params)
         self.stream.synchronize()
