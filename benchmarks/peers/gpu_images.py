@@ -22,7 +22,8 @@ from torchpipe_lite.backends.image.image_header import (
 )
 from torchpipe_lite.backends.params import param_positive
 from torchpipe_lite.config import NodeConfig
-from torchpipe_lite.errors import BackendError, InvalidInputError, RequestError
+from torchpipe_lite.errors import InvalidInputError, RequestError
+from torchpipe_lite.schedule.execution import request_error
 
 #: The backend that marks an image stage as decoding on the GPU.
 GPU_DECODER = "DecodeTensor"
@@ -51,6 +52,7 @@ class GpuImageStage:
         params = {**node.params, "device": device, "instance_index": 0, "instance_num": 1}
         params.pop("device_id", None)  # the peer's worker has its device already
         self.backend = str(node.backend)
+        self._node = node.name
         self._max_pixels = param_positive(params, "max_pixels", DEFAULT_MAX_PIXELS)
         self._max_pixels_per_byte = param_positive(
             params, "max_pixels_per_byte", DEFAULT_MAX_PIXELS_PER_BYTE
@@ -86,10 +88,8 @@ class GpuImageStage:
         item: dict[str, Any] = {"data": data}
         try:
             self._stage.forward([item])
-        except RequestError as error:
-            item = {"error": error}
-        except Exception as error:
-            item = {"error": BackendError(f"{type(error).__name__}: {error}")}
+        except Exception as error:  # typed as our scheduler types a request's failure
+            item = {"error": request_error(error, self._node, self.backend)}
         return item
 
     def close(self) -> None:
