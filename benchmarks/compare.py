@@ -38,7 +38,6 @@ from benchmarks.resource_sampler import ResourceSampler
 from benchmarks.run_record import config_record, device_slug, run_row, setup_text
 from benchmarks.server_figures import (
     batching_line,
-    engine_figures,
     group_node_figures,
     server_stats,
 )
@@ -111,24 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=1,
-        help="server processes sharing the port (service --workers), for both handlers",
+        help="server processes sharing the port (service --workers), for both handlers: the "
+        "pipelined handler's are fronts of one GPU core process (one more process) when 2 or more",
     )
     parser.add_argument(
         "--baseline-workers",
         type=int,
         help="the baseline's server processes, when they should differ from --workers (the "
         "table then shows no ratio between the two)",
-    )
-    parser.add_argument(
-        "--shared-engine",
-        action="store_true",
-        help="with --workers: the model stage runs once, in the service's shared engine "
-        "process, batching across the workers (service --shared-engine)",
-    )
-    parser.add_argument(
-        "--engine-clients",
-        type=int,
-        help="with --shared-engine: service --engine-clients (default: the service's)",
     )
     parser.add_argument(
         "--mps",
@@ -165,8 +154,6 @@ def resolve(args: argparse.Namespace, gpu: GpuMonitor) -> argparse.Namespace:
         # Each server thread serves one connection at a time: fewer threads than clients would
         # leave clients waiting for a thread, not for the model.
         args.threads = max(20, *args.concurrency)
-    if args.shared_engine and args.workers < 2:
-        raise SystemExit("compare: --shared-engine needs --workers 2 or more")
     if args.baseline_workers is None:
         args.baseline_workers = args.workers
     return args
@@ -201,10 +188,6 @@ def _server_command(
         return command, None
     metrics_port = free_port()
     command += ["--workers", str(workers), "--metrics-port", str(metrics_port)]
-    if args.shared_engine and handler == "pipelined":
-        command.append("--shared-engine")
-        if args.engine_clients:
-            command += ["--engine-clients", str(args.engine_clients)]
     return command, metrics_port
 
 
@@ -292,8 +275,6 @@ def run_handler(
             # supervisor (nodes as summed counters: no batch-size histogram).
             stats["workers"] = workers
             stats["group_nodes"] = group_node_figures(f"{ops_url}/stats")
-            if args.shared_engine and handler == "pipelined":
-                stats["shared_engine"] = engine_figures(f"{ops_url}/metrics")
     return rows, ping_rows, stats
 
 

@@ -66,7 +66,7 @@ def setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -
         f"{mode} run: {args.total_number} timed calls per row after {args.warmup} warm-up, "
         f"{args.processes} client process(es); {len(images)} images from {_shown(args.img_dir)}; "
         f"pipelined server: {args.workers} process(es)"
-        + (" and a shared engine" if args.shared_engine else "")
+        + (" (fronts) and 1 GPU core process" if args.workers > 1 else "")
         + ", "
         f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: {args.baseline_workers} process(es)"
         + ("; both under CUDA MPS" if args.mps else "")
@@ -92,8 +92,7 @@ def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, An
         "server_threads": args.threads,
         "pipelined_workers": args.workers,
         "baseline_workers": args.baseline_workers,
-        "shared_engine": args.shared_engine,
-        "engine_clients": args.engine_clients,
+        "pipelined_core_process": args.workers > 1,
         "cuda_mps": args.mps,
         "cuda_wait": wait_mode(),  # how the GPU stages wait: "block" or "spin"
         "img_dir": _shown(args.img_dir),

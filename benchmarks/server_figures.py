@@ -6,8 +6,6 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from service.gen.inference.ttypes import ServerStats
 from service.ops.stats_sum import decode_stats
 from service.thrift_client import connect
@@ -41,36 +39,6 @@ def group_node_figures(stats_url: str) -> list[dict[str, Any]]:
         return node_rows(decode_stats(response.read()))
 
 
-#: The shared engine's families (``--shared-engine``) -> its figure's name.
-_ENGINE_FIGURES = {
-    "tp_engine_requests": "requests",
-    "tp_engine_requests_failed": "failed",
-    "tp_engine_batches": "batches",
-    "tp_engine_compute_seconds": "compute_s",
-}
-
-
-def engine_figures(metrics_url: str) -> dict[str, float] | None:
-    """The shared engine's totals from the supervisor's /metrics; ``None`` without one."""
-    with urllib.request.urlopen(metrics_url, timeout=30) as response:
-        return engine_figures_from_metrics(response.read().decode())
-
-
-def engine_figures_from_metrics(text: str) -> dict[str, float] | None:
-    """Requests, batches, failures and compute time of the shared engine, with its mean batch
-    and time per batch; ``None`` when the exposition has no engine."""
-    figures: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name in _ENGINE_FIGURES:
-            figures[_ENGINE_FIGURES[family.name]] = sum(s.value for s in family.samples)
-    if not figures:
-        return None
-    batches = figures.get("batches", 0.0)
-    figures["mean_batch"] = figures.get("requests", 0.0) / batches if batches else 0.0
-    figures["ms_per_batch"] = 1000 * figures.get("compute_s", 0.0) / batches if batches else 0.0
-    return figures
-
-
 def batching_line(handler: str, stats: dict[str, Any]) -> str:
     """How the server's busiest node batched (warm-up calls included): over every worker when
     the server has several, else its own count."""
@@ -85,11 +53,4 @@ def batching_line(handler: str, stats: dict[str, Any]) -> str:
         f"{handler} server ({stats['device']}{scope}): node {node['node']!r} ran "
         f"{inferences} images in {executions} batches (mean batch {mean:.2f})"
     )
-    engine = stats.get("shared_engine")
-    if engine:
-        line += (
-            f"; its shared engine ran {int(engine['requests'])} in {int(engine['batches'])} "
-            f"batches (mean batch {engine['mean_batch']:.2f}, {engine['ms_per_batch']:.2f} ms "
-            "per batch)"
-        )
     return line

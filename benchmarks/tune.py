@@ -171,12 +171,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed calls per point")
     parser.add_argument("--processes", type=int, help="client processes")
     parser.add_argument("--mps", action="store_true", help="under a private CUDA MPS daemon")
-    parser.add_argument(
-        "--shared-engine", action="store_true", help="service --shared-engine (needs workers > 1)"
-    )
-    parser.add_argument(
-        "--engine-clients", type=int, help="service --engine-clients (with --shared-engine)"
-    )
     parser.add_argument("--model", type=Path, help="model file (default: models/<arch>.onnx)")
     parser.add_argument("--arch", choices=("resnet50", "resnet18"), default="resnet50")
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
@@ -191,8 +185,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers {args.workers!r}: expected integers such as 4,8")
     if min(args.workers) < 1 or args.concurrency < 1:
         parser.error("--workers and --concurrency must be at least 1")
-    if args.shared_engine and min(args.workers) < 2:
-        parser.error("--shared-engine needs --workers of 2 or more")
     return args
 
 
@@ -242,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
             "tp99_budget_ms": args.tp99_ms,
             "total_number": args.total_number,
             "cuda_mps": args.mps,
-            "shared_engine": args.shared_engine,
-            "engine_clients": args.engine_clients,
             "points": results,
             "best": winner,
         },
@@ -275,8 +265,6 @@ def _run_point(
         processes=args.processes,
         timeout_s=args.timeout_s,
         no_progress=args.no_progress,
-        shared_engine=args.shared_engine,
-        engine_clients=args.engine_clients,
         switch_interval_ms=None,  # the interpreter's default
     )
     logger.info("point %d: %s", index, point)
@@ -284,15 +272,13 @@ def _run_point(
     point_logs = log_dir / f"point-{index}"
     point_logs.mkdir()
     try:
-        rows, _, stats = run_handler(
-            "pipelined", run_args, images, gpu, point_logs, ping_check=False
-        )
+        rows, _, _ = run_handler("pipelined", run_args, images, gpu, point_logs, ping_check=False)
     except (ServerStartError, LoadTestError) as exc:
         logger.error("point %d failed: %s", index, exc)
         return record | {"qps": 0.0, "tp50_ms": None, "tp99_ms": None, "errors": -1}
     (row,) = rows
     keys = ("qps", "tp50_ms", "tp99_ms", "errors", "server_cpu_percent", "gpu_util_percent")
-    return record | {key: row[key] for key in keys} | {"shared_engine": stats.get("shared_engine")}
+    return record | {key: row[key] for key in keys}
 
 
 def _table(results: list[dict[str, Any]], winner: dict | None, args: argparse.Namespace) -> str:

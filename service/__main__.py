@@ -32,15 +32,34 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.serve_engine is not None:
-        from service.processes.engine_process import run_engine
+    if args.serve_core is not None:
+        from service.processes.core_process import run_core
 
-        return run_engine(args)
+        return run_core(args)
+    args.workers = _serving_processes(args)
     if args.workers > 1:
         from service.processes.workers import run_workers
 
         return run_workers(sys.argv[1:] if argv is None else argv, args)
     return _serve_one_process(args)
+
+
+def _serving_processes(args: argparse.Namespace) -> int:
+    """``--workers`` resolved for this machine (``auto``: see its help)."""
+    import os
+
+    from service.command_line import resolve_workers
+
+    on_gpu = False
+    if args.workers is None and args.handler == "pipelined" and args.core_socket is None:
+        on_gpu = not str(args.device or "").startswith("cpu") and _cuda_available()
+    return resolve_workers(args, on_gpu=on_gpu, cpu_count=os.cpu_count() or 1)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _serve_one_process(args: argparse.Namespace) -> int:
@@ -115,8 +134,7 @@ def _build_handler(
             arch=args.arch,
             limits=request_limits,
             admission=admission,
-            engine_socket=args.engine_socket,
-            engine_clients=args.engine_clients,
+            core_socket=args.core_socket,
         )
     except Exception as exc:
         expected = isinstance(

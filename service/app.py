@@ -34,22 +34,20 @@ def build_handler(
     arch: str | None = None,
     limits: RequestLimits | None = None,
     admission: Admission | None = None,
-    engine_socket: str | None = None,
-    engine_clients: int = 8,
+    core_socket: str | None = None,
 ) -> tuple[ClassifierHandler, list[str]]:
     """The ``name`` handler ("baseline" or "pipelined") on the engine ``config_path`` defines,
     and the lines of a start-up summary. ``model`` and ``device`` override the config's model
     node. Exports the model first when the shipped config's file is missing, or when ``arch``
-    asks for it (a model file the user named must exist otherwise). ``engine_socket``: the pipelined
-    handler sends its model node's requests to the shared engine there (``--shared-engine``),
-    at most ``engine_clients`` at a time."""
+    asks for it (a model file the user named must exist otherwise). ``core_socket``: the pipelined
+    handler is a front of the GPU core there, which runs the model node and the GPU stages."""
     if name not in HANDLERS:
         raise ValueError(f"unknown handler {name!r}; choose one of {', '.join(HANDLERS)}")
     config = load_service_config(config_path, model, device)
-    if engine_socket is not None:
+    if core_socket is not None:
         if name != "pipelined":
-            raise ValueError("a shared engine serves the pipelined handler only")
-        config = config.with_engine(engine_socket, engine_clients)
+            raise ValueError("a GPU core serves the pipelined handler only")
+        config = config.with_core(core_socket)
     exported = ensure_model(config.model_path, arch, user_given=config.model_user_given)
     admission = admission_for(config, admission)
     engine = engine_device(config.model.params)
@@ -70,7 +68,7 @@ def build_handler(
         f"config: {config.path}",
         f"model: {config.model_path}" + (" (just exported, RANDOM WEIGHTS)" if exported else ""),
         f"engine: {config.engine_backend}, precision {precision}, device {engine}"
-        + (f", in the shared engine process at {engine_socket}" if engine_socket else ""),
+        + (f", in the GPU core process at {core_socket}" if core_socket else ""),
         *describe_nodes(handler, config, precision),
     ]
     return handler, summary
@@ -125,7 +123,8 @@ def describe_nodes(
         ]
         if figures.node == config.model_node:
             parts.append(f"precision {model_precision}")
-        if handler.handler_name == "pipelined":  # the baseline has no queue to bound
+        names = {node.name for node in config.pipeline.nodes}
+        if handler.handler_name == "pipelined" and figures.node in names:  # queue limits
             node = config.pipeline.node(figures.node)
             parts.append(f"max_queue_size {node.max_queue_size or 'unbounded'}")
             timeout_ms = node.request_timeout_ms

@@ -19,13 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for optional in ("model", "device", "arch"):  # SUPPRESS keeps "(default: None)" off --help
         setattr(args, optional, getattr(args, optional, None))
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
-    supervisor = args.engine_socket is None and args.serve_engine is None
-    if supervisor and args.shared_engine and (args.workers < 2 or args.handler != "pipelined"):
-        parser.error("--shared-engine needs --workers 2 or more and the pipelined handler")
-    if args.engine_clients < 1:
-        parser.error("--engine-clients must be at least 1")
     if args.max_image_mb > args.max_message_mb:
         parser.error("--max-image-mb cannot exceed --max-message-mb")
     if args.max_images > args.max_in_flight:
@@ -219,33 +214,43 @@ def _operation_flags(group: argparse._ArgumentGroup) -> None:
 def _process_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--workers",
-        type=int,
-        default=1,
+        type=_workers,
+        default=None,
+        metavar="N|auto",
         help="server processes on the port (a supervisor accepts and deals the connections to "
-        "them in turn), each with its own pipeline on the same device; more than one sidesteps "
-        "the interpreter lock",
+        "them in turn). Pipelined handler: N front processes (RPC, admission, CPU image "
+        "stages) beside one GPU core process that owns the model and the GPU stages and batches "
+        "every front's requests; auto (the default): one front per two CPU cores, 2 to 8, where "
+        "the model runs on a GPU, else one process. Baseline: N independent processes, each "
+        "with its own model copy; auto: 1",
     )
     group.add_argument(
         "--reuse-port",
         action="store_true",
         help="SO_REUSEPORT: several server processes may share the port",
     )
-    group.add_argument(
-        "--shared-engine",
-        action="store_true",
-        help="with --workers: run the model stage once, in an engine process of its own that "
-        "batches the requests of every worker (they send it pixels through shared memory)",
-    )
-    group.add_argument(
-        "--engine-clients",
-        type=int,
-        default=8,
-        help="with --shared-engine: requests each worker may have at the engine at once "
-        "(its model node's instances, one connection each)",
-    )
     # Set by the --workers supervisor: the Unix socket it deals this worker's connections on.
     group.add_argument("--connection-fd", type=int, default=None, help=argparse.SUPPRESS)
-    # Set by a --shared-engine supervisor: the engine's socket (workers) or the socket to serve
-    # the engine on (the engine process).
-    group.add_argument("--engine-socket", default=None, help=argparse.SUPPRESS)
-    group.add_argument("--serve-engine", default=None, help=argparse.SUPPRESS)
+    # Set by a core layout's supervisor: the core's socket (fronts), or the socket to serve the
+    # core on (the core process).
+    group.add_argument("--core-socket", default=None, help=argparse.SUPPRESS)
+    group.add_argument("--serve-core", default=None, help=argparse.SUPPRESS)
+
+
+def _workers(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def resolve_workers(args: argparse.Namespace, *, on_gpu: bool, cpu_count: int) -> int:
+    """The serving layout's process count: ``--workers`` as given, or what ``auto`` means for
+    this handler on this machine (see ``--workers``'s help)."""
+    if args.workers is not None:
+        return args.workers
+    if args.handler != "pipelined" or not on_gpu:
+        return 1
+    return max(2, min(8, cpu_count // 2))

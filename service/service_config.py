@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
+from service.core_split import CoreSplitError, split_tables
 from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
 from torchpipe_lite.backends.params import param_color, param_positive
 from torchpipe_lite.config import (
@@ -17,7 +18,6 @@ from torchpipe_lite.config import (
     NodeConfig,
     PipelineConfig,
     load_config,
-    parse_backend_expression,
     read_toml,
 )
 from torchpipe_lite.errors import ConfigError
@@ -74,57 +74,39 @@ class ServiceConfig:
     #: Whether the user named the model file (``--model``, or a config of their own), which
     #: must then exist; the shipped configs' model may be exported on first start.
     model_user_given: bool = True
-    #: Set in the workers of ``--shared-engine``: the model node runs in the engine process
-    #: listening on this Unix socket, and this process sends it requests (``EngineTensor``).
-    engine_socket: str | None = None
-    #: With ``engine_socket``: how many requests this process may have at the engine at once.
-    engine_clients: int = 8
+    #: The node tables as read (with the model path made absolute): what the core split cuts.
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    #: Set in the fronts of a core layout: the GPU core's Unix socket, which runs the model
+    #: node and the GPU stages before it (``service.core_split``).
+    core_socket: str | None = None
 
     @property
     def model(self) -> NodeConfig:
         """The model node, validated (its ``params`` hold the typed precision and device)."""
         return self.pipeline.node(self.model_node)
 
-    def with_engine(self, socket_path: str, clients: int) -> ServiceConfig:
-        """This config for a worker of a shared engine listening on ``socket_path``."""
-        return replace(self, engine_socket=socket_path, engine_clients=clients)
+    def with_core(self, socket_path: str) -> ServiceConfig:
+        """This config for a front of the GPU core listening on ``socket_path``."""
+        return replace(self, core_socket=socket_path)
 
-    def pipeline_to_build(self) -> PipelineConfig:
-        """The pipeline this process builds: ``pipeline`` itself, or, with an engine,
-        ``pipeline`` whose model node sends its requests to the engine.
-
-        There the node keeps its queue limits and ``max``, but batching is the engine's job:
-        the node's instances (``engine_clients`` of them, each one connection) take requests
-        as they come, with no batching window and no ``min``, so no request waits here for a
-        fuller batch.
-        """
-        if self.engine_socket is None:
+    def front_pipeline(self) -> PipelineConfig | None:
+        """What a front builds: the whole pipeline without a core; with one, the stages the
+        core does not run, ending in a node that sends to it (None: the core runs them all)."""
+        if self.core_socket is None:
             return self.pipeline
-        client = (
-            "Sequential[EngineTensor,ClassScores]" if self.scores_in_model_node else "EngineTensor"
-        )
-        node = replace(
-            _with_backend(self.model, parse_backend_expression(client), engine=self.engine_socket),
-            instance_num=self.engine_clients,
-            batching_timeout_ms=0.0,
-            min_batch=None,
-        )
-        nodes = tuple(node if each.name == node.name else each for each in self.pipeline.nodes)
-        return replace(self.pipeline, nodes=nodes)
+        front, _ = self._split()
+        return None if front is None else load_config(front, require_files=False)
 
-    def engine_node(self) -> NodeConfig:
-        """The model node as the shared engine process runs it: without a final
-        ``ClassScores``, which the workers run instead (the engine's slots carry float
-        results)."""
-        return _with_backend(self.model, _without_scores(self.model.backend))
+    def core_pipeline(self) -> PipelineConfig:
+        """What the GPU core builds: the model node and the GPU stages before it."""
+        _, core = self._split()
+        return load_config(core, require_files=False)
 
-    def input_hwc(self) -> tuple[int, int, int]:
-        """The model's input pixels as the stages before it make them: height, width, 3."""
-        if self.images.resize_hw is None:
-            raise ServiceConfigError(
-                f"{self.path}: a shared engine needs the stages' resize_h and resize_w"
-            )
-        return (*self.images.resize_hw, 3)
+    def _split(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        try:
+            return split_tables(self.tables, self.model_node, self.core_socket or "")
+        except CoreSplitError as error:
+            raise ServiceConfigError(f"{self.path}: {error}") from None
 
     @property
     def scores_in_model_node(self) -> bool:
@@ -210,6 +192,7 @@ def load_service_config(
         pipeline=pipeline,
         model_node=model_node,
         images=ImageSettings.of(stages),
+        tables=raw,
         model_user_given=model_override is not None or not shipped,
     )
 

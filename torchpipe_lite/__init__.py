@@ -14,6 +14,7 @@ from .errors import (
     NoResultError,
     OverloadedError,
     PipelineClosedError,
+    PipelineUnavailableError,
     RequestCancelledError,
     RequestError,
     RequestTimeoutError,
@@ -21,6 +22,7 @@ from .errors import (
 )
 from .filters import Status, register_filter
 from .metrics import NodeStats
+from .remote import PipelineServer, RemotePipeline, connect, serve
 from .schedule import Pipeline, pipe
 
 __version__ = "0.1.0"
@@ -39,12 +41,16 @@ __all__ = [
     "OverloadedError",
     "Pipeline",
     "PipelineClosedError",
+    "PipelineServer",
+    "PipelineUnavailableError",
     "Precision",
+    "RemotePipeline",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
     "Status",
     "TorchpipeError",
+    "connect",
     "create_backend",
     "errors",
     "load_config",
@@ -53,4 +59,5 @@ __all__ = [
     "register_backend",
     "register_filter",
     "registered_backends",
+    "serve",
 ]

@@ -92,6 +92,13 @@ class PipelineClosedError(RequestError):
     """The pipeline is closed (or closing) and accepts no new requests."""
 
 
+class PipelineUnavailableError(RequestError):
+    """The process serving the pipeline (``tp.serve``) could not be reached, or went away
+    while the request was with it. Retry: a supervisor restarts it."""
+
+    retryable = True
+
+
 class InvalidRequestError(RequestError, ValueError):
     """The request itself is malformed (not a dict, no ``data``, unknown ``node_name``...)."""
 
@@ -106,6 +113,7 @@ __all__ = [
     "NoResultError",
     "OverloadedError",
     "PipelineClosedError",
+    "PipelineUnavailableError",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",

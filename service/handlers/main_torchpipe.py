@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torchpipe_lite as tp
+from service.core_split import core_nodes
 from service.handlers.admission import Admission, RequestLimits
 from service.handlers.handler import ClassifierHandler, Outcome
 from service.rpc.connection import Reply
@@ -32,27 +33,36 @@ class PipelinedHandler(ClassifierHandler):
         admission: Admission | None = None,
     ):
         super().__init__(device=device, limits=limits, admission=admission)
-        logger.info(
-            "building the pipeline from %s%s",
-            config.path,
-            f" (model node [{config.model_node}] in the engine at {config.engine_socket})"
-            if config.engine_socket
-            else "",
-        )
-        self._pipeline = tp.pipe(config.pipeline_to_build())
-        built = self._pipeline.config
-        if any(node.inline for node in built.nodes if node.name in built.roots):
-            # Inline stages run on the thread that submits: the server's pool threads, not
-            # its one loop thread.
-            self.async_methods = ("ping",)
-        low, high = self._pipeline.batch_range(config.model_node)
-        logger.info(
-            "pipeline ready: %s; model node [%s] batches %d..%d",
-            " -> ".join(self._pipeline.node_names),
-            config.model_node,
-            low,
-            high,
-        )
+        front = config.front_pipeline()
+        self._local: tp.Pipeline | None = None
+        if config.core_socket is None:
+            logger.info("building the pipeline from %s", config.path)
+        else:
+            logger.info(
+                "building the front of %s; the GPU core at %s runs %s",
+                config.path,
+                config.core_socket,
+                ", ".join(f"[{name}]" for name in core_nodes(config.tables, config.model_node)),
+            )
+        if front is None:  # the core runs every stage: call it directly
+            self._pipeline: tp.Pipeline | tp.RemotePipeline = tp.connect(config.core_socket)
+        else:
+            self._pipeline = self._local = tp.pipe(front)
+            if any(node.inline for node in front.nodes if node.name in front.roots):
+                # Inline stages run on the thread that submits: the server's pool threads, not
+                # its one loop thread.
+                self.async_methods = ("ping",)
+        if config.model_node in self._pipeline.node_names:
+            low, high = self._pipeline.batch_range(config.model_node)
+            logger.info(
+                "pipeline ready: %s; model node [%s] batches %d..%d",
+                " -> ".join(self._pipeline.node_names),
+                config.model_node,
+                low,
+                high,
+            )
+        else:
+            logger.info("front ready: %s", " -> ".join(self._pipeline.node_names))
 
     def classify(self, images: Sequence[bytes]) -> list[Outcome]:
         requests = [{"data": image} for image in images]
@@ -89,7 +99,8 @@ class PipelinedHandler(ClassifierHandler):
         _WindowedCall(self._pipeline, images, done, reply, self.limits.call_window).start()
 
     def node_figures(self) -> list[tp.NodeStats]:
-        return list(self._pipeline.stats().values())
+        """This process's stages (a front's own; the core reports its stages itself)."""
+        return [] if self._local is None else list(self._local.stats().values())
 
     def batch_range(self, node: str) -> tuple[int, int]:
         """The batch range ``node`` settled on."""
@@ -110,7 +121,7 @@ class _WindowedCall:
 
     def __init__(
         self,
-        pipeline: tp.Pipeline,
+        pipeline: tp.Pipeline | tp.RemotePipeline,
         images: Sequence[bytes],
         done: Callable[[list[Outcome]], None],
         reply: Reply,

@@ -11,16 +11,12 @@ updates no metric.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from service.errors import code_name
 from service.gen.inference.ttypes import GpuStats, NodeStats, ServerStats
-
-if TYPE_CHECKING:
-    from torchpipe_lite.engine import EngineFigures
 
 #: Triton's failure reasons, in its order.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
@@ -234,28 +230,6 @@ def _connections(stats: ServerStats) -> list[tuple[str, str, str, float]]:
         ("tp_calls_abandoned", "counter", "Calls whose client went away while they were running",
          seen.calls_abandoned),
     ]  # fmt: skip
-
-
-def render_engine(node: str, figures: EngineFigures) -> str:
-    """The shared engine's own families (``--shared-engine``), labelled with its model node."""
-    label = _labels(model=node)
-    families = (
-        ("tp_engine_requests", "counter", "Requests the engine ran", figures.requests),
-        ("tp_engine_requests_failed", "counter", "Requests that failed", figures.failed),
-        ("tp_engine_batches", "counter", "Batches the engine ran", figures.batches),
-        (
-            "tp_engine_compute_seconds",
-            "counter",
-            "Time the engine's instances spent running batches",
-            figures.compute_time_s,
-        ),
-        ("tp_engine_queued_requests", "gauge", "Requests waiting for a batch", figures.queued),
-        ("tp_engine_clients", "gauge", "Connections attached", figures.connections_open),
-    )
-    return "".join(
-        _family(name, kind, help_text, [(label, value)])
-        for name, kind, help_text, value in families
-    )
 
 
 class MetricsRenderer:

@@ -1,19 +1,20 @@
 """``--workers N``: N server processes behind one port, under a supervisor.
 
-One Python process is bound by its interpreter lock before the CPU or the GPU is (the
-interpreter budget in benchmarks/README.md measures it per request). Several processes, each
-with its own pipeline and engine on the same GPU, serve the Thrift port: the supervisor
-listens on it and deals each new connection to the workers in turn (``connection_dealer``), so
-they carry equal shares of the clients. Each
-worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing else
-connects land one on each worker.
+One Python process is bound by its interpreter lock before the CPU or the GPU is. So the
+supervisor listens on the Thrift port and deals each new connection to N workers in turn
+(``connection_dealer``), so they carry equal shares of the clients. For the pipelined handler
+the workers are fronts (RPC, admission, CPU image stages) of one GPU core process
+(``core_process``), started first, which owns the model and the GPU stages and sees every
+front's requests in batches; for the baseline each worker has its own model copy. Each
+worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing
+else connects land one on each worker.
 
-The supervisor starts the workers, forwards SIGTERM/SIGINT so each drains, and exits with the
-worst exit code. With ``--metrics-port`` it serves the ops endpoints for the whole group: ready
-only when every worker is ready, and ``/stats`` and ``/metrics`` from the sum of the workers'
-``ServerStats`` (each worker serves its own ``/stats`` on a private port the supervisor reads;
-``service.ops.stats_sum`` adds them up), with the shared engine's families and the
-supervisor's own process figures beside them.
+The supervisor starts the core and the workers, restarts the core if it dies, forwards
+SIGTERM/SIGINT so each worker drains, and exits with the worst exit code. With
+``--metrics-port`` it serves the ops endpoints for the whole group: ready only when every
+worker is ready, and ``/stats`` and ``/metrics`` from the sum of the workers' and the core's
+``ServerStats`` (each serves its own ``/stats`` on a private port the supervisor reads;
+``service.ops.stats_sum`` adds them up), with the supervisor's own process figures beside them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from service.ops.ops_server import OpsServer, ServiceState
 from service.ops.prometheus_export import MetricsRenderer
 from service.ops.stats_sum import decode_stats, sum_server_stats
 from service.processes.connection_dealer import ConnectionDealer
-from service.processes.engine_process import EngineProcess, EngineStartError
+from service.processes.core_process import CoreProcess, CoreStartError
 
 logger = logging.getLogger("service.processes.workers")
 
@@ -42,15 +43,15 @@ _PROBE_TIMEOUT_S = 2.0
 
 
 def worker_command(
-    argv: Sequence[str], metrics_port: int, connection_fd: int, engine_socket: str | None = None
+    argv: Sequence[str], metrics_port: int, connection_fd: int, core_socket: str | None = None
 ) -> list[str]:
     """The command line of one worker: the supervisor's own, as a single server taking its
-    connections from the supervisor on ``connection_fd`` (and, with a shared engine, sending
-    its model stage's requests to ``engine_socket``).
+    connections from the supervisor on ``connection_fd`` (and, as a front of the GPU core,
+    sending what the core runs to ``core_socket``).
 
     argparse keeps the last value of a repeated flag, so appending overrides what was given.
     """
-    engine = ["--engine-socket", engine_socket] if engine_socket else []
+    core = ["--core-socket", core_socket] if core_socket else []
     return [
         sys.executable,
         "-m",
@@ -62,7 +63,7 @@ def worker_command(
         str(connection_fd),
         "--metrics-port",
         str(metrics_port),
-        *engine,
+        *core,
     ]
 
 
@@ -97,19 +98,19 @@ class WorkerGroup:
         host: str,
         with_metrics: bool,
         dealer: ConnectionDealer,
-        engine: EngineProcess | None = None,
+        core: CoreProcess | None = None,
     ):
         probe_host = _probe_host(host)
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
-        engine_socket = engine.socket_path if engine else None
-        # The engine renders its own families; they are appended to the workers' sum.
-        self._engine_port = engine.metrics_port if engine else 0
-        self._renderer = MetricsRenderer(self.stats, extra=self._engine_metrics)
+        core_socket = core.socket_path if core else None
+        # The core's stages are counted once, in its own figures, added to the fronts' sum.
+        self._core_port = core.metrics_port if core else 0
+        self._renderer = MetricsRenderer(self.stats)
         self._probe_host = probe_host
         self.processes = []
         for index, port in enumerate(self.metrics_ports):
             fd = dealer.worker_fd(index)
-            command = worker_command(argv, port, fd, engine_socket)
+            command = worker_command(argv, port, fd, core_socket)
             self.processes.append(subprocess.Popen(command, pass_fds=(fd,)))
         dealer.forget_worker_ends()
 
@@ -121,23 +122,19 @@ class WorkerGroup:
         )
 
     def stats(self) -> ServerStats | None:
-        """The sum of the workers' ``ServerStats`` (those that answer; ``None`` before any)."""
+        """The sum of the workers' ``ServerStats`` and the core's (those that answer; ``None``
+        before any)."""
         parts = []
-        for port in self.metrics_ports:
+        ports = [*self.metrics_ports, *([self._core_port] if self._core_port else [])]
+        for port in ports:
             status, body = _get(f"http://{self._probe_host}:{port}/stats")
             if status == 200:
                 parts.append(decode_stats(body))
         return sum_server_stats(parts)
 
     def metrics(self) -> str:
-        """The group's /metrics: the workers' sum, the engine's families, this process's."""
+        """The group's /metrics: the sum of the workers and the core, this process's."""
         return self._renderer.render()
-
-    def _engine_metrics(self) -> str:
-        if not self._engine_port:
-            return ""
-        status, body = _get(f"http://{self._probe_host}:{self._engine_port}/metrics")
-        return body.decode() if status == 200 else ""
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every worker still running."""
@@ -163,8 +160,8 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
     try:
-        engine = _start_engine(argv, args) if args.shared_engine else None
-    except EngineStartError as exc:
+        core = _start_core(argv, args) if args.handler == "pipelined" else None
+    except CoreStartError as exc:
         logger.error("%s", exc)
         dealer.close()
         return 2
@@ -174,7 +171,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
         args.host,
         with_metrics=bool(args.metrics_port),
         dealer=dealer,
-        engine=engine,
+        core=core,
     )
     dealer.start()
     logger.info(
@@ -203,7 +200,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    _watch(group, engine, state, stopping, args)
+    _watch(group, core, state, stopping, args)
     if stopping.is_set() and args.shutdown_delay_s > 0:
         # Each worker keeps taking connections for --shutdown-delay-s after the signal (while
         # /health/ready says draining): keep dealing them for as long.
@@ -211,8 +208,8 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     dealer.close()  # new connections are refused from here; the workers finish their own
     codes = [process.wait() for process in group.processes]
     logger.info("connections dealt per worker: %s", dealer.dealt)
-    if engine is not None:
-        codes.append(engine.stop())
+    if core is not None:
+        codes.append(core.stop())
     if ops is not None:
         ops.close()
     worst = max(codes, key=lambda code: (code != 0, abs(code)))
@@ -220,9 +217,9 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     return worst
 
 
-def _start_engine(argv: Sequence[str], args: argparse.Namespace) -> EngineProcess:
-    logger.info("starting the shared engine (the model stage for every worker)")
-    return EngineProcess(
+def _start_core(argv: Sequence[str], args: argparse.Namespace) -> CoreProcess:
+    logger.info("starting the GPU core (the model and the GPU stages, for every front)")
+    return CoreProcess(
         argv,
         ready_timeout_s=args.warmup_timeout_s,
         metrics_port=_free_port(_probe_host(args.host)) if args.metrics_port else 0,
@@ -231,20 +228,28 @@ def _start_engine(argv: Sequence[str], args: argparse.Namespace) -> EngineProces
 
 def _watch(
     group: WorkerGroup,
-    engine: EngineProcess | None,
+    core: CoreProcess | None,
     state: ServiceState,
     stopping: threading.Event,
     args: argparse.Namespace,
 ) -> None:
-    """Until a signal: mark the group ready once every worker is; when a worker or the engine
-    dies, stop the rest (the process manager then restarts the whole server rather than it
-    serving on at lower capacity)."""
+    """Until a signal: mark the group ready once every worker is. When the core dies, start
+    it again (the fronts fail what it held and reconnect). When a worker dies, stop the rest
+    (the process manager then restarts the whole server rather than it serving on at lower
+    capacity)."""
     while not stopping.is_set():
-        code = group.first_exit()
-        if code is None and engine is not None:
-            code = engine.process.poll()
+        if core is not None and core.process.poll() is not None:
+            try:
+                core.restart()
+            except CoreStartError as exc:
+                logger.error("%s: stopping the fronts", exc)
+                code: int | None = 1
+            else:
+                continue
+        else:
+            code = group.first_exit()
         if code is not None:
-            logger.error("a worker or the engine exited with code %s: stopping the rest", code)
+            logger.error("a worker or the core exited with code %s: stopping the rest", code)
             state.mark_draining()
             group.signal_all(signal.SIGTERM)
             return

@@ -9,7 +9,13 @@ import pytest
 
 import torchpipe_lite as tp
 from service.app import build_handler, engine_precision
-from service.service_config import DEFAULT_CONFIG, ImageSettings, load_service_config
+from service.core_split import FRONT_TAIL, CoreSplitError, split_tables
+from service.service_config import (
+    DEFAULT_CONFIG,
+    SHIPPED_CONFIGS,
+    ImageSettings,
+    load_service_config,
+)
 from tests.image_samples import png_of
 from torchpipe_lite import register_backend
 from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
@@ -136,24 +142,37 @@ def test_the_service_config_is_typed_once(tmp_path):
     assert (config.engine_params(4)["min"], config.engine_params(4)["max"]) == (4, 4)
 
 
-def test_a_shared_engine_worker_builds_an_engine_client_for_its_model_node(tmp_path):
+def test_a_front_of_the_gpu_core_keeps_the_cpu_stages_and_sends_the_model_node_there(tmp_path):
     config = load_service_config(DEFAULT_CONFIG, tmp_path / "resnet50.onnx")
-    worker = config.with_engine("/run/engine.sock", clients=3)
-    built = worker.pipeline_to_build()
+    assert config.front_pipeline() is config.pipeline  # no core: as loaded
+    front = config.with_core("/run/core.sock")
+    built = front.front_pipeline()
     assert isinstance(built, PipelineConfig)
-    node = built.node("resnet50")
-    assert str(node.backend) == "Sequential[EngineTensor,ClassScores]"  # scores per batch here
-    assert node.params["engine"] == "/run/engine.sock"
-    assert (node.instance_num, node.batching_timeout_ms) == (3, 0.0)
-    assert (node.min_batch, node.max_batch) == (None, 8)  # the engine pads; max bounds slots
-    assert (node.max_queue_size, node.request_timeout_ms) == (512, 10000.0)  # limits kept
-    assert [n.name for n in built.nodes] == [n.name for n in config.pipeline.nodes]
+    assert [n.name for n in built.nodes] == ["cpu_decoder", "cpu_posdecoder", FRONT_TAIL]
     assert built.node("cpu_decoder") == config.pipeline.node("cpu_decoder")
-    assert config.pipeline_to_build() is config.pipeline  # without an engine: as loaded
-    engine = worker.engine_node()  # what the engine process runs: the model, no scores
-    assert str(engine.backend) == "SyncTensor[TorchTensor]"
-    assert engine.params["precision"] is Precision.FP16
-    assert worker.input_hwc() == (224, 224, 3)
+    tail = built.node(FRONT_TAIL)
+    assert str(tail.backend) == "Remote" and tail.params["address"] == "/run/core.sock"
+    assert (tail.max_queue_size, tail.request_timeout_ms) == (512, 10000.0)  # limits kept
+    core = front.core_pipeline()
+    assert [n.name for n in core.nodes] == ["resnet50"]
+    assert core.node("resnet50").params["precision"] is Precision.FP16
+
+
+def test_the_gpu_core_runs_every_stage_of_the_gpu_decode_config(tmp_path):
+    config = load_service_config(SHIPPED_CONFIGS / "resnet50_gpu_decode.toml", tmp_path / "m.onnx")
+    front = config.with_core("/run/core.sock")
+    assert front.front_pipeline() is None  # the front calls the core directly
+    assert [n.name for n in front.core_pipeline().nodes] == ["gpu_decoder", "m"]
+
+
+def test_a_core_stage_that_feeds_a_cpu_stage_is_refused():
+    tables = {
+        "decode": {"backend": "DecodeTensor", "next": "model"},
+        "model": {"backend": "TorchTensor", "model": "m.onnx", "next": "post"},
+        "post": {"backend": "Identity"},
+    }
+    with pytest.raises(CoreSplitError, match=r"\[model\].*\[post\]"):
+        split_tables(tables, "model", "/run/core.sock")
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ from benchmarks.resource_sampler import ResourceSampler
 from benchmarks.run_record import device_slug
 from benchmarks.server_figures import (
     batching_line,
-    engine_figures_from_metrics,
     node_rows,
 )
 
@@ -215,24 +214,3 @@ def test_group_figures_come_from_the_summed_stats_and_lead_the_batching_line() -
     line = batching_line("pipelined", one_worker)
     assert "all 4 workers" in line
     assert "'resnet50' ran 40 images in 10 batches (mean batch 4.00)" in line
-
-
-def test_the_shared_engines_figures_come_from_its_metrics_and_join_the_batching_line() -> None:
-    from service.ops.prometheus_export import render_engine
-    from torchpipe_lite.engine import EngineFigures
-
-    text = render_engine(
-        "resnet50", EngineFigures(requests=90, failed=1, batches=12, compute_time_s=0.03)
-    )
-    engine = engine_figures_from_metrics(text)
-    assert engine is not None
-    assert (engine["requests"], engine["batches"], engine["failed"]) == (90, 12, 1)
-    assert engine["mean_batch"] == 7.5 and abs(engine["ms_per_batch"] - 2.5) < 1e-9
-    assert engine_figures_from_metrics("") is None
-    node = {"node": "resnet50", "inferences": 90, "executions": 80}
-    node["request_compute_time_ms_total"] = 1.0
-    stats = {"device": "cuda:0", "nodes": [node], "shared_engine": engine}
-    line = batching_line("pipelined", stats)
-    assert line.endswith(
-        "its shared engine ran 90 in 12 batches (mean batch 7.50, 2.50 ms per batch)"
-    )

@@ -7,4 +7,4 @@ uses (the interface, the registry, parameter parsing, CUDA waits) sit here.
 
 from . import builtin, jump, process, sync_tensor  # noqa: F401  (imported for their registrations)
 from .image import image_cpu, image_gpu  # noqa: F401
-from .model import engine_tensor, tensorrt_tensor, torch_tensor  # noqa: F401
+from .model import tensorrt_tensor, torch_tensor  # noqa: F401

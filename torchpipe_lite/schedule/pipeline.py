@@ -157,6 +157,47 @@ class Pipeline:
             on_done(request, error)
         return handle
 
+    def dispatch_many(
+        self,
+        requests: list[dict[str, Any]],
+        on_done: Callable[[int, dict[str, Any], BaseException | None], None],
+        *,
+        strict: bool = False,
+        timeouts_s: list[float | None] | None = None,
+    ) -> list[RequestHandle]:
+        """``dispatch`` for several requests at once: each entry node's queue takes them in
+        one operation. ``on_done(index, request, error)`` names the request by its index in
+        ``requests``; ``timeouts_s`` gives each its own (None: none). A request that is
+        malformed, or that its entry node refuses, ends at once, alone or with the others
+        refused with it."""
+
+        def resolver(index: int) -> Callable[[RequestHandle], None]:
+            return lambda handle: on_done(index, handle.item, handle.error)
+
+        handles: list[RequestHandle] = []
+        by_entry: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            timeout_s = None if timeouts_s is None else timeouts_s[index]
+            handle = RequestHandle(
+                request, on_done=resolver(index), strict=strict, deadline_s=_deadline(timeout_s)
+            )
+            handles.append(handle)
+            try:
+                entry = self._entry(self._checked(request))
+            except RequestError as error:
+                on_done(index, request, error)
+                continue
+            by_entry.setdefault(entry, []).append(index)
+        for entry, indices in by_entry.items():
+            try:
+                if self._closed:
+                    raise PipelineClosedError("the pipeline is closed")
+                self._router.enter(entry, [handles[index] for index in indices])
+            except RequestError as error:  # refused: each ends at once, on this thread
+                for index in indices:
+                    on_done(index, requests[index], error)
+        return handles
+
     def _checked(self, item: Any) -> dict[str, Any]:
         if not isinstance(item, dict):
             raise InvalidRequestError(f"a request must be a dict, got {type(item).__name__}")

@@ -1,1 +1,1 @@
-"""Model engines (TorchTensor, TensorrtTensor, EngineTensor) and what they share."""
+"""Model engines (TorchTensor, TensorrtTensor) and what they share."""

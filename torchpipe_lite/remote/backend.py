@@ -1,0 +1,75 @@
+"""Remote: a stage whose work is done by a pipeline served in another process.
+
+A front process's pipeline ends in a ``Remote`` node: its batches go to the served pipeline
+(``tp.serve``) in one frame each, and each request's ``result`` comes back. So CPU stages can
+run in many front processes while one process owns the GPU and sees every front's requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..backends.base import Backend, param_int
+from ..backends.registry import register_backend
+from ..errors import BackendError, ConfigError, RequestTimeoutError
+from .client import RemotePipeline
+
+
+@register_backend("Remote")
+class Remote(Backend):
+    """Runs each batch on the pipeline served at ``address`` (a Unix socket path).
+
+    ``reply_timeout`` (ms, default 60000) bounds one batch's wait. A request that fails at the
+    server fails the batch, and the scheduler runs its batch-mates again alone, as for any
+    backend, so each request gets its own outcome.
+    """
+
+    PARAMS = frozenset({"address", "reply_timeout"})
+
+    def init(self, params: dict[str, Any]) -> None:
+        address = params.get("address")
+        if not address:
+            raise ConfigError("is required (the served pipeline's Unix socket)", key="address")
+        self._reply_timeout_s = param_int(params, "reply_timeout", 60_000) / 1000.0
+        self._remote = RemotePipeline(str(address))
+        entries = self._remote.shape.entries
+        self._max = self._remote.batch_range(entries[0])[1] if len(entries) == 1 else 1
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        requests = [{"data": item["data"]} for item in batch]
+        errors: list[BaseException | None] = [None] * len(batch)
+        remaining = [len(batch)]
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def ended(index: int, _: dict[str, Any], error: BaseException | None) -> None:
+            errors[index] = error
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        handles = self._remote.dispatch_many(requests, ended)
+        if not done.wait(self._reply_timeout_s):
+            for handle in handles:
+                handle.cancel()
+            raise RequestTimeoutError(
+                f"the served pipeline gave no answer in {self._reply_timeout_s} s"
+            )
+        failed = [error for error in errors if error is not None]
+        if failed:
+            if len(batch) == 1:
+                raise failed[0]
+            raise BackendError(f"{len(failed)} of {len(batch)} requests failed at the server")
+        for item, request in zip(batch, requests, strict=True):
+            if "result" in request:
+                item["result"] = request["result"]
+            else:
+                item.pop("result", None)
+
+    def max(self) -> int:
+        return self._max
+
+    def close(self) -> None:
+        self._remote.close()

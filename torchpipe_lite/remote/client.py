@@ -1,0 +1,345 @@
+"""RemotePipeline: a pipeline served by another process (``tp.serve``), called as a local one.
+
+``connect(address)`` attaches to the server: it makes this process's shared-memory arena and
+hands it over once. A request's data is copied into the arena and a small record goes to the
+server; requests sent together (``dispatch_many``, a list call) go in one frame. A receiver
+thread reads the server's answers, one frame per batch of ends, and completes each request as
+a local pipeline would: same ``__call__``, ``submit``, ``dispatch``, typed errors.
+
+Only ``data`` and ``node_name`` travel; the caller's dict gets ``result`` when it comes back.
+When the server goes away, every request it held fails with ``PipelineUnavailableError`` and
+the next request reconnects (a supervisor restarts the server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import pickle
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    InvalidRequestError,
+    PipelineClosedError,
+    PipelineUnavailableError,
+    RequestError,
+    RequestTimeoutError,
+)
+from ..metrics import NodeStats
+from . import wire
+from .arena import Arena
+from .wire import FrameKind
+
+logger = logging.getLogger(__name__)
+
+OnDone = Callable[[dict[str, Any], BaseException | None], None]
+_DEFAULT_ARENA_BYTES = 256 << 20
+
+
+class RemoteHandle:
+    """One request at the server; ``cancel()`` drops it at the next stage it reaches."""
+
+    __slots__ = ("_pipeline", "offset", "on_done", "request", "request_id")
+
+    def __init__(self, pipeline: RemotePipeline, request_id: int, request: dict, on_done: OnDone):
+        self._pipeline = pipeline
+        self.request_id = request_id
+        self.request = request
+        self.on_done = on_done
+        self.offset = -1
+
+    def cancel(self) -> None:
+        self._pipeline._cancel(self.request_id)
+
+
+class RemotePipeline:
+    """A client of a ``PipelineServer`` at ``address``. Thread-safe."""
+
+    def __init__(
+        self,
+        address: str | Path,
+        *,
+        arena_bytes: int = _DEFAULT_ARENA_BYTES,
+        connect_timeout_s: float = 10.0,
+    ):
+        self.address = str(address)
+        self._connect_timeout_s = connect_timeout_s
+        self._arena = Arena(arena_bytes)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, RemoteHandle] = {}
+        self._pending_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats_reply: Future | None = None
+        self._sock: socket.socket | None = None
+        self._closed = False
+        self.shape: wire.PipelineShape = self._connect()
+
+    # -- connecting --------------------------------------------------------------------------
+
+    def _connect(self) -> wire.PipelineShape:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self._connect_timeout_s)
+        try:
+            sock.connect(self.address)
+            hello = wire.HELLO.pack(wire.MAGIC, wire.VERSION, self._arena.capacity_bytes)
+            socket.send_fds(sock, [wire.frame(FrameKind.HELLO, hello)], [self._arena.fd])
+            kind, body = wire.recv_frame(sock)
+            if kind != FrameKind.READY:
+                raise wire.WireError(f"expected READY, got frame kind {kind}")
+            shape = pickle.loads(body)
+        except (OSError, wire.WireError) as error:
+            sock.close()
+            raise PipelineUnavailableError(
+                f"cannot attach to the pipeline served at {self.address}: {error}"
+            ) from error
+        sock.settimeout(None)
+        self._entries = {name: index for index, name in enumerate(shape.node_names)}
+        self._sock = sock
+        threading.Thread(
+            target=self._receive, args=(sock,), name="remote-receiver", daemon=True
+        ).start()
+        return shape
+
+    def _socket(self) -> socket.socket:
+        """The live connection, reconnecting when the server went away."""
+        sock = self._sock
+        if sock is not None:
+            return sock
+        with self._connect_lock:
+            if self._closed:
+                raise PipelineClosedError("the remote pipeline is closed")
+            if self._sock is None:
+                self.shape = self._connect()
+            return self._sock
+
+    # -- calling -----------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        request: dict[str, Any],
+        on_done: OnDone,
+        *,
+        strict: bool = False,
+        timeout_s: float | None = None,
+    ) -> RemoteHandle:
+        """Start ``request``; ``on_done(request, error)`` is called once it has ended, on the
+        receiver thread (so quick, never blocking), or at once on this one when refused."""
+        return self.dispatch_many([request], lambda _, r, e: on_done(r, e), strict, timeout_s)[0]
+
+    def dispatch_many(
+        self,
+        requests: list[dict[str, Any]],
+        on_done: Callable[[int, dict[str, Any], BaseException | None], None],
+        strict: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[RemoteHandle]:
+        """Start several requests in one frame; ``on_done(index, request, error)``."""
+        flags = wire.FLAG_STRICT if strict else 0
+        timeout_ms = -1 if timeout_s is None else max(0, int(timeout_s * 1000))
+        records: list[bytes] = []
+        handles: list[RemoteHandle] = []
+        for index, request in enumerate(requests):
+            handle = RemoteHandle(self, next(self._ids), request, _indexed(on_done, index))
+            handles.append(handle)
+            try:
+                entry = self._entry(request)
+                offset, length, kind = self._arena.write(request["data"])
+            except RequestError as error:
+                on_done(index, request, error)
+                continue
+            handle.offset = offset
+            request.pop("result", None)
+            records.append(
+                wire.SUBMIT_RECORD.pack(
+                    handle.request_id, offset, length, kind, flags, entry, timeout_ms
+                )
+            )
+            with self._pending_lock:
+                self._pending[handle.request_id] = handle
+        if records:
+            try:
+                self._send(wire.frame(FrameKind.SUBMIT, b"".join(records)))
+            except RequestError as error:
+                for handle in handles:
+                    if handle.offset >= 0:
+                        self._finish(handle.request_id, None, error)
+        return handles
+
+    def submit(
+        self, request: dict[str, Any], *, strict: bool = False, timeout_s: float | None = None
+    ) -> Future:
+        """Start ``request``; a future that resolves to the same dict (or raises)."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+
+        def resolve(item: dict[str, Any], error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(item)
+            else:
+                future.set_exception(error)
+
+        self.dispatch(request, resolve, strict=strict, timeout_s=timeout_s)
+        return future
+
+    def __call__(
+        self,
+        request: dict[str, Any] | list[dict[str, Any]],
+        timeout_s: float | None = None,
+        *,
+        strict: bool = False,
+    ) -> None:
+        """Run one request dict, or a list of them, to completion, as ``Pipeline`` does."""
+        requests = request if isinstance(request, list) else [request]
+        errors: list[BaseException | None] = [None] * len(requests)
+        remaining = [len(requests)]
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def ended(index: int, _: dict[str, Any], error: BaseException | None) -> None:
+            errors[index] = error
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+        handles = self.dispatch_many(requests, ended, strict, timeout_s)
+        if not done.wait(timeout_s):
+            for handle in handles:
+                handle.cancel()
+            raise RequestTimeoutError(f"no answer within {timeout_s} s")
+        for error in errors:
+            if error is not None:
+                raise error
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _receive(self, sock: socket.socket) -> None:
+        reader = wire.FrameReader()
+        try:
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                for kind, body in reader.feed(data):
+                    if kind == FrameKind.RESULTS:
+                        for rid, has_result, result, error in pickle.loads(body):
+                            self._finish(rid, (has_result, result), error and error.rebuild())
+                    elif kind == FrameKind.STATS_REPLY and self._stats_reply is not None:
+                        self._stats_reply.set_result(pickle.loads(body))
+        except (OSError, wire.WireError) as error:
+            logger.warning("remote pipeline %s: connection lost: %s", self.address, error)
+        self._lost(sock)
+
+    def _finish(
+        self, rid: int, outcome: tuple[bool, Any] | None, error: BaseException | None
+    ) -> None:
+        with self._pending_lock:
+            handle = self._pending.pop(rid, None)
+        if handle is None:
+            return
+        self._arena.free(handle.offset)
+        request = handle.request
+        if error is None and outcome is not None and outcome[0]:
+            request["result"] = outcome[1]
+        try:
+            handle.on_done(request, error)
+        except Exception:
+            logger.exception("remote pipeline: a request's on_done raised")
+
+    def _lost(self, sock: socket.socket) -> None:
+        """The server went away: fail what it held; the next request reconnects."""
+        with self._connect_lock:
+            if self._sock is sock:
+                self._sock = None
+            sock.close()
+            with self._pending_lock:
+                lost, self._pending = self._pending, {}
+            self._arena.reset()
+            if self._closed:
+                self._arena.close()
+        if self._stats_reply is not None and not self._stats_reply.done():
+            self._stats_reply.set_exception(PipelineUnavailableError("the server went away"))
+        error_text = f"the pipeline served at {self.address} went away"
+        for handle in lost.values():
+            try:
+                handle.on_done(handle.request, PipelineUnavailableError(error_text))
+            except Exception:
+                logger.exception("remote pipeline: a request's on_done raised")
+
+    def _send(self, data: bytes) -> None:
+        sock = self._socket()
+        try:
+            with self._send_lock:
+                sock.sendall(data)
+        except OSError as error:
+            raise PipelineUnavailableError(f"cannot reach {self.address}: {error}") from error
+
+    def _cancel(self, rid: int) -> None:
+        with self._pending_lock:
+            if rid not in self._pending:
+                return
+        with contextlib.suppress(RequestError):  # the server is gone: the request fails with that
+            self._send(wire.frame(FrameKind.CANCEL, wire.CANCEL_RECORD.pack(rid)))
+
+    def _entry(self, request: dict[str, Any]) -> int:
+        if not isinstance(request, dict) or "data" not in request:
+            raise InvalidRequestError("a request must be a dict with a 'data' key")
+        name = request.get("node_name")
+        if name is None:
+            return wire.DEFAULT_ENTRY
+        if name not in self._entries:
+            raise InvalidRequestError(f"unknown node_name {name!r}")
+        return self._entries[name]
+
+    # -- figures and lifecycle ---------------------------------------------------------------
+
+    def stats(self, timeout_s: float = 10.0) -> dict[str, NodeStats]:
+        """The server's per-node figures (all of its clients together)."""
+        with self._stats_lock:  # one question at a time
+            self._stats_reply = Future()
+            self._send(wire.frame(FrameKind.STATS))
+            try:
+                return self._stats_reply.result(timeout_s)
+            finally:
+                self._stats_reply = None
+
+    def batch_range(self, node_name: str) -> tuple[int, int]:
+        return self.shape.batch_ranges[node_name]
+
+    @property
+    def node_names(self) -> list[str]:
+        return list(self.shape.node_names)
+
+    def close(self) -> None:
+        """Detach; requests still at the server fail with ``PipelineUnavailableError``."""
+        with self._connect_lock:
+            self._closed = True
+            sock = self._sock
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)  # the receiver fails what is pending, then closes
+
+    def __enter__(self) -> RemotePipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _indexed(on_done: Callable[[int, dict, BaseException | None], None], index: int) -> OnDone:
+    return lambda request, error: on_done(index, request, error)
+
+
+def connect(address: str | Path, *, arena_bytes: int = _DEFAULT_ARENA_BYTES) -> RemotePipeline:
+    """Attach to the pipeline that ``serve`` serves at ``address``."""
+    return RemotePipeline(address, arena_bytes=arena_bytes)
+
+
+__all__ = ["RemoteHandle", "RemotePipeline", "connect"]
