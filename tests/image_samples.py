@@ -62,12 +62,6 @@ def png_of(jpeg: bytes) -> bytes:
     return cv2.imencode(".png", pixels)[1].tobytes()
 
 
-def ppm_declaring(width: int, height: int, size_bytes: int = 119) -> bytes:
-    """A binary PPM header declaring ``width`` x ``height``, zero-padded to ``size_bytes``."""
-    header = f"P6\n{width} {height}\n255\n".encode()
-    return header + bytes(max(0, size_bytes - len(header)))
-
-
 def tiff_declaring(width: int, height: int, *, big_endian: bool = False) -> bytes:
     """A TIFF whose first IFD declares ``width`` x ``height`` (LONG values), and no strips."""
     order = ">" if big_endian else "<"

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.attacks import ppm_declaring
 from tests.image_samples import (
     bmp_declaring,
     gif_declaring,
@@ -17,7 +18,6 @@ from tests.image_samples import (
     pam_declaring,
     pcx_declaring,
     png_header_claiming,
-    ppm_declaring,
     sun_raster_declaring,
     tiff_declaring,
     webp_declaring,
