@@ -147,8 +147,15 @@ class Reply:
         for cancel in cancels:
             try:
                 cancel()
-            except Exception:
-                logger.exception("cancelling the work of %s failed", self.call.method.name)
+            except Exception as error:
+                name = self.call.method.name
+                _failure_log.log(
+                    f"cancel-{name}",
+                    logging.ERROR,
+                    "cancelling the work of %s failed",
+                    name,
+                    exc_info=error,
+                )
 
     def send(self, value: Any = None) -> None:
         """Answer the call with ``value``."""
@@ -182,7 +189,10 @@ class Reply:
 
     def _deliver(self, data: bytes) -> None:
         if self._sent:
-            logger.error("%s answered twice; the second answer is dropped", self.call.method.name)
+            name = self.call.method.name
+            _failure_log.log(
+                f"twice-{name}", logging.ERROR, "%s answered twice; the second is dropped", name
+            )
             return
         self._sent = True
         if self.ticket is not None:
