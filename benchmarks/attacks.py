@@ -7,6 +7,7 @@ figures; ``tests/integration/test_hostile_clients.py`` runs them small and asser
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -15,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TApplicationException
 from thrift.transport import TTransport
 
 from service.gen.inference import InferenceService
@@ -309,3 +311,96 @@ def big_call(host: str, port: int, photo: bytes, images: int, singles: int) -> B
     single_s = [good_call_s(host, port, photo) for _ in range(singles)]
     runner.join(WAIT_S * 4)
     return BigCall(images, outcome["s"], dict(outcome["failures"]), single_s)
+
+
+@dataclass
+class HeaderBombFlood:
+    """Many connections sending a tiny image whose header declares an absurd size, as fast as
+    they are answered: the answers' codes, a good client's latency meanwhile, and what the
+    server wrote to its log (the flood must not become disk writes)."""
+
+    connections: int
+    duration_s: float
+    calls: int
+    codes: dict[str, int]
+    good_call_s: float
+    #: Bytes and lines the server's log grew by during the flood (None: no log to read).
+    log_bytes: int | None
+    log_lines: int | None
+
+
+def ppm_declaring(width: int, height: int, size_bytes: int = 119) -> bytes:
+    """A binary PPM header declaring ``width`` x ``height``, zero-padded to ``size_bytes``
+    (the 119 bytes of issue 30's attack)."""
+    header = f"P6\n{width} {height}\n255\n".encode()
+    return header + bytes(max(0, size_bytes - len(header)))
+
+
+def header_bomb_flood(
+    host: str,
+    port: int,
+    photo: bytes,
+    *,
+    connections: int,
+    duration_s: float,
+    log_path: str | None = None,
+    bomb: bytes | None = None,
+) -> HeaderBombFlood:
+    """``connections`` clients call ``infer_batch`` with ``bomb`` (default: a PPM declaring
+    60000x60000) back to back for ``duration_s``; a good client calls once in the middle."""
+    bomb = ppm_declaring(60000, 60000) if bomb is None else bomb
+    codes: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        try:
+            connection = connect(host, port, timeout_s=WAIT_S)
+        except (TTransport.TTransportException, OSError):
+            with lock:
+                codes["NOT_CONNECTED"] += 1
+            return
+        with connection:
+            while not stop.is_set():
+                try:
+                    connection.client.infer_batch(InferenceParams(uuid="bomb", data=bomb))
+                    code = "OK"
+                except InferenceError as error:
+                    code = ErrorCode._VALUES_TO_NAMES.get(error.code, str(error.code))
+                except TApplicationException:
+                    code = "APPLICATION_ERROR"
+                except (TTransport.TTransportException, OSError):
+                    code = "CONNECTION"
+                with lock:
+                    codes[code] += 1
+                if code == "CONNECTION":
+                    return
+
+    log_start = None if log_path is None else os.path.getsize(log_path)
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    stop.wait(duration_s / 2)
+    good_s = good_call_s(host, port, photo)
+    stop.wait(max(0.0, duration_s / 2 - good_s))
+    stop.set()
+    for thread in threads:
+        thread.join(WAIT_S)
+    grown = None if log_path is None else _log_growth(log_path, log_start)
+    return HeaderBombFlood(
+        connections,
+        duration_s,
+        sum(codes.values()),
+        dict(codes),
+        good_s,
+        log_bytes=None if grown is None else grown[0],
+        log_lines=None if grown is None else grown[1],
+    )
+
+
+def _log_growth(log_path: str, start: int) -> tuple[int, int]:
+    """(bytes, lines) written to the log at ``log_path`` after its first ``start`` bytes."""
+    with open(log_path, "rb") as log:
+        log.seek(start)
+        written = log.read()
+    return len(written), written.count(b"\n")

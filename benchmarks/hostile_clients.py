@@ -62,8 +62,11 @@ def server_flags() -> list[str]:
     ]
 
 
-def run_attacks(host: str, port: int, photo: bytes, server_pid: int) -> dict[str, Any]:
-    """Each attack's figures, by name."""
+def run_attacks(
+    host: str, port: int, photo: bytes, server_pid: int, log_path: Path
+) -> dict[str, Any]:
+    """Each attack's figures, by name (``log_path``: the server's log, whose growth the
+    header-bomb flood measures)."""
     process = psutil.Process(server_pid)
     figures: dict[str, Any] = {}
 
@@ -93,6 +96,12 @@ def run_attacks(host: str, port: int, photo: bytes, server_pid: int) -> dict[str
     record(
         "big call",
         lambda: attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
+    )
+    record(
+        "header bomb flood",
+        lambda: attacks.header_bomb_flood(
+            host, port, photo, connections=50, duration_s=10.0, log_path=str(log_path)
+        ),
     )
     return figures
 
@@ -133,6 +142,13 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         f"(failures {big['big_call_failures'] or 'none'}); single calls beside it "
         + ", ".join(s(x) for x in big["single_calls_s"])
     )
+    bombs = figures["header bomb flood"]
+    lines.append(
+        f"header bomb flood: {bombs['calls']} calls of a 119-byte PPM declaring 60000x60000 "
+        f"from {bombs['connections']} connections in {bombs['duration_s']:g} s: "
+        f"{bombs['codes']}; the server logged {bombs['log_bytes']:,} bytes "
+        f"({bombs['log_lines']} lines); a good client served in {s(bombs['good_call_s'])}"
+    )
     return lines
 
 
@@ -148,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="hostile-")) / "server.log"
     with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
         server.start()
-        figures = run_attacks(host, port, photo, server.pid)
+        figures = run_attacks(host, port, photo, server.pid, log_path)
         with connect(host, port) as connection:
             stats = connection.client.stats()
     for line in summary_lines(figures):

@@ -112,6 +112,9 @@ struct ServerStats {
   9: optional bool ready;               // warmed up and not draining (what /health/ready says)
   10: optional AdmissionStats admission;
   11: optional ConnectionStats connections;
+  // Images whose client went away before their answer (dropped unrun, or finished for no one):
+  // neither requests_ok nor requests_failed.
+  12: optional i64 requests_cancelled;
 }
 
 service InferenceService {

@@ -60,3 +60,44 @@ def png_of(jpeg: bytes) -> bytes:
     """A PNG of the pixels ``jpeg`` decodes to (the same image, in a format nvJPEG refuses)."""
     pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     return cv2.imencode(".png", pixels)[1].tobytes()
+
+
+def tiff_declaring(width: int, height: int, *, big_endian: bool = False) -> bytes:
+    """A TIFF whose first IFD declares ``width`` x ``height`` (LONG values), and no strips."""
+    order = ">" if big_endian else "<"
+    entries = [(0x0100, 4, 1, width), (0x0101, 4, 1, height)]
+    ifd = struct.pack(order + "H", len(entries))
+    ifd += b"".join(struct.pack(order + "HHII", *entry) for entry in entries)
+    head = (b"MM\x00*" if big_endian else b"II*\x00") + struct.pack(order + "I", 8)
+    return head + ifd + struct.pack(order + "I", 0)
+
+
+def bmp_declaring(width: int, height: int) -> bytes:
+    """A BITMAPINFOHEADER BMP declaring ``width`` x ``height``, without pixels."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 0, 0, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
+
+
+def webp_declaring(width: int, height: int) -> bytes:
+    """An extended (VP8X) WebP declaring a ``width`` x ``height`` canvas, without frames."""
+    vp8x = bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunk = b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def sun_raster_declaring(width: int, height: int) -> bytes:
+    """A Sun raster header declaring ``width`` x ``height`` (24-bit, uncompressed)."""
+    return b"\x59\xa6\x6a\x95" + struct.pack(">7I", width, height, 24, 0, 1, 0, 0)
+
+
+def pam_declaring(width: int, height: int) -> bytes:
+    """A PAM (P7) header declaring ``width`` x ``height``."""
+    return f"P7\nWIDTH {width}\nHEIGHT {height}\nDEPTH 3\nMAXVAL 255\nENDHDR\n".encode()
+
+
+def pcx_declaring(width: int, height: int) -> bytes:
+    """A PCX header (a format only Pillow sizes) declaring ``width`` x ``height``."""
+    window = struct.pack("<4H", 0, 0, width - 1, height - 1)
+    header = b"\x0a\x05\x01\x08" + window + struct.pack("<HH", 72, 72) + bytes(48)
+    header += b"\x00\x03" + struct.pack("<HH", (width + 1) // 2 * 2 & 0xFFFF, 1)
+    return header + bytes(128 - len(header))

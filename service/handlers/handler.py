@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,7 +16,6 @@ import torchpipe_lite as tp
 from service.errors import (
     code_name,
     inference_error,
-    is_internal,
     printable_uuid,
     to_inference_error,
 )
@@ -34,9 +32,9 @@ from service.gen.inference.ttypes import (
 )
 from service.handlers.admission import Admission, RequestLimits, Ticket, call_images
 from service.handlers.class_scores import Scores
+from service.handlers.outcomes import RequestOutcomes
 from service.handlers.predictions import top_k
 from service.ops.gpu_stats import GpuReader
-from service.ops.log_limit import LogLimiter
 from service.ops.ops_server import ServiceState
 from service.rpc.connection import Reply
 
@@ -70,7 +68,8 @@ class ClassifierHandler(abc.ABC):
 
     Subclasses provide the engine: ``classify`` (logits per image, each image failing on its
     own), ``node_figures`` and ``close``. Every failure reaches the client as an
-    ``InferenceError`` and is logged once, with the request's uuid and code.
+    ``InferenceError`` and is logged once, with the request's uuid and code, at a bounded rate.
+    A call whose client went away before its answer is neither: it is counted cancelled.
 
     A subclass that can also classify without blocking (``classify_async``) lists the
     inference methods in ``async_methods``: the server then starts them on its loop thread and
@@ -93,12 +92,11 @@ class ClassifierHandler(abc.ABC):
         self.limits = limits or RequestLimits()
         #: The work this process admits at once (``admit``, called before every call runs).
         self.admission = admission or Admission()
-        self._log = LogLimiter(logger)
+        #: Each image's outcome, counted; the lines requests cause, rate-limited.
+        self._outcomes = RequestOutcomes(logger)
+        self._failed = self._outcomes.failed
         self._connections: Callable[[], ConnectionStats] | None = None
         self._started_s = time.monotonic()
-        self._counts_lock = threading.Lock()
-        self._requests_ok = 0
-        self._failures_by_code: Counter[int] = Counter()
         self._state: ServiceState | None = None
         self._gpu_reader: GpuReader | None = None
 
@@ -123,9 +121,8 @@ class ClassifierHandler(abc.ABC):
         try:
             return self.admission.admit(datas)
         except InferenceError as error:
-            with self._counts_lock:
-                self._failures_by_code[error.code] += len(datas)
-            self._log.log(
+            self._outcomes.refused(error.code, len(datas))
+            self._outcomes.log.log(
                 f"refused-{error.code}",
                 logging.WARNING,
                 "call refused (%s): %s",
@@ -133,14 +130,22 @@ class ClassifierHandler(abc.ABC):
                 error.message,
             )
             raise
+        except Exception as exc:  # weighing the call failed: still a typed, counted answer
+            raise self._failed(to_inference_error(exc, None), exc, images=len(datas)) from None
 
     def expired(self, method: str, ticket: Ticket) -> InferenceError:
         """The answer to a call whose deadline passed before it could start (counted)."""
-        with self._counts_lock:
-            self._failures_by_code[ErrorCode.TIMEOUT] += ticket.images
+        self._outcomes.refused(ErrorCode.TIMEOUT, ticket.images)
         timeout_s = self.admission.limits.request_timeout_s
-        self._log.log("expired", logging.WARNING, "%s waited over %g s unrun", method, timeout_s)
+        self._outcomes.log.log(
+            "expired", logging.WARNING, "%s waited over %g s unrun", method, timeout_s
+        )
         return inference_error(ErrorCode.TIMEOUT, f"waited over {timeout_s:g} s before it ran")
+
+    def abandoned(self, method: str, images: int) -> BaseException:
+        """The answer to a call whose client went away before it: counted cancelled (not a
+        failure: a client that gives up is no fault of the server's), logged at INFO."""
+        return self._outcomes.cancelled(method, images)
 
     # -- what a handler implements -----------------------------------------------------------
 
@@ -242,7 +247,7 @@ class ClassifierHandler(abc.ABC):
         """One line for the failed images of an ``infer_many`` call, however many failed."""
         codes = Counter(code_name(r.error.code) for r in results if r.error is not None)
         if codes:
-            self._log.log(
+            self._outcomes.log.log(
                 "infer_many",
                 logging.INFO,
                 "infer_many: %d of %d images failed (%s)",
@@ -261,6 +266,9 @@ class ClassifierHandler(abc.ABC):
         """``infer_batch``, answered from the thread that finishes the image."""
 
         def done(outcomes: list[Outcome]) -> None:
+            if reply.abandoned:
+                reply.fail(self.abandoned("infer_batch", 1))
+                return
             try:
                 best = self._predictions(outcomes[0], 1, params.uuid)[0]
             except InferenceError as error:
@@ -275,6 +283,9 @@ class ClassifierHandler(abc.ABC):
         self._check_k(k, getattr(params, "uuid", None))
 
         def done(outcomes: list[Outcome]) -> None:
+            if reply.abandoned:
+                reply.fail(self.abandoned("infer_topk", 1))
+                return
             try:
                 reply.send(self._predictions(outcomes[0], k, params.uuid))
             except InferenceError as error:
@@ -291,6 +302,9 @@ class ClassifierHandler(abc.ABC):
             return
 
         def done(outcomes: list[Outcome]) -> None:
+            if reply.abandoned:
+                reply.fail(self.abandoned("infer_many", len(pending)))
+                return
             self._many_finish(params_list, k, results, pending, outcomes)
             self._log_many(results)
             reply.send(results)
@@ -308,21 +322,20 @@ class ClassifierHandler(abc.ABC):
 
     def stats(self) -> ServerStats:
         """The server's counters and per-stage figures."""
-        with self._counts_lock:
-            requests_ok = self._requests_ok
-            failures = dict(self._failures_by_code)
+        counts = self._outcomes.counts()
         return ServerStats(
             handler=self.handler_name,
             device=self.device,
             uptime_s=time.monotonic() - self._started_s,
-            requests_ok=requests_ok,
-            requests_failed=sum(failures.values()),
-            failures_by_code=failures,
+            requests_ok=counts.ok,
+            requests_failed=sum(counts.failures_by_code.values()),
+            failures_by_code=counts.failures_by_code,
             nodes=self.node_stats(),
             gpus=None if self._gpu_reader is None else self._gpu_reader.read(),
             ready=None if self._state is None else self._state.ready,
             admission=self.admission.stats(),
             connections=None if self._connections is None else self._connections(),
+            requests_cancelled=counts.cancelled,
         )
 
     # -- shared steps --------------------------------------------------------------------------
@@ -349,8 +362,7 @@ class ClassifierHandler(abc.ABC):
             predictions = top_k(outcome, k)
         except Exception as exc:
             raise self._failed(to_inference_error(exc, uuid), exc, log=log) from exc
-        with self._counts_lock:
-            self._requests_ok += 1
+        self._outcomes.succeeded()
         return predictions
 
     def _check_params(self, params: InferenceParams | None) -> InferenceError | None:
@@ -373,23 +385,3 @@ class ClassifierHandler(abc.ABC):
                 ErrorCode.INVALID_ARGUMENT, f"k must be in 1..{MAX_TOP_K}, got {k}", uuid
             )
             raise self._failed(error, None)
-
-    def _failed(
-        self, error: InferenceError, cause: BaseException | None, *, log: bool = True
-    ) -> InferenceError:
-        """Count one failed request and log it (at a bounded rate per code: a client can make
-        every request fail); returns ``error`` for raising or returning."""
-        with self._counts_lock:
-            self._failures_by_code[error.code] += 1
-        if not log and not is_internal(error):  # summed up per call by the caller
-            return error
-        uuid, code = printable_uuid(error.uuid), code_name(error.code)
-        if is_internal(error):
-            self._log.log(
-                code, logging.ERROR, "request failed uuid=%s code=%s", uuid, code, exc_info=cause
-            )
-        else:
-            self._log.log(
-                code, logging.INFO, "request failed uuid=%s code=%s: %s", uuid, code, error.message
-            )
-        return error

@@ -172,6 +172,12 @@ def _service_families(stats: ServerStats) -> str:
             [(_labels(handler=stats.handler, code=code_name(c)), n) for c, n in failures],
         ),
         _family(
+            "tp_requests_cancelled",
+            "counter",
+            "Images whose client went away before their answer (neither success nor failure)",
+            [(handler, stats.requests_cancelled or 0)],
+        ),
+        _family(
             "tp_uptime_seconds",
             "gauge",
             "Seconds since the handler was built",

@@ -86,6 +86,7 @@ def sum_server_stats(parts: Sequence[ServerStats]) -> ServerStats | None:
         uptime_s=max(part.uptime_s for part in parts),
         requests_ok=sum(part.requests_ok for part in parts),
         requests_failed=sum(part.requests_failed for part in parts),
+        requests_cancelled=sum(part.requests_cancelled or 0 for part in parts),
         failures_by_code=dict(failures),
         nodes=_sum_nodes(parts),
         gpus=next((part.gpus for part in parts if part.gpus), None),

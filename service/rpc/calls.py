@@ -9,7 +9,8 @@ from whichever thread finishes the work, so no thread waits per request.
 Before either, a handler with ``admit(method, args)`` decides on the loop thread whether the
 call may run at all: it returns the call's ticket (kept on the reply, released with the answer)
 or raises the error to answer at once. A blocking call whose client has gone away, or whose
-ticket's deadline has passed, by the time a pool thread is free is answered without running.
+ticket's deadline has passed, by the time a pool thread is free is answered without running,
+with what its handler's ``abandoned(method, images)`` or ``expired(method, ticket)`` gives.
 """
 
 from __future__ import annotations
@@ -97,11 +98,14 @@ class CallRunner:
             if task is None:
                 return
             reply = task.reply
-            if reply.abandoned:
-                self.abandoned_unrun += 1
-                reply.fail(_GONE)  # nobody reads it; it ends the call
-                continue
             ticket = reply.ticket
+            if reply.abandoned:  # nobody reads the answer; it ends the call
+                self.abandoned_unrun += 1
+                name = reply.call.method.name
+                reply.fail(
+                    _GONE if ticket is None else self._handler.abandoned(name, ticket.images)
+                )
+                continue
             if ticket is not None and time.monotonic() > ticket.deadline_s:
                 reply.fail(self._handler.expired(reply.call.method.name, ticket))
                 continue

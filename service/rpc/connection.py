@@ -19,9 +19,14 @@ from typing import Any
 
 from thrift.Thrift import TApplicationException
 
+from service.ops.log_limit import LogLimiter
+
 from .codec import Call, Codec
 
 logger = logging.getLogger("service.rpc")
+#: A call's unexpected failure is a line with a traceback, and a client can make every one of
+#: its calls fail the same way: at most one such line per method and kind a second.
+_failure_log = LogLimiter(logger)
 
 
 class Connection:
@@ -88,7 +93,8 @@ class Reply:
 
     A failure that the method declares (``throws``) reaches the client as that exception; a
     ``TApplicationException`` as itself; anything else is logged with its traceback and the
-    client gets ``INTERNAL_ERROR``, as with thrift's generated processor.
+    client gets ``INTERNAL_ERROR``, as with thrift's generated processor (the log lines are
+    rate-limited: a client may make every call fail).
 
     ``ticket`` is the call's share of the server's admission budget (released once the answer
     is handed over). When the client goes away before its answer, the loop thread calls
@@ -141,15 +147,23 @@ class Reply:
         for cancel in cancels:
             try:
                 cancel()
-            except Exception:
-                logger.exception("cancelling the work of %s failed", self.call.method.name)
+            except Exception as error:
+                name = self.call.method.name
+                _failure_log.log(
+                    f"cancel-{name}",
+                    logging.ERROR,
+                    "cancelling the work of %s failed",
+                    name,
+                    exc_info=error,
+                )
 
     def send(self, value: Any = None) -> None:
         """Answer the call with ``value``."""
         try:
             data = self._codec.reply(self.call, value)
         except Exception as error:  # a value the IDL cannot encode is a server bug
-            logger.exception("cannot encode the reply of %s", self.call.method.name)
+            name = self.call.method.name
+            _failure_log.log(f"encode-{name}", logging.ERROR, "cannot encode the reply of %s", name)
             self.fail(error)
             return
         self._deliver(data)
@@ -162,14 +176,23 @@ class Reply:
             if isinstance(error, TApplicationException):
                 kind, message = error.type, str(error.message)
             else:
-                logger.error("unexpected exception in %s", call.method.name, exc_info=error)
+                _failure_log.log(
+                    f"unexpected-{call.method.name}",
+                    logging.ERROR,
+                    "unexpected exception in %s",
+                    call.method.name,
+                    exc_info=error,
+                )
                 kind, message = TApplicationException.INTERNAL_ERROR, "Internal error"
             data = self._codec.application_error(call.method.name, call.seqid, kind, message)
         self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
         if self._sent:
-            logger.error("%s answered twice; the second answer is dropped", self.call.method.name)
+            name = self.call.method.name
+            _failure_log.log(
+                f"twice-{name}", logging.ERROR, "%s answered twice; the second is dropped", name
+            )
             return
         self._sent = True
         if self.ticket is not None:

@@ -10,7 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.image_samples import gif_declaring, jpeg_claiming, png_header_claiming
+from benchmarks.attacks import ppm_declaring
+from tests.image_samples import (
+    bmp_declaring,
+    gif_declaring,
+    jpeg_claiming,
+    pam_declaring,
+    pcx_declaring,
+    png_header_claiming,
+    sun_raster_declaring,
+    tiff_declaring,
+    webp_declaring,
+)
 from torchpipe_lite.backends.image.image_cpu import DecodeMat
 from torchpipe_lite.backends.image.image_header import ImageHeader, check_pixels, read_header
 from torchpipe_lite.errors import InvalidInputError
@@ -95,15 +106,107 @@ def test_garbage_and_truncated_headers_are_not_images(data: bytes) -> None:
     assert read_header(data) is None
 
 
-def test_random_bytes_never_raise_anything_but_invalid_input() -> None:
+#: A tiny file of every format the header reader parses itself, declaring the given size.
+DECLARING = {
+    "jpeg": jpeg_claiming,
+    "png": png_header_claiming,
+    "gif": gif_declaring,
+    "bmp": bmp_declaring,
+    "webp": webp_declaring,
+    "tiff": tiff_declaring,
+    "tiff big-endian": lambda w, h: tiff_declaring(w, h, big_endian=True),
+    "sun": sun_raster_declaring,
+    "pnm": ppm_declaring,
+    "pam": pam_declaring,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DECLARING))
+def test_every_format_declaring_60000x60000_is_sized_and_refused_before_decoding(kind):
+    data = DECLARING[kind](60000, 60000)
+    assert len(data) < 1000
+    header = read_header(data)
+    assert header is not None and (header.width, header.height) == (60000, 60000), kind
+    backend = DecodeMat()
+    backend.init({})
+    with pytest.raises(InvalidInputError, match=r"60000x60000 \(3,600,000,000 pixels\)"):
+        backend.forward([{"data": data}])
+
+
+def test_the_119_byte_ppm_of_the_issue_is_sized_not_raised():
+    ppm = ppm_declaring(60000, 60000)
+    assert len(ppm) == 119
+    assert read_header(ppm) == ImageHeader("pnm", 60000, 60000)
+
+
+def test_netpbm_comments_plain_variants_and_pfm():
+    assert read_header(b"P3 # plain\n# more\n 640\t480\n255\n" + bytes(8)) == ImageHeader(
+        "pnm", 640, 480
+    )
+    assert read_header(b"P4\n8 2\n\xff\x00") == ImageHeader("pnm", 8, 2)
+    assert read_header(b"Pf\n7 5\n-1.0\n" + bytes(140)) == ImageHeader("pfm", 7, 5)
+
+
+def test_an_image_too_absurd_for_pillow_to_open_is_unsized_and_never_decoded():
+    pytest.importorskip("PIL.Image")
+    assert read_header(pcx_declaring(30, 20)) == ImageHeader("pcx", 30, 20)
+    huge = pcx_declaring(65535, 65535)  # Pillow refuses it at open, before telling its size
+    assert read_header(huge) is None
+    backend = DecodeMat()
+    backend.init({})
+    item = {"data": huge}
+    backend.forward([item])
+    assert "result" not in item  # no result: the service answers INVALID_IMAGE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"II*\x00\xff\xff\xff\x7f",  # first IFD far past the end
+        b"II*\x00\x08\x00\x00\x00\xff\xff",  # 65,535 entries announced, none there
+        tiff_declaring(30, 20)[:20],  # the height entry cut off
+        b"MM\x00+\x00\x08\x00\x00" + bytes(8),  # BigTIFF, IFD at 0
+        b"\x59\xa6\x6a\x95\x00\x00",
+        b"P6\n",
+        b"P6\n640\n",  # no height
+        b"P6\n-640 480\n255\n",
+        b"P6\n" + b"9" * 40 + b" 480\n",  # a number longer than any size
+        b"P6\n" + b"#" * 2000 + b"\n640 480\n",  # the size past the part of the header read
+        b"P7\nWIDTH 640\nENDHDR\nHEIGHT 480\n",  # the height after the header's end
+    ],
+)
+def test_malformed_headers_of_the_other_formats_are_not_images(data: bytes) -> None:
+    assert read_header(data) is None
+
+
+def test_random_and_mutated_headers_never_raise():
     rng = np.random.default_rng(3)
-    prefixes = [b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF89a", b"RIFF\0\0\0\0WEBP"]
-    for trial in range(300):
+    prefixes = [
+        b"",
+        b"\xff\xd8\xff",
+        b"\x89PNG\r\n\x1a\n",
+        b"BM",
+        b"GIF89a",
+        b"RIFF\0\0\0\0WEBP",
+        b"II*\x00",
+        b"MM\x00*",
+        b"II+\x00",
+        b"\x59\xa6\x6a\x95",
+        b"P6",
+        b"P7",
+        b"PF",
+    ]
+    for trial in range(400):
         data = prefixes[trial % len(prefixes)] + rng.bytes(int(rng.integers(0, 64)))
-        try:
-            header = read_header(data)
-        except InvalidInputError:
-            continue
+        header = read_header(data)
+        assert header is None or (header.width > 0 and header.height > 0)
+    samples = [build(300, 200) for build in DECLARING.values()]
+    for trial in range(2000):
+        data = bytearray(samples[trial % len(samples)])
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        cut = int(rng.integers(0, len(data) + 1))
+        header = read_header(bytes(data[:cut] if trial % 3 == 0 else data))
         assert header is None or (header.width > 0 and header.height > 0)
 
 

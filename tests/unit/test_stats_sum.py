@@ -99,3 +99,11 @@ def test_the_stats_route_says_loading_then_sends_the_struct_and_survives_a_failu
         assert plain.respond("/stats")[0] == 404  # a server without stats has no route
     finally:
         plain.close()
+
+
+def test_cancelled_requests_add_up_and_reach_metrics():
+    first, second = _worker(4, 1.0, gpu_util=0.1), _worker(4, 1.0, gpu_util=0.1)
+    first.requests_cancelled = 3  # the second predates the field: it counts as 0
+    summed = sum_server_stats([first, second])
+    assert summed.requests_cancelled == 3
+    assert 'tp_requests_cancelled{handler="pipelined"} 3.0' in render_triton(summed)

@@ -1143,11 +1143,12 @@ class ServerStats(object):
      - ready
      - admission
      - connections
+     - requests_cancelled
 
     """
 
 
-    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None, gpus=None, ready=None, admission=None, connections=None,):
+    def __init__(self, handler=None, device=None, uptime_s=None, requests_ok=None, requests_failed=None, failures_by_code=None, nodes=None, gpus=None, ready=None, admission=None, connections=None, requests_cancelled=None,):
         self.handler = handler
         self.device = device
         self.uptime_s = uptime_s
@@ -1159,6 +1160,7 @@ class ServerStats(object):
         self.ready = ready
         self.admission = admission
         self.connections = connections
+        self.requests_cancelled = requests_cancelled
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -1244,6 +1246,11 @@ class ServerStats(object):
                     self.connections.read(iprot)
                 else:
                     iprot.skip(ftype)
+            elif fid == 12:
+                if ftype == TType.I64:
+                    self.requests_cancelled = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -1307,6 +1314,10 @@ class ServerStats(object):
         if self.connections is not None:
             oprot.writeFieldBegin('connections', TType.STRUCT, 11)
             self.connections.write(oprot)
+            oprot.writeFieldEnd()
+        if self.requests_cancelled is not None:
+            oprot.writeFieldBegin('requests_cancelled', TType.I64, 12)
+            oprot.writeI64(self.requests_cancelled)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -1437,6 +1448,7 @@ ServerStats.thrift_spec = (
     (9, TType.BOOL, 'ready', None, None, ),  # 9
     (10, TType.STRUCT, 'admission', [AdmissionStats, None], None, ),  # 10
     (11, TType.STRUCT, 'connections', [ConnectionStats, None], None, ),  # 11
+    (12, TType.I64, 'requests_cancelled', None, None, ),  # 12
 )
 fix_spec(all_structs)
 del all_structs

@@ -4,8 +4,10 @@ Decoders allocate what a header declares, so a 100-byte file can claim 60000x600
 (10.8 GB as BGR). ``read_header`` lets a decoder refuse such input before any allocation;
 OpenCV's own ``CV_IO_MAX_IMAGE_PIXELS`` (2^30 pixels by default) is only a last line of defence.
 
-JPEG, PNG, BMP, GIF and WebP headers are parsed here; other formats are sized by Pillow's lazy
-``Image.open`` (which reads only the header) when Pillow is installed.
+JPEG, PNG, BMP, GIF, WebP, TIFF, Sun raster and the Netpbm family (PBM, PGM, PPM, PAM, PFM)
+are parsed here; other formats are sized by Pillow's lazy ``Image.open`` (which reads only the
+header) when Pillow is installed. ``read_header`` never raises: whatever the bytes, they are an
+image of a declared size or ``None``, and the callers turn either into a typed outcome.
 """
 
 from __future__ import annotations
@@ -35,13 +37,26 @@ _JPEG_SOF = frozenset(
 # Markers without a length field: TEM and RST0-7.
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _EXIF_ORIENTATION_TAG = 0x0112
+_TIFF_WIDTH_TAG, _TIFF_HEIGHT_TAG = 0x0100, 0x0101
+#: TIFF field types whose value is an unsigned integer: SHORT, LONG, LONG8 (BigTIFF), by size.
+_TIFF_UINT_BYTES = {3: 2, 4: 4, 16: 8}
+_SUN_RASTER_MAGIC = b"\x59\xa6\x6a\x95"
+#: Netpbm magic numbers: P1-P6 (PBM/PGM/PPM, plain and raw), P7 (PAM), PF/Pf (PFM).
+_NETPBM_MAGIC = frozenset({b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7", b"PF", b"Pf"})
+#: A Netpbm header is text of any length (comments); only this much of it is read, so a file
+#: whose size is not declared within it cannot be sized (and is not decoded).
+_NETPBM_HEADER_BYTES = 1024
+#: Longest number token read from a text header (longer ones are not a size).
+_MAX_DIGITS = 20
 
 
 @dataclass(frozen=True)
 class ImageHeader:
     """What an image's header declares."""
 
-    format: str  # "jpeg", "png", "bmp", "gif", "webp", or Pillow's name in lower case
+    #: "jpeg", "png", "bmp", "gif", "webp", "tiff", "sun", "pnm", "pam", "pfm", or Pillow's
+    #: name in lower case.
+    format: str
     width: int
     height: int
     #: Colour components (JPEG only; 0 where not read).
@@ -56,7 +71,10 @@ class ImageHeader:
 
 
 def read_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
-    """The header of ``data``, or ``None`` when it is not an image whose size can be read."""
+    """The header of ``data``, or ``None`` when it is not an image whose size can be read.
+
+    Never raises: a header declaring an absurd size is returned as declared (``check_pixels``
+    refuses it), and one too absurd for Pillow to open is ``None``."""
     buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     if len(buf) < 8:
         return None
@@ -71,6 +89,12 @@ def read_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
         header = _gif(buf)
     elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
         header = _webp(buf)
+    elif head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        header = _tiff(bytes(buf))
+    elif head.startswith(_SUN_RASTER_MAGIC):
+        header = _sun_raster(head)
+    elif head[:2] in _NETPBM_MAGIC:
+        header = _netpbm(bytes(buf[:_NETPBM_HEADER_BYTES]))
     else:
         header = _pillow(buf)
     if header is None or header.width <= 0 or header.height <= 0:
@@ -141,21 +165,34 @@ def _jpeg(buf) -> ImageHeader | None:
 
 def _exif_orientation(tiff: bytes) -> int:
     """The orientation tag of an EXIF block's first IFD (1 when absent or unreadable)."""
+    value = _first_ifd(tiff, (_EXIF_ORIENTATION_TAG,)).get(_EXIF_ORIENTATION_TAG, 1)
+    return value if 1 <= value <= 8 else 1
+
+
+def _first_ifd(tiff: bytes, tags: tuple[int, ...]) -> dict[int, int]:
+    """The unsigned integer values of ``tags`` in the first IFD of a TIFF structure (a TIFF
+    file, or an EXIF block), those present and readable."""
     if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
-        return 1
+        return {}
     order = "little" if tiff[:2] == b"II" else "big"
-    ifd = int.from_bytes(tiff[4:8], order)
-    if ifd + 2 > len(tiff):
-        return 1
-    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    big = int.from_bytes(tiff[2:4], order) == 43  # BigTIFF: 8-byte offsets and counts
+    offset_bytes, count_bytes, entry_bytes = (8, 8, 20) if big else (4, 2, 12)
+    start = 8 if big else 4
+    ifd = int.from_bytes(tiff[start : start + offset_bytes], order)
+    count = int.from_bytes(tiff[ifd : ifd + count_bytes], order)
+    first = ifd + count_bytes
+    # Only entries inside the data: a count of billions costs no more than the file's size.
+    count = min(count, max(0, (len(tiff) - first) // entry_bytes))
+    values: dict[int, int] = {}
     for index in range(count):
-        entry = ifd + 2 + 12 * index
-        if entry + 12 > len(tiff):
-            break
-        if int.from_bytes(tiff[entry : entry + 2], order) == _EXIF_ORIENTATION_TAG:
-            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
-            return value if 1 <= value <= 8 else 1
-    return 1
+        entry = first + entry_bytes * index
+        tag = int.from_bytes(tiff[entry : entry + 2], order)
+        kind = int.from_bytes(tiff[entry + 2 : entry + 4], order)
+        value_at = entry + 4 + offset_bytes  # after tag, type and the value count
+        if tag in tags and kind in _TIFF_UINT_BYTES:
+            size = _TIFF_UINT_BYTES[kind]
+            values[tag] = int.from_bytes(tiff[value_at : value_at + size], order)
+    return values
 
 
 def _png(buf) -> ImageHeader | None:
@@ -207,6 +244,51 @@ def _webp(buf) -> ImageHeader | None:
     return ImageHeader("webp", width, height)
 
 
+def _tiff(tiff: bytes) -> ImageHeader | None:
+    tags = (_TIFF_WIDTH_TAG, _TIFF_HEIGHT_TAG)
+    values = _first_ifd(tiff, tags)
+    if len(values) < 2:
+        return None
+    return ImageHeader("tiff", values[_TIFF_WIDTH_TAG], values[_TIFF_HEIGHT_TAG])
+
+
+def _sun_raster(head: bytes) -> ImageHeader | None:
+    # Magic, then width and height as big-endian 32-bit words.
+    if len(head) < 12:
+        return None
+    return ImageHeader("sun", int.from_bytes(head[4:8], "big"), int.from_bytes(head[8:12], "big"))
+
+
+def _netpbm(text: bytes) -> ImageHeader | None:
+    """P1-P6 and PF/Pf: magic, width, height as whitespace-separated decimal tokens (with
+    ``#`` comments between them); P7 (PAM): ``WIDTH w`` and ``HEIGHT h`` lines up to ENDHDR."""
+    magic = text[:2]
+    lines = (line.split(b"#", 1)[0].split() for line in text[2:].splitlines())
+    if magic == b"P7":
+        fields: dict[bytes, bytes] = {}
+        for words in lines:
+            if words[:1] == [b"ENDHDR"]:
+                break
+            if len(words) == 2:
+                fields[words[0]] = words[1]
+        width, height, name = fields.get(b"WIDTH"), fields.get(b"HEIGHT"), "pam"
+    else:
+        tokens: list[bytes] = []
+        for words in lines:
+            tokens += words
+            if len(tokens) >= 2:
+                break
+        width, height = (*tokens, None, None)[:2]
+        name = "pfm" if magic in (b"PF", b"Pf") else "pnm"
+    if not _is_number(width) or not _is_number(height):
+        return None
+    return ImageHeader(name, int(width), int(height))
+
+
+def _is_number(token: bytes | None) -> bool:
+    return token is not None and token.isdigit() and len(token) <= _MAX_DIGITS
+
+
 def _pillow(buf) -> ImageHeader | None:
     """Size any other format through Pillow's lazy open (header only)."""
     try:
@@ -219,8 +301,10 @@ def _pillow(buf) -> ImageHeader | None:
             width, height = image.size
             name = (image.format or "image").lower()
     except Image.DecompressionBombError as error:
-        # Pillow refuses sizes over twice its own limit at open; that is beyond ours too.
-        raise InvalidInputError(f"image declares an absurd size: {error}") from None
+        # Pillow refuses sizes over twice its own limit at open, before telling them: beyond
+        # ours too, and unsized, so never decoded.
+        logger.debug("Pillow refuses to open an image of %d bytes: %s", len(buf), error)
+        return None
     except Exception:  # any format Pillow cannot identify: not an image we can size
         return None
     return ImageHeader(name, width, height)
