@@ -223,3 +223,24 @@ def test_the_server_dying_fails_its_requests_clearly_and_a_new_one_serves_again(
         for process in (dying, replacement):
             if process is not None and process.is_alive():
                 process.kill()
+
+
+def test_a_local_pipeline_ending_in_remote_sends_batches_over_one_shared_connection(
+    served, address
+):
+    front = tp.pipe(
+        {
+            "pre": {"backend": "Identity", "next": "to_core"},
+            "to_core": {"backend": "Remote", "address": str(address), "instance_num": 3},
+        }
+    )
+    with front:
+        requests = [{"data": index} for index in range(50)]
+        front(requests)
+        assert [request["result"] for request in requests] == [2 * i for i in range(50)]
+        bad = {"data": b"bad"}
+        with pytest.raises(InvalidInputError, match="a bad input"):
+            front(bad)
+    figures = served.figures()
+    assert figures.clients_total == 1  # three instances, one connection
+    assert figures.submit_frames < 50  # the front's batches, not its requests

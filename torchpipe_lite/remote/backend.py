@@ -22,7 +22,8 @@ class Remote(Backend):
 
     ``reply_timeout`` (ms, default 60000) bounds one batch's wait. A request that fails at the
     server fails the batch, and the scheduler runs its batch-mates again alone, as for any
-    backend, so each request gets its own outcome.
+    backend, so each request gets its own outcome. The instances of a process share one
+    connection: the server then answers each batch of ends in one frame per process.
     """
 
     PARAMS = frozenset({"address", "reply_timeout"})
@@ -32,7 +33,7 @@ class Remote(Backend):
         if not address:
             raise ConfigError("is required (the served pipeline's Unix socket)", key="address")
         self._reply_timeout_s = param_int(params, "reply_timeout", 60_000) / 1000.0
-        self._remote = RemotePipeline(str(address))
+        self._remote = _shared_connection(str(address))
         entries = self._remote.shape.entries
         self._max = self._remote.batch_range(entries[0])[1] if len(entries) == 1 else 1
 
@@ -72,4 +73,27 @@ class Remote(Backend):
         return self._max
 
     def close(self) -> None:
-        self._remote.close()
+        _release_connection(self._remote)
+
+
+_connections: dict[str, tuple[RemotePipeline, int]] = {}
+_connections_lock = threading.Lock()
+
+
+def _shared_connection(address: str) -> RemotePipeline:
+    with _connections_lock:
+        remote, users = _connections.get(address, (None, 0))
+        if remote is None:
+            remote = RemotePipeline(address)
+        _connections[address] = (remote, users + 1)
+        return remote
+
+
+def _release_connection(remote: RemotePipeline) -> None:
+    with _connections_lock:
+        shared, users = _connections[remote.address]
+        if users > 1:
+            _connections[remote.address] = (shared, users - 1)
+            return
+        del _connections[remote.address]
+    remote.close()
