@@ -23,6 +23,8 @@ from typing import Any
 
 from thrift.Thrift import TApplicationException
 
+from service.ops.log_limit import LogLimiter
+
 from .connection import Reply
 
 logger = logging.getLogger("service.rpc")
@@ -55,6 +57,7 @@ class CallRunner:
             for index in range(threads)
         ]
         self._started = False
+        self._log = LogLimiter(logger, every_s=10.0)
 
     def start(self) -> None:
         """Start the pool's threads."""
@@ -96,18 +99,25 @@ class CallRunner:
             task = self._queue.get()
             if task is None:
                 return
-            reply = task.reply
-            if reply.abandoned:
-                self.abandoned_unrun += 1
-                reply.fail(_GONE)  # nobody reads it; it ends the call
-                continue
-            ticket = reply.ticket
-            if ticket is not None and time.monotonic() > ticket.deadline_s:
-                reply.fail(self._handler.expired(reply.call.method.name, ticket))
-                continue
             try:
-                value = task.function(*task.args)
-            except Exception as error:
-                task.reply.fail(error)
-            else:
-                task.reply.send(value)
+                self._run(task)
+            except Exception as error:  # answering failed (a server bug): serve on
+                name = task.reply.call.method.name
+                self._log.log("answer", logging.ERROR, "answering %s failed", name, exc_info=error)
+
+    def _run(self, task: _BlockingCall) -> None:
+        reply = task.reply
+        if reply.abandoned:
+            self.abandoned_unrun += 1
+            reply.fail(_GONE)  # nobody reads it; it ends the call
+            return
+        ticket = reply.ticket
+        if ticket is not None and time.monotonic() > ticket.deadline_s:
+            reply.fail(self._handler.expired(reply.call.method.name, ticket))
+            return
+        try:
+            value = task.function(*task.args)
+        except Exception as error:
+            reply.fail(error)
+        else:
+            reply.send(value)
