@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from thrift.Thrift import TType
 
-from benchmarks import attacks
+from benchmarks import attacks, protocol_attacks
 from benchmarks.report import write_json
 from clients.images import DEFAULT_IMG_DIR
 from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
@@ -37,6 +38,8 @@ logger = logging.getLogger("benchmarks.hostile_clients")
 DEADLINE_S = 2.0
 MAX_CONNECTIONS = 256
 MAX_IN_FLIGHT = 64
+#: Nesting depths of the deep-nesting attacks (the issue's 600 and 200,000).
+DEEP_NESTING = (600, 200_000)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,7 +106,24 @@ def run_attacks(
             host, port, photo, connections=50, duration_s=10.0, log_path=str(log_path)
         ),
     )
+    run_protocol_attacks(host, port, photo, record)
     return figures
+
+
+def run_protocol_attacks(host: str, port: int, photo: bytes, record) -> None:
+    """The attacks of ``benchmarks.protocol_attacks``: nesting deeper than a recursive parser
+    follows, and calls written back to back on one connection."""
+    for kind, name in ((TType.LIST, "list"), (TType.MAP, "map")):
+        for depth in DEEP_NESTING:
+            record(
+                f"nested {name} {depth}",
+                lambda kind=kind, depth=depth: protocol_attacks.deep_nesting(
+                    host, port, depth, kind
+                ),
+            )
+    record("two infer_batch", lambda: protocol_attacks.two_infer_batches(host, port, photo))
+    record("nosuch then ping", lambda: protocol_attacks.unknown_then_ping(host, port))
+    record("1000 pings", lambda: protocol_attacks.many_pings(host, port, 1000))
 
 
 def summary_lines(figures: dict[str, Any]) -> list[str]:
@@ -149,6 +169,31 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         f"{bombs['codes']}; the server logged {bombs['log_bytes']:,} bytes "
         f"({bombs['log_lines']} lines); a good client served in {s(bombs['good_call_s'])}"
     )
+    return lines + protocol_lines(figures)
+
+
+def protocol_lines(figures: dict[str, Any]) -> list[str]:
+    """One line per attack of ``run_protocol_attacks``."""
+
+    def s(value: float | None) -> str:
+        return "never" if value is None else f"{value * 1000:.2f} ms"
+
+    lines = []
+    for name, deep in figures.items():
+        if name.startswith("nested "):
+            lines.append(
+                f"{name} ({deep['message_bytes']} bytes): answered {deep['answered']}, "
+                f"closed after {s(deep['closed_after_s'])}; a new client's ping "
+                f"{s(deep['ping_after_s'])}"
+            )
+    for name in ("two infer_batch", "nosuch then ping", "1000 pings"):
+        sent = figures[name]
+        seqids = [seqid for _name, _kind, seqid in sent["answers"]]
+        in_order = seqids == list(range(1, sent["calls"] + 1))
+        lines.append(
+            f"{name} in one write: {len(seqids)} of {sent['calls']} answered "
+            f"(all, in order: {in_order}) in {s(sent['took_s'])}"
+        )
     return lines
 
 

@@ -100,7 +100,7 @@ class Acceptor:
                 else:
                     self._log.log("accept", logging.WARNING, "accept failed: %s", exc)
                 return
-            adopt(sock, f"{address[0]}:{address[1]}")
+            self._adopt(adopt, sock, f"{address[0]}:{address[1]}")
 
     def _accept_dealt(
         self, adopt: Callable[[socket.socket, str], None], on_end: Callable[[], None]
@@ -124,7 +124,16 @@ class Acceptor:
             except OSError:
                 sock.close()
                 continue
-            adopt(sock, f"{host}:{port}")
+            self._adopt(adopt, sock, f"{host}:{port}")
+
+    def _adopt(
+        self, adopt: Callable[[socket.socket, str], None], sock: socket.socket, peer: str
+    ) -> None:
+        try:
+            adopt(sock, peer)
+        except OSError as exc:  # reset before it was set up (setsockopt fails): drop it
+            self._log.log("adopt", logging.WARNING, "dropping a new connection: %s", exc)
+            sock.close()
 
     def _pause(self, exc: OSError) -> None:
         self._log.log(

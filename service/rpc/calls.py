@@ -24,6 +24,8 @@ from typing import Any
 
 from thrift.Thrift import TApplicationException
 
+from service.ops.log_limit import LogLimiter
+
 from .connection import Reply
 
 logger = logging.getLogger("service.rpc")
@@ -56,6 +58,7 @@ class CallRunner:
             for index in range(threads)
         ]
         self._started = False
+        self._log = LogLimiter(logger, every_s=10.0)
 
     def start(self) -> None:
         """Start the pool's threads."""
@@ -97,21 +100,26 @@ class CallRunner:
             task = self._queue.get()
             if task is None:
                 return
-            reply = task.reply
-            ticket = reply.ticket
-            if reply.abandoned:  # nobody reads the answer; it ends the call
-                self.abandoned_unrun += 1
-                name = reply.call.method.name
-                reply.fail(
-                    _GONE if ticket is None else self._handler.abandoned(name, ticket.images)
-                )
-                continue
-            if ticket is not None and time.monotonic() > ticket.deadline_s:
-                reply.fail(self._handler.expired(reply.call.method.name, ticket))
-                continue
             try:
-                value = task.function(*task.args)
-            except Exception as error:
-                task.reply.fail(error)
-            else:
-                task.reply.send(value)
+                self._run(task)
+            except Exception as error:  # answering failed (a server bug): serve on
+                name = task.reply.call.method.name
+                self._log.log("answer", logging.ERROR, "answering %s failed", name, exc_info=error)
+
+    def _run(self, task: _BlockingCall) -> None:
+        reply = task.reply
+        ticket = reply.ticket
+        if reply.abandoned:  # nobody reads the answer; it ends the call
+            self.abandoned_unrun += 1
+            name = reply.call.method.name
+            reply.fail(_GONE if ticket is None else self._handler.abandoned(name, ticket.images))
+            return
+        if ticket is not None and time.monotonic() > ticket.deadline_s:
+            reply.fail(self._handler.expired(reply.call.method.name, ticket))
+            return
+        try:
+            value = task.function(*task.args)
+        except Exception as error:
+            reply.fail(error)
+        else:
+            reply.send(value)

@@ -171,7 +171,10 @@ class Reply:
     def fail(self, error: BaseException) -> None:
         """Answer the call with ``error`` (see the class docstring for how it travels)."""
         call = self.call
-        data = self._codec.declared_error(call, error)
+        try:
+            data = self._codec.declared_error(call, error)
+        except Exception as encoding:  # an error value the IDL cannot encode: still answer
+            error, data = encoding, None
         if data is None:
             if isinstance(error, TApplicationException):
                 kind, message = error.type, str(error.message)

@@ -41,6 +41,9 @@ class ConnectionFigures:
     closed_malformed: int = 0
     replies_undelivered: int = 0  # the client had gone when its answer was ready
     calls_abandoned: int = 0  # the client went away while its call was in progress
+    #: Closed because an exception escaped its handling (a server bug; logged at ERROR, at a
+    #: bounded rate). Not in ``stats()`` yet: ConnectionStats has no field for it.
+    closed_on_error: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stats(self, max_open: int) -> ConnectionStats:

@@ -36,7 +36,8 @@ _FIXED_BYTES = {
 _CONTAINERS = (TType.LIST, TType.SET)
 #: Longest method name a call may carry (the IDL's are a dozen characters).
 MAX_METHOD_NAME_BYTES = 256
-#: Deepest nesting of structs and containers a message may have.
+#: Deepest nesting a message may have: structs, lists, sets and maps all count, one level each
+#: (the call's argument struct is level 0).
 MAX_DEPTH = 32
 
 
@@ -85,24 +86,23 @@ def scan_message(
     scanner = _Scanner(buf, limits)
     try:
         head = scanner.head()
-        scanner.skip_struct(head.body_offset, 0)
+        end = scanner.skip_body(head.body_offset)
     except _Incomplete as incomplete:
         if incomplete.needed > limits.max_message_bytes:
             raise MessageTooLargeError(
                 f"the message needs over {limits.max_message_bytes} bytes"
             ) from None
         return incomplete.needed
-    return head, scanner.end
+    return head, end
 
 
 class _Scanner:
-    __slots__ = ("buf", "end", "limits", "size")
+    __slots__ = ("buf", "limits", "size")
 
     def __init__(self, buf: bytes | bytearray | memoryview, limits: ScanLimits):
         self.buf = buf
         self.size = len(buf)
         self.limits = limits
-        self.end = 0
 
     def _need(self, position: int) -> None:
         if position > self.size:
@@ -133,55 +133,85 @@ class _Scanner:
         name = bytes(self.buf[8:name_end]).decode("utf-8", errors="replace")
         return MessageHead(name, word & _TYPE_MASK, seqid, name_end + 4)
 
-    def skip_struct(self, position: int, depth: int) -> None:
-        """Skip the fields of a struct up to and including its STOP; sets ``end``."""
-        if depth > MAX_DEPTH:
-            raise MalformedMessageError(f"nested deeper than {MAX_DEPTH}")
-        while True:
-            self._need(position + 1)
-            field_type = self.buf[position]
-            if field_type == TType.STOP:
-                self.end = position + 1
-                return
-            self._need(position + 3)
-            position = self.skip_value(field_type, position + 3, depth)
+    def skip_body(self, position: int) -> int:
+        """Skip the argument struct that starts at ``position``; returns where it ends.
 
-    def skip_value(self, value_type: int, position: int, depth: int) -> int:
-        """Skip one value of ``value_type`` starting at ``position``; returns where it ends."""
-        fixed = _FIXED_BYTES.get(value_type)
-        if fixed is not None:
-            self._need(position + fixed)
-            return position + fixed
-        if value_type == TType.STRING:
-            end = position + 4 + self._length(position, "string")
-            self._need(end)
-            return end
+        An explicit stack instead of recursion: every struct, list, set and map open at
+        ``position`` is one frame, so the nesting a message may have is ``MAX_DEPTH`` whatever
+        the kinds nested, and no message can exhaust the interpreter's stack. A frame is
+        ``[element types, items left, next type]``; a struct's is ``[None, ...]``.
+        """
+        buf = self.buf
+        need = self._need
+        stack: list[list] = [[None, 0, 0]]
+        while stack:
+            frame = stack[-1]
+            element_types = frame[0]
+            if element_types is None:  # a struct: the next field, or its end
+                need(position + 1)
+                value_type = buf[position]
+                if value_type == TType.STOP:
+                    position += 1
+                    stack.pop()
+                    continue
+                need(position + 3)
+                position += 3
+            else:  # a container: its next key, value or element, or its end
+                if frame[1] == 0:
+                    stack.pop()
+                    continue
+                value_type = element_types[frame[2]]
+                frame[2] += 1
+                if frame[2] == len(element_types):
+                    frame[1] -= 1
+                    frame[2] = 0
+            fixed = _FIXED_BYTES.get(value_type)
+            if fixed is not None:
+                position += fixed
+                need(position)
+            elif value_type == TType.STRING:
+                position += 4 + self._length(position, "string")
+                need(position)
+            else:
+                position = self._open(value_type, position, stack)
+        return position
+
+    def _open(self, value_type: int, position: int, stack: list[list]) -> int:
+        """Open a frame for the struct or container that starts at ``position`` (its items are
+        skipped by ``skip_body``'s loop); returns where its items start (or, for items of fixed
+        size, where it ends)."""
         if value_type == TType.STRUCT:
-            self.skip_struct(position, depth + 1)
-            return self.end
-        if value_type in _CONTAINERS:
+            types: tuple[int, ...] | None = None
+            count = 0
+        elif value_type in _CONTAINERS:
             self._need(position + 5)
             element_type, count = _LIST_HEADER.unpack_from(self.buf, position)
-            return self._skip_elements((element_type,), count, position + 5, depth)
-        if value_type == TType.MAP:
+            types, position = (element_type,), position + 5
+        elif value_type == TType.MAP:
             self._need(position + 6)
             key_type, value_type_, count = _MAP_HEADER.unpack_from(self.buf, position)
-            return self._skip_elements((key_type, value_type_), count, position + 6, depth)
-        raise MalformedMessageError(f"unknown field type {value_type}")
+            types, position = (key_type, value_type_), position + 6
+        else:
+            raise MalformedMessageError(f"unknown field type {value_type}")
+        if len(stack) > MAX_DEPTH:
+            raise MalformedMessageError(f"structs and containers nested deeper than {MAX_DEPTH}")
+        if types is None:
+            stack.append([None, 0, 0])
+            return position
+        self._check_count(count)
+        sizes = [_FIXED_BYTES.get(kind) for kind in types]
+        if None not in sizes:  # fixed-size items: one jump
+            end = position + count * sum(sizes)
+            self._need(end)
+            return end
+        if count:
+            stack.append([types, count, 0])
+        return position
 
-    def _skip_elements(self, types: tuple[int, ...], count: int, position: int, depth: int) -> int:
+    def _check_count(self, count: int) -> None:
         if count < 0:
             raise MalformedMessageError(f"negative container size {count}")
         if count > self.limits.max_container_items:
             raise MalformedMessageError(
                 f"a container of {count} items (the limit is {self.limits.max_container_items})"
             )
-        sizes = [_FIXED_BYTES.get(kind) for kind in types]
-        if all(size is not None for size in sizes):  # fixed-size elements: one jump
-            end = position + count * sum(sizes)
-            self._need(end)
-            return end
-        for _ in range(count):
-            for kind in types:
-                position = self.skip_value(kind, position, depth + 1)
-        return position

@@ -16,6 +16,7 @@ its deadline), then ``serve()`` returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -184,10 +185,13 @@ class ThriftServer:
         while not done():
             for target, events in poller.wait(max(0.0, next_sweep_s - time.monotonic())):
                 if isinstance(target, Connection):
-                    if events & WRITE:
-                        self._replies.flush(target)
-                    if events & (READ | BROKEN):
-                        self._read(target)
+                    try:
+                        if events & WRITE:
+                            self._replies.flush(target)
+                        if events & (READ | BROKEN):
+                            self._read(target)
+                    except Exception as error:  # one connection's failure is its own
+                        self._drop_after_error(target, error)
                 elif target == _LISTENER:
                     self._acceptor.accept(self._adopt, self._stopping.set)
                 else:  # a wake-up or a signal (its handler has run by now): a pipe's fd
@@ -280,13 +284,16 @@ class ThriftServer:
         self._start_call(connection, head, data if end == len(data) else data[:end])
 
     def _start_call(self, connection: Connection, head: MessageHead, message: bytes) -> None:
+        connection.reply = None  # no call handed out yet (see ``_drop_after_error``)
         if head.message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
             self._refuse(connection, f"a message of type {head.message_type} is not a call")
             return
         method = self._methods.get(head.name)
         with connection.lock:
             connection.busy = True
-            connection.input_waiting = False
+            # Whole messages may follow this one in the buffer: the call's end must come back
+            # for them (``end_call``) instead of waiting for the client to send more.
+            connection.input_waiting = connection.buffered_bytes > 0
         if method is None:
             reply = self._codec.application_error(
                 head.name,
@@ -314,19 +321,43 @@ class ThriftServer:
         for connection in self._waker.take_posted():
             if self._connections.get(connection.fd) is not connection:
                 continue  # closed meanwhile (its descriptor may already be another's)
-            if connection.out is not None and connection.closing:
-                connection.out = None  # the client is gone: drop the rest of the reply
-                with connection.lock:
-                    connection.busy = False
-                self._close(connection)
-            elif connection.out is not None:
-                self._poller.change(connection.fd, READ | WRITE)
-            elif connection.closing or (self._stopping.is_set() and not connection.busy):
-                self._close_when_idle(connection)
-            else:
-                self._next_message(connection)
+            try:
+                self._follow_up(connection)
+            except Exception as error:  # one connection's failure is its own
+                self._drop_after_error(connection, error)
+
+    def _follow_up(self, connection: Connection) -> None:
+        if connection.out is not None and connection.closing:
+            connection.out = None  # the client is gone: drop the rest of the reply
+            with connection.lock:
+                connection.busy = False
+            self._close(connection)
+        elif connection.out is not None:
+            self._poller.change(connection.fd, READ | WRITE)
+        elif connection.closing or (self._stopping.is_set() and not connection.busy):
+            self._close_when_idle(connection)
+        else:
+            self._next_message(connection)
 
     # -- closing -----------------------------------------------------------------------------
+
+    def _drop_after_error(self, connection: Connection, error: Exception) -> None:
+        """An exception escaped the handling of ``connection`` (a server bug, or a limit the
+        checks missed): close that connection, log at a bounded rate, serve the others."""
+        self.figures.closed_on_error += 1
+        self._log.log(
+            "connection_error",
+            logging.ERROR,
+            "closing the connection from %s after an unexpected %s",
+            connection.peer,
+            type(error).__name__,
+            exc_info=error,
+        )
+        with connection.lock:
+            if connection.busy and connection.reply is None:
+                connection.busy = False  # no call was handed out: nothing else will end it
+        with contextlib.suppress(OSError):  # the socket may be broken already
+            self._close_when_idle(connection)
 
     def _refuse(self, connection: Connection, why: str) -> None:
         self.figures.closed_malformed += 1
