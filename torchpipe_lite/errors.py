@@ -10,8 +10,10 @@ class TorchpipeError(Exception):
     retryable: bool = False
 
 
-class ConfigError(TorchpipeError, ValueError):
-    """The configuration is invalid; names the node and key at fault."""
+class ConfigError(TorchpipeError, ValueError, RuntimeError):
+    """The configuration is invalid; names the node and key at fault.
+
+    Also a ``RuntimeError``: what TorchPipe raises for a configuration it cannot load."""
 
     def __init__(self, message: str, *, node: str | None = None, key: str | None = None):
         self.node = node
@@ -33,8 +35,10 @@ class BackendInitError(TorchpipeError):
         super().__init__(f"node {node!r}, backend {backend!r}: {message}")
 
 
-class RequestError(TorchpipeError):
-    """A single request failed; ``node`` and ``backend`` say where, when known."""
+class RequestError(TorchpipeError, RuntimeError):
+    """A single request failed; ``node`` and ``backend`` say where, when known.
+
+    A ``RuntimeError`` too, as TorchPipe's failed calls are, so its callers' handlers catch it."""
 
     def __init__(self, message: str = "", *, node: str | None = None, backend: str | None = None):
         self.node = node
@@ -96,10 +100,16 @@ class InvalidRequestError(RequestError, ValueError):
     """The request itself is malformed (not a dict, no ``data``, unknown ``node_name``...)."""
 
 
+class EntryNodeError(InvalidRequestError, IndexError):
+    """The request names no entry node where the graph has several, or one that is not an
+    entry (an ``IndexError`` too, as TorchPipe's out-of-range ``node_name`` is)."""
+
+
 __all__ = [
     "BackendError",
     "BackendInitError",
     "ConfigError",
+    "EntryNodeError",
     "FilterError",
     "InvalidInputError",
     "InvalidRequestError",
