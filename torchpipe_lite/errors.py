@@ -55,7 +55,41 @@ class RequestError(TorchpipeError, RuntimeError):
 
 
 class BackendError(RequestError):
-    """A backend raised while running this request; the original exception is ``__cause__``."""
+    """A backend raised while running this request; the original exception is ``__cause__``.
+
+    Where that was one of Python's common errors (``IndexError``, ``KeyError``...), the
+    ``BackendError`` is an instance of it too (:func:`backend_error_for`), so a handler for
+    the original type still catches it, as TorchPipe's callers catch libtorch's errors."""
+
+
+#: The built-in error types a BackendError keeps, most specific first.
+_KEPT_TYPES = (
+    IndexError,
+    KeyError,
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    NotImplementedError,
+)
+_KEEPING: dict[type, type] = {}
+for _kept in _KEPT_TYPES:
+    _name = f"Backend{_kept.__name__}"
+    _KEEPING[_kept] = globals()[_name] = type(
+        _name,
+        (BackendError, _kept),
+        {"__doc__": f"A BackendError whose cause is a {_kept.__name__}.", "__module__": __name__},
+    )
+
+
+def backend_error_for(cause: BaseException) -> type[BackendError]:
+    """The BackendError class for a backend's ``cause``: one that is also the first of the
+    common built-in types ``cause`` is an instance of, else ``BackendError`` itself."""
+    for kept in _KEPT_TYPES:
+        if isinstance(cause, kept):
+            return _KEEPING[kept]
+    return BackendError
 
 
 class InvalidInputError(RequestError):

@@ -47,3 +47,20 @@ class C10Exception(Backend):
         import torch
 
         torch.empty((2, 2, 2)).size(-19090)
+
+
+@register_backend("CopySplit")
+class CopySplit(Backend):
+    """``result`` = a list of ``split_size`` (default 2) references to ``data``: fans one
+    request out for a ``MapReduce`` node (TorchPipe's test backend of that name)."""
+
+    PARAMS = frozenset({"split_size"})
+
+    def init(self, params: dict[str, Any]) -> None:
+        self.split_size = int(params.get("split_size", 2))
+        if self.split_size < 1:
+            raise ValueError(f"split_size must be at least 1, got {self.split_size}")
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        for item in batch:
+            item["result"] = [item["data"]] * self.split_size
