@@ -5,6 +5,7 @@ from . import errors
 from .backends.base import UNBOUNDED_BATCH, Backend
 from .backends.registry import register_backend, registered_backends
 from .backends.tree import create_backend
+from .compat import Event, parse_toml
 from .config import Color, DeviceSpec, Precision, load_config, parse_backend_expression
 from .errors import (
     BackendError,
@@ -21,6 +22,15 @@ from .errors import (
     TorchpipeError,
 )
 from .filters import Status, register_filter
+from .keys import (
+    TASK_BOX_KEY,
+    TASK_CONTEXT_KEY,
+    TASK_DATA_KEY,
+    TASK_EVENT_KEY,
+    TASK_INFO_KEY,
+    TASK_NODE_NAME_KEY,
+    TASK_RESULT_KEY,
+)
 from .metrics import NodeStats
 from .remote import PipelineServer, RemotePipeline, connect, serve
 from .schedule import Pipeline, pipe
@@ -28,12 +38,20 @@ from .schedule import Pipeline, pipe
 __version__ = "0.1.0"
 
 __all__ = [
+    "TASK_BOX_KEY",
+    "TASK_CONTEXT_KEY",
+    "TASK_DATA_KEY",
+    "TASK_EVENT_KEY",
+    "TASK_INFO_KEY",
+    "TASK_NODE_NAME_KEY",
+    "TASK_RESULT_KEY",
     "UNBOUNDED_BATCH",
     "Backend",
     "BackendError",
     "Color",
     "ConfigError",
     "DeviceSpec",
+    "Event",
     "FilterError",
     "InvalidInputError",
     "NoResultError",
@@ -55,6 +73,7 @@ __all__ = [
     "errors",
     "load_config",
     "parse_backend_expression",
+    "parse_toml",
     "pipe",
     "register_backend",
     "register_filter",

@@ -10,8 +10,10 @@ class TorchpipeError(Exception):
     retryable: bool = False
 
 
-class ConfigError(TorchpipeError, ValueError):
-    """The configuration is invalid; names the node and key at fault."""
+class ConfigError(TorchpipeError, ValueError, RuntimeError):
+    """The configuration is invalid; names the node and key at fault.
+
+    Also a ``RuntimeError``: what TorchPipe raises for a configuration it cannot load."""
 
     def __init__(self, message: str, *, node: str | None = None, key: str | None = None):
         self.node = node
@@ -33,8 +35,10 @@ class BackendInitError(TorchpipeError):
         super().__init__(f"node {node!r}, backend {backend!r}: {message}")
 
 
-class RequestError(TorchpipeError):
-    """A single request failed; ``node`` and ``backend`` say where, when known."""
+class RequestError(TorchpipeError, RuntimeError):
+    """A single request failed; ``node`` and ``backend`` say where, when known.
+
+    A ``RuntimeError`` too, as TorchPipe's failed calls are, so its callers' handlers catch it."""
 
     def __init__(self, message: str = "", *, node: str | None = None, backend: str | None = None):
         self.node = node
@@ -51,7 +55,41 @@ class RequestError(TorchpipeError):
 
 
 class BackendError(RequestError):
-    """A backend raised while running this request; the original exception is ``__cause__``."""
+    """A backend raised while running this request; the original exception is ``__cause__``.
+
+    Where that was one of Python's common errors (``IndexError``, ``KeyError``...), the
+    ``BackendError`` is an instance of it too (:func:`backend_error_for`), so a handler for
+    the original type still catches it, as TorchPipe's callers catch libtorch's errors."""
+
+
+#: The built-in error types a BackendError keeps, most specific first.
+_KEPT_TYPES = (
+    IndexError,
+    KeyError,
+    LookupError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    NotImplementedError,
+)
+_KEEPING: dict[type, type] = {}
+for _kept in _KEPT_TYPES:
+    _name = f"Backend{_kept.__name__}"
+    _KEEPING[_kept] = globals()[_name] = type(
+        _name,
+        (BackendError, _kept),
+        {"__doc__": f"A BackendError whose cause is a {_kept.__name__}.", "__module__": __name__},
+    )
+
+
+def backend_error_for(cause: BaseException) -> type[BackendError]:
+    """The BackendError class for a backend's ``cause``: one that is also the first of the
+    common built-in types ``cause`` is an instance of, else ``BackendError`` itself."""
+    for kept in _KEPT_TYPES:
+        if isinstance(cause, kept):
+            return _KEEPING[kept]
+    return BackendError
 
 
 class InvalidInputError(RequestError):
@@ -103,10 +141,16 @@ class InvalidRequestError(RequestError, ValueError):
     """The request itself is malformed (not a dict, no ``data``, unknown ``node_name``...)."""
 
 
+class EntryNodeError(InvalidRequestError, IndexError):
+    """The request names no entry node where the graph has several, or one that is not an
+    entry (an ``IndexError`` too, as TorchPipe's out-of-range ``node_name`` is)."""
+
+
 __all__ = [
     "BackendError",
     "BackendInitError",
     "ConfigError",
+    "EntryNodeError",
     "FilterError",
     "InvalidInputError",
     "InvalidRequestError",

@@ -3,7 +3,15 @@
 TorchPipe's statuses and built-in filters, with its spellings: a node's ``filter`` key names a
 status (the filter always returns it) or a filter (a function of the request's dict, which it
 may change, returning a status). ``register_filter`` adds your own, as ``register_backend``
-adds backends.
+adds backends: a function, or (TorchPipe's form, ``register_filter(cls, name)``) a class whose
+instances have ``forward(item) -> Status`` and may have ``init(params, shared)``; each node
+using it gets its own instance, initialised with that node's parameters.
+
+A filter replaces the default ``swap``: as in TorchPipe, the dict it passes to the backend is
+the predecessor's output as it stands, ``data`` unchanged. A filter meant to compute on the
+predecessor's ``result`` moves it to ``data`` itself (``item["data"] = item.pop("result")``).
+Whatever the filter leaves in ``result`` is dropped when the node runs, so a backend that
+writes no result ends the request with none.
 
 - ``Run`` (``Continue``): run the node's backend on the dict.
 - ``Skip``: do not run it; the dict goes on as the node's output.
@@ -32,6 +40,14 @@ class Status(enum.Enum):
     SUBGRAPH_SKIP = "SubGraphSkip"
     BREAK = "Break"
     ERROR = "Error"
+    # TorchPipe's member spellings: the same members under its names.
+    Run = "Run"
+    Continue = "Run"
+    Skip = "Skip"
+    SerialSkip = "SerialSkip"
+    SubGraphSkip = "SubGraphSkip"
+    Break = "Break"
+    Error = "Error"
 
 
 #: A filter: the request's dict in (it may change it), a status out.
@@ -67,7 +83,7 @@ _STATUS_SPELLINGS = {
     Status.ERROR: ("Error", "error"),
 }
 
-_FILTERS: dict[str, Filter] = {"swap": _swap, "or": _or}
+_FILTERS: dict[str, Filter | type] = {"swap": _swap, "or": _or}
 for _status, _spellings in _STATUS_SPELLINGS.items():
     for _spelling in _spellings:
         _FILTERS[_spelling] = _always(_status)
@@ -85,25 +101,63 @@ def constant_status(name: str) -> Status | None:
     return None
 
 
-def register_filter(name: str) -> Callable[[Filter], Filter]:
-    """Decorator: make ``function(item) -> Status`` available as ``filter = "<name>"``."""
+def register_filter(target: str | Callable | type, name: str | None = None) -> Any:
+    """Make a filter available as ``filter = "<name>"``.
 
-    def register(function: Filter) -> Filter:
-        if name in _FILTERS:
-            raise ValueError(f"a filter named {name!r} exists already (the built-ins included)")
-        _FILTERS[name] = function
-        return function
+    ``@register_filter("name")`` decorates a function ``(item) -> Status``;
+    ``register_filter(cls, "name")`` (TorchPipe's call) registers a class, instantiated once
+    per node that names it (see the module docstring); a function may be given so too.
+    """
+    if isinstance(target, str):
+        if name is not None:
+            raise TypeError("register_filter(name) decorates; register_filter(cls, name) registers")
+        return lambda function: _register(target, function)
+    if not isinstance(name, str):
+        raise TypeError(f"register_filter({target!r}, name): the name must be a string")
+    return _register(name, target)
 
-    return register
+
+def _register(name: str, target: Any) -> Any:
+    if not name or not isinstance(name, str):
+        raise ValueError(f"a filter name must be a non-empty string, got {name!r}")
+    if isinstance(target, type):
+        if not callable(getattr(target, "forward", None)):
+            raise TypeError(f"filter class {target.__name__} needs a forward(item) method")
+    elif not callable(target):
+        raise TypeError(f"a filter is a function or a class, got {target!r}")
+    if name in _FILTERS:
+        raise ValueError(f"a filter named {name!r} exists already (the built-ins included)")
+    _FILTERS[name] = target
+    return target
 
 
-def filter_function(name: str) -> Filter:
-    """The filter called ``name``; ``KeyError`` naming the known ones otherwise."""
+def _lookup(name: str) -> Filter | type:
     try:
         return _FILTERS[name]
     except KeyError:
         known = ", ".join(sorted(_FILTERS))
         raise KeyError(f"unknown filter {name!r}; known: {known}") from None
+
+
+def filter_function(name: str, params: dict[str, Any] | None = None) -> Filter:
+    """The filter called ``name`` as a function of the item: a registered class is
+    instantiated here and initialised with ``params`` (a node's). ``KeyError`` naming the
+    known ones when there is no such filter."""
+    found = _lookup(name)
+    if not isinstance(found, type):
+        return found
+    instance = found()
+    init = getattr(instance, "init", None)
+    # TorchPipe hands filters its string-valued node parameters and a shared dict.
+    strings = {key: str(value) for key, value in (params or {}).items()}
+    if callable(init) and init(strings, None) is False:
+        raise ValueError(f"filter {name!r}: init returned False")
+    return instance.forward
+
+
+def check_filter(name: str) -> None:
+    """``KeyError`` naming the known filters when ``name`` is not one."""
+    _lookup(name)
 
 
 def filter_names() -> list[str]:

@@ -1,35 +1,24 @@
-"""Fake backends for tests (the project's and users' own): Sleep, Fail, NoResult.
+"""Fake backends for tests (the project's and users' own): Fail, NoResult.
 
 They register when this module is imported (``import torchpipe_lite.testing``), not with
-``import torchpipe_lite``: a production pipeline never has them among its backends.
+``import torchpipe_lite``: a production pipeline never has them among its backends. ``Sleep``
+(with TorchPipe's other diagnostic backends) is registered with the library, as in TorchPipe;
+it is re-exported here for the tests that import it from this module.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .backends.base import Backend
+from .backends.diagnostic import Sleep
 from .backends.registry import register_backend
+
+__all__ = ["Fail", "NoResult", "Sleep"]
 
 
 def _matches(item: dict[str, Any], trigger: Any) -> bool:
     return trigger is None or item.get("data") == trigger
-
-
-@register_backend("Sleep")
-class Sleep(Backend):
-    """``result = data`` after sleeping ``sleep_ms`` per batch (a stand-in for compute)."""
-
-    PARAMS = frozenset({"sleep_ms"})
-
-    def init(self, params: dict[str, Any]) -> None:
-        self.sleep_s = float(params.get("sleep_ms", 10)) / 1000.0
-
-    def forward(self, batch: list[dict[str, Any]]) -> None:
-        time.sleep(self.sleep_s)
-        for item in batch:
-            item["result"] = item["data"]
 
 
 @register_backend("Fail")

@@ -285,10 +285,6 @@ def test_a_break_in_one_branch_ends_the_whole_request():
             "unknown node 'z'",
         ),
         (
-            {"a": tag("a", next="b"), "b": {"backend": "GraphPair", "map": "a[result:x]"}},
-            "gives the node no 'data'",
-        ),
-        (
             {"r": {"backend": "Identity", "next": "a,b"}, "a": tag("a", next="j"),
              "b": tag("b", next="j"), "j": tag("j")},
             "give it a map",

@@ -138,13 +138,17 @@ def test_next_to_unknown_node():
     assert (error.node, error.key) == ("a", "next")
 
 
-def test_missing_backend_key():
-    error = error_of({"a": {"max": 2}})
-    assert (error.node, error.key) == ("a", "backend")
+def test_a_node_without_backend_runs_identity_as_in_torchpipe():
+    config = load_config({"a": {"max": 2}})
+    assert str(config.node("a").backend) == "Identity"
 
 
-def test_no_nodes_at_all():
-    assert "no node" in str(error_of({"instance_num": 2}))
+def test_keys_without_a_table_are_one_node_as_in_torchpipe():
+    config = load_config({"instance_num": 2})
+    assert [(node.name, str(node.backend), node.instance_num) for node in config.nodes] == [
+        ("default", "Identity", 2)
+    ]
+    assert "empty configuration" in str(error_of({}))
 
 
 def test_missing_file_and_bad_toml(tmp_path):
@@ -220,9 +224,12 @@ def test_a_near_miss_of_a_scheduler_key_warns_even_for_backends_without_declared
     assert not any("gain" in m for m in warnings)  # may be the backend's own parameter
 
 
-def test_a_misspelt_backend_key_is_named():
-    with pytest.raises(ConfigError, match=r"missing required key \(did you mean 'bakend'"):
-        load_config({"a": {"bakend": "Identity"}})
+def test_a_misspelt_backend_key_is_named(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = load_config({"a": {"bakend": "DecodeMat"}})
+    assert str(config.node("a").backend) == "Identity"  # TorchPipe's default, as there
+    warnings = [record.getMessage() for record in caplog.records]
+    assert any("[a].bakend: unknown key" in m and "'backend'" in m for m in warnings)
 
 
 def test_backend_names_match_without_regard_to_case_and_unknown_ones_get_a_hint():

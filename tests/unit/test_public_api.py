@@ -5,12 +5,20 @@ from __future__ import annotations
 import torchpipe_lite as tp
 
 PUBLIC = {
+    "TASK_BOX_KEY",
+    "TASK_CONTEXT_KEY",
+    "TASK_DATA_KEY",
+    "TASK_EVENT_KEY",
+    "TASK_INFO_KEY",
+    "TASK_NODE_NAME_KEY",
+    "TASK_RESULT_KEY",
     "UNBOUNDED_BATCH",
     "Backend",
     "BackendError",
     "Color",
     "ConfigError",
     "DeviceSpec",
+    "Event",
     "FilterError",
     "InvalidInputError",
     "NoResultError",
@@ -28,6 +36,7 @@ PUBLIC = {
     "errors",
     "load_config",
     "parse_backend_expression",
+    "parse_toml",
     "pipe",
     "register_backend",
     "register_filter",
@@ -55,12 +64,16 @@ def test_every_error_is_a_torchpipe_error():
 
 
 def test_the_test_fakes_register_only_when_asked_for():
+    """Fail and NoResult are this project's fakes; TorchPipe's diagnostic backends (Sleep,
+    RuntimeError, C10Exception) come with the library, as they do with TorchPipe."""
     import subprocess
     import sys
 
     code = (
-        "import torchpipe_lite as tp; before = 'Sleep' in tp.registered_backends(); "
-        "import torchpipe_lite.testing; print(before, 'Sleep' in tp.registered_backends())"
+        "import torchpipe_lite as tp; names = tp.registered_backends(); "
+        "assert {'Sleep', 'RuntimeError', 'C10Exception'} <= set(names); "
+        "before = 'Fail' in names; "
+        "import torchpipe_lite.testing; print(before, 'Fail' in tp.registered_backends())"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["False", "True"], run.stderr

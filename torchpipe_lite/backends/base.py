@@ -32,6 +32,8 @@ class Backend:
     MAX_CHILDREN: ClassVar[int | None] = 0
 
     children: list[Backend]
+    #: The filter written before each child (``S[(or)A,B]``); None where none was.
+    child_filters: list[str | None] | None = None
 
     def __init__(self) -> None:
         self.children = []

@@ -1,16 +1,17 @@
-"""The structural built-in backends: Identity and Sequential (alias S)."""
+"""The structural built-in backends: Identity, Sequential (alias S) and Python."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..filters import SWAP, Status, filter_function
 from .base import Backend
 from .registry import register_backend
 
 
 @register_backend("Identity")
 class Identity(Backend):
-    """``result = data``: a stage that only passes requests on."""
+    """``result = data``: a stage that only passes requests on (a node's default backend)."""
 
     PARAMS = frozenset()
 
@@ -24,6 +25,11 @@ class Sequential(Backend):
     """Runs its children in order within one stage, each child's ``result`` becoming the next
     child's ``data``. An item that a child leaves without result skips the remaining children.
 
+    As in TorchPipe, that is the ``swap`` filter, the default before every child but the first
+    (which gets ``Run``); a child may name another, ``S[A,(or)B]``: ``Run`` runs the child,
+    ``Skip`` passes the item to the next child unrun, ``Break`` (and ``SerialSkip``,
+    ``SubGraphSkip``) makes it leave the Sequential as it is, ``Error`` fails it.
+
     Its batch range is the intersection of its children's: the largest ``min``, the smallest
     ``max`` (per-item children accept any size, so the one batching child decides).
     """
@@ -35,8 +41,18 @@ class Sequential(Backend):
         if not self.children:
             raise ValueError("Sequential needs at least one child backend")
         super().init(params)
+        written = self.child_filters or [None] * len(self.children)
+        self._filters = None
+        if any(written):
+            names = [
+                name or ("Run" if position == 0 else SWAP) for position, name in enumerate(written)
+            ]
+            self._filters = [filter_function(name, params) for name in names]
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
+        if self._filters is not None:
+            self._forward_filtered(batch)
+            return
         active = batch
         last = len(self.children) - 1
         for position, child in enumerate(self.children):
@@ -52,6 +68,26 @@ class Sequential(Backend):
                 return
             active = survivors
 
+    def _forward_filtered(self, batch: list[dict[str, Any]]) -> None:
+        active = batch
+        for child, decide in zip(self.children, self._filters, strict=True):
+            staying, running = [], []
+            for item in active:
+                status = decide(item)
+                if status is Status.RUN:
+                    item.pop("result", None)  # the child's own result, or none
+                    running.append(item)
+                    staying.append(item)
+                elif status is Status.SKIP:
+                    staying.append(item)
+                elif status is Status.ERROR:
+                    raise RuntimeError(f"the filter before {type(child).__name__} said Error")
+            if running:
+                child.forward(running)
+            if not staying:
+                return
+            active = staying
+
     def min(self) -> int:
         return max(child.min() for child in self.children)
 
@@ -61,3 +97,29 @@ class Sequential(Backend):
     def close(self) -> None:
         for child in self.children:
             child.close()
+
+
+@register_backend("Python")
+class Python(Backend):
+    """TorchPipe's ``Python[name]``: runs the backend registered as ``name`` (a class given to
+    ``register_backend(cls, name)``), exactly as ``name`` alone would."""
+
+    PARAMS = None
+    MAX_CHILDREN = 1
+
+    def init(self, params: dict[str, Any]) -> None:
+        if len(self.children) != 1:
+            raise ValueError("Python needs the registered backend's name: Python[name]")
+        super().init(params)
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        self.children[0].forward(batch)
+
+    def min(self) -> int:
+        return self.children[0].min()
+
+    def max(self) -> int:
+        return self.children[0].max()
+
+    def close(self) -> None:
+        self.children[0].close()

@@ -13,6 +13,8 @@ def instantiate(spec: BackendSpec) -> Backend:
     """Create the backend tree of ``spec`` (children attached, nothing initialised yet)."""
     backend = backend_class(spec.name)()
     backend.children = [instantiate(child) for child in spec.children]
+    if any(child.filter for child in spec.children):
+        backend.child_filters = [child.filter for child in spec.children]
     return backend
 
 

@@ -1,4 +1,8 @@
-"""Parser for backend expressions such as ``SyncTensor[Sequential[ResizeMat,Mat2Tensor]]``."""
+"""Parser for backend expressions such as ``SyncTensor[Sequential[ResizeMat,Mat2Tensor]]``.
+
+A child of ``Sequential`` may carry a filter in parentheses, TorchPipe's form:
+``S[(Run)DecodeMat,(swap)ResizeMat]``, ``S[DecodeMat,(or)OtherDecoder]``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from dataclasses import dataclass, field
 
 from torchpipe_lite.errors import ConfigError
 
-_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\[)|(\])|(,))")
+_TOKEN = re.compile(
+    r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\[)|(\])|(,)|\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\))"
+)
 
 #: Short names accepted in expressions, as in TorchPipe.
 ALIASES = {"S": "Sequential"}
@@ -19,11 +25,14 @@ class BackendSpec:
 
     name: str
     children: tuple[BackendSpec, ...] = field(default=())
+    #: The filter written before it, ``(or)X`` (None: the default of its place).
+    filter: str | None = None
 
     def __str__(self) -> str:
+        prefix = f"({self.filter})" if self.filter else ""
         if not self.children:
-            return self.name
-        return f"{self.name}[{','.join(str(child) for child in self.children)}]"
+            return prefix + self.name
+        return f"{prefix}{self.name}[{','.join(str(child) for child in self.children)}]"
 
     def walk(self):
         """Yield this spec and every descendant, depth first."""
@@ -53,9 +62,11 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
         match = _TOKEN.match(text, position)
         if match is None:
             raise ExpressionError(f"unexpected character {text[position]!r} in backend {text!r}")
-        name, opening, closing, comma = match.groups()
+        name, opening, closing, comma, filter_name = match.groups()
         if name:
             tokens.append(("name", name))
+        elif filter_name:
+            tokens.append(("filter", filter_name))
         else:
             tokens.append(("punct", opening or closing or comma))
         position = match.end()
@@ -65,13 +76,17 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
 
 
 def _parse(tokens: list[tuple[str, str]], position: int, text: str) -> tuple[BackendSpec, int]:
+    filter_name = None
+    if position < len(tokens) and tokens[position][0] == "filter":
+        filter_name = tokens[position][1]
+        position += 1
     if position >= len(tokens) or tokens[position][0] != "name":
         found = tokens[position][1] if position < len(tokens) else "end of text"
         raise ExpressionError(f"expected a backend name, found {found!r} in {text!r}")
     name = ALIASES.get(tokens[position][1], tokens[position][1])
     position += 1
     if position >= len(tokens) or tokens[position][1] != "[":
-        return BackendSpec(name), position
+        return BackendSpec(name, filter=filter_name), position
     children: list[BackendSpec] = []
     position += 1
     while True:
@@ -82,6 +97,6 @@ def _parse(tokens: list[tuple[str, str]], position: int, text: str) -> tuple[Bac
         punct = tokens[position][1]
         position += 1
         if punct == "]":
-            return BackendSpec(name, tuple(children)), position
+            return BackendSpec(name, tuple(children), filter_name), position
         if punct != ",":
             raise ExpressionError(f"expected ',' or ']' but found {punct!r} in {text!r}")

@@ -9,11 +9,15 @@ default entry) is computed here, so that routing a request looks things up and n
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..keys import key_named
+
+logger = logging.getLogger(__name__)
 
 #: Backends that send a request through another graph of the pipeline (``jump`` names its root).
 JUMP_BACKENDS = frozenset({"Jump", "MapReduce"})
@@ -64,7 +68,10 @@ class Graph:
 
 def parse_map(node: str, text: object, next_predecessors: Sequence[str]) -> tuple[MapEntry, ...]:
     """TorchPipe's ``map``: ``"B[result:B_result],C[result:data]"``, several pairs per source
-    (``"B[1:0,2:data]"``), and ``"[result:data]"`` where the node has one predecessor."""
+    (``"B[1:0,2:data]"``), keys by their constants' names (``TASK_RESULT_KEY``), and
+    ``"[result:data]"``, which reads the one predecessor, or on a join, as TorchPipe does, the
+    first of them in name order. A map that gives no ``data`` loads (TorchPipe's does) with a
+    warning; each request through it then fails."""
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"must be a string like 'B[result:data]', got {text!r}", node=node)
     entries: list[MapEntry] = []
@@ -78,21 +85,23 @@ def parse_map(node: str, text: object, next_predecessors: Sequence[str]) -> tupl
             )
         source = match.group(1)
         if not source:
-            if len(next_predecessors) != 1:
+            if not next_predecessors:
                 raise ConfigError(
-                    f"'[{match.group(2)}]' names no node, and the node has "
-                    f"{len(next_predecessors)} predecessors: write NODE[src:dst]",
+                    f"'[{match.group(2)}]' names no node, and no node's next leads here: "
+                    "write NODE[src:dst]",
                     node=node,
                 )
-            source = next_predecessors[0]
+            source = sorted(next_predecessors)[0]
+            if len(next_predecessors) > 1:
+                logger.info("[%s].map: '[%s]' reads %s", node, match.group(2), source)
         for pair in match.group(2).split(","):
-            keys = [key.strip() for key in pair.split(":")]
+            keys = [key_named(key.strip()) for key in pair.split(":")]
             if len(keys) != 2 or not all(keys):
                 raise ConfigError(f"{source}[{pair}]: expected src:dst", node=node)
             entries.append(MapEntry(source, keys[0], keys[1]))
         position = match.end()
     if not any(entry.target_key == "data" for entry in entries):
-        raise ConfigError(f"{text!r} gives the node no 'data'", node=node)
+        logger.warning("[%s].map: %r gives the node no 'data'; its requests will fail", node, text)
     return tuple(entries)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ..backends.base import param_device_ids
 from ..backends.registry import backend_class
 from ..errors import ConfigError
-from ..filters import RUN, SWAP, filter_function
+from ..filters import RUN, SWAP, check_filter
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
 from .graph import JUMP_BACKENDS, Graph, build_graph, parse_map
 from .schema import (
@@ -22,6 +22,14 @@ from .schema import (
     NODE_KEYS,
     NodeConfig,
     PipelineConfig,
+)
+from .torchpipe_forms import (
+    DEFAULT_BACKEND,
+    group_count,
+    group_instance_num,
+    group_parts,
+    group_ranges,
+    normalise,
 )
 from .values import Color, DeviceSpec, Precision
 
@@ -39,20 +47,20 @@ def load_config(
     """Read ``source`` (a TOML file's path, TOML text, or a dict of the same shape) and
     validate it.
 
-    Top-level keys that are not tables are defaults for every node; each table is a node, and
-    a table inside a node's table (``[rec.2]``) a logical node: another entry to that node's
-    backend and instances, with its own ``next``, ``filter`` and ``map``. A node's ``color``,
-    ``precision`` and ``device`` become :class:`Color`, :class:`Precision` and
+    Top-level keys that are not tables (and the keys of a ``global`` table) are defaults for
+    every node; each table is a node, and a table inside a node's table (``[rec.2]``) a logical
+    node: another entry to that node's backend and instances, with its own ``next``, ``filter``
+    and ``map``. TorchPipe's other forms load as there (``config.torchpipe_forms``): a node
+    without ``backend`` runs ``Identity``, a configuration with no table is one node. A node's
+    ``color``, ``precision`` and ``device`` become :class:`Color`, :class:`Precision` and
     :class:`DeviceSpec` in its ``params``. ``require_files=False`` leaves the backends' files
     (a model stage's ``model``) to be checked when the backend is created, for a caller that
     makes them after loading (the service exports its default model).
     Raises :class:`ConfigError` naming the node and key at fault.
     """
-    raw = _read(source)
+    raw = normalise(_read(source))
     defaults = {key: value for key, value in raw.items() if not isinstance(value, Mapping)}
     tables = _node_tables(raw)
-    if not tables:
-        raise ConfigError("no node defined: a node is a table with a 'backend' key")
     nodes: dict[str, NodeConfig] = {}
     for name, (table, physical) in tables.items():
         if physical == name:
@@ -139,7 +147,7 @@ def _filter(name: str, table: Mapping[str, Any], graph: Graph, has_map: bool) ->
     if "filter" in table:
         written = str(table["filter"]).strip()
         try:
-            filter_function(written)
+            check_filter(written)
         except KeyError as error:
             raise ConfigError(str(error.args[0]), node=name, key="filter") from None
         return written
@@ -181,13 +189,20 @@ def _looks_like_toml(text: str) -> bool:
 
 
 def _node(name: str, table: dict[str, Any], own_keys: set[str], require_files: bool) -> NodeConfig:
-    if "backend" not in table:
-        close = difflib.get_close_matches("backend", sorted(own_keys), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r} for 'backend'?)" if close else ""
-        raise ConfigError(f"missing required key{hint}", node=name, key="backend")
-    spec = _backend_spec(name, table["backend"])
-    min_batch = _optional_int(name, table, "min", minimum=1)
-    max_batch = _optional_int(name, table, "max", minimum=1)
+    if "backend" not in table:  # TorchPipe's default (a near miss is warned of as unknown)
+        table = {**table, "backend": DEFAULT_BACKEND}
+    groups = group_count(name, table)
+    if groups > 1:
+        group_ranges(name, table, groups)
+        parts = group_parts(name, table, "backend", groups)
+        spec = BackendSpec("InstanceGroups", tuple(_backend_spec(name, part) for part in parts))
+        min_batch = max_batch = None  # each group's own, applied by InstanceGroups
+        instance_num = group_instance_num(name, table, groups)
+    else:
+        spec = _backend_spec(name, table["backend"])
+        min_batch = _optional_int(name, table, "min", minimum=1)
+        max_batch = _optional_int(name, table, "max", minimum=1)
+        instance_num = _int(name, table, "instance_num", DEFAULT_INSTANCE_NUM, minimum=1)
     if min_batch is not None and max_batch is not None and min_batch > max_batch:
         raise ConfigError(
             f"min ({min_batch}) is larger than max ({max_batch})", node=name, key="min"
@@ -202,7 +217,7 @@ def _node(name: str, table: dict[str, Any], own_keys: set[str], require_files: b
     return NodeConfig(
         name=name,
         backend=spec,
-        instance_num=_int(name, table, "instance_num", DEFAULT_INSTANCE_NUM, minimum=1),
+        instance_num=instance_num,
         batching_timeout_ms=_float(name, table, "batching_timeout", DEFAULT_BATCHING_TIMEOUT_MS),
         min_batch=min_batch,
         max_batch=max_batch,
@@ -253,7 +268,15 @@ def _backend_spec(node: str, text: Any) -> BackendSpec:
         spec = parse_backend_expression(text)
     except ExpressionError as error:
         raise ConfigError(str(error), node=node, key="backend") from None
+    if spec.filter:
+        raise ConfigError(
+            f"({spec.filter}) in {text!r}: a filter in parentheses goes before a child of "
+            "Sequential; a node's own filter is its 'filter' key",
+            node=node,
+            key="backend",
+        )
     for part in spec.walk():
+        _check_child_filters(node, part)
         try:
             cls = backend_class(part.name)
         except KeyError as error:
@@ -266,6 +289,23 @@ def _backend_spec(node: str, text: Any) -> BackendSpec:
                 key="backend",
             )
     return spec
+
+
+def _check_child_filters(node: str, part: BackendSpec) -> None:
+    for child in part.children:
+        if not child.filter:
+            continue
+        if part.name != "Sequential":
+            raise ConfigError(
+                f"({child.filter}){child.name}: filters go before children of Sequential, "
+                f"not of {part.name}",
+                node=node,
+                key="backend",
+            )
+        try:
+            check_filter(child.filter)
+        except KeyError as error:
+            raise ConfigError(str(error.args[0]), node=node, key="backend") from None
 
 
 def _number(node: str, table: Mapping[str, Any], key: str, kind: type) -> int | float:
@@ -351,5 +391,9 @@ def _warn_unknown_keys(
 def _check_files(node: str, table: Mapping[str, Any], spec: BackendSpec) -> None:
     for part in spec.walk():
         for key in backend_class(part.name).FILE_PARAMS:
-            if key in table and not Path(str(table[key])).is_file():
-                raise ConfigError(f"file not found: {table[key]}", node=node, key=key)
+            if key not in table:
+                continue
+            paths = str(table[key]).split("&") if spec.name == "InstanceGroups" else [table[key]]
+            for path in paths:
+                if not Path(str(path).strip()).is_file():
+                    raise ConfigError(f"file not found: {path}", node=node, key=key)

@@ -13,7 +13,7 @@ from time import monotonic
 from typing import Any
 
 from ..backends.base import Backend
-from ..errors import BackendError, RequestError
+from ..errors import RequestError, backend_error_for
 from ..metrics import InstanceCounters
 from .job import Job
 
@@ -80,6 +80,8 @@ def request_error(error: Exception, node: str, backend_name: str) -> RequestErro
         if error.node is None:
             error.node, error.backend = node, backend_name
         return error
-    wrapped = BackendError(f"{type(error).__name__}: {error}", node=node, backend=backend_name)
+    wrapped = backend_error_for(error)(
+        f"{type(error).__name__}: {error}", node=node, backend=backend_name
+    )
     wrapped.__cause__ = error
     return wrapped

@@ -11,9 +11,16 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
+from ..compat import Event
 from ..config.loader import load_config
 from ..config.schema import PipelineConfig
-from ..errors import InvalidRequestError, PipelineClosedError, RequestError, RequestTimeoutError
+from ..errors import (
+    EntryNodeError,
+    InvalidRequestError,
+    PipelineClosedError,
+    RequestError,
+    RequestTimeoutError,
+)
 from ..metrics import NodeStats
 from .inline_node import InlineNode
 from .job import Job
@@ -67,17 +74,25 @@ class Pipeline:
             raise
         entries = config.graph.entries
         self._default_entry = entries[0] if len(entries) == 1 else None
+        # One node: every request runs it, whatever node_name says (TorchPipe schedules a
+        # one-node configuration without its graph, where node_name is never read).
+        self._only_node = config.nodes[0].name if len(config.nodes) == 1 else None
 
     # -- calling -------------------------------------------------------------------------------
 
     def __call__(
         self,
-        request: dict[str, Any] | list[dict[str, Any]],
+        request: dict[str, Any] | list[dict[str, Any]] | None = None,
         timeout_s: float | None = None,
         *,
         strict: bool = False,
-    ) -> None:
+        **keys: Any,
+    ) -> Any:
         """Run one request dict, or a list of them, to completion (results land in the dicts).
+
+        As TorchPipe's ``pipe``, ``keys`` given by name are added to every request dict; with
+        no request at all, they make the request (``model(data=x)``), and the call returns its
+        ``result`` (``KeyError`` when there is none).
 
         With a list, every request runs; the first error (in list order) is raised after all
         have completed. ``timeout_s`` is the requests' deadline: one still waiting at a stage
@@ -87,7 +102,23 @@ class Pipeline:
         error, as in TorchPipe; ``strict=True`` raises ``NoResultError`` for it instead,
         naming the node.
         """
+        if request is None:
+            built = dict(keys)
+            self(built, timeout_s, strict=strict)
+            return built["result"]
         requests = request if isinstance(request, list) else [request]
+        if keys:
+            for item in requests:
+                if isinstance(item, dict):
+                    item.update(keys)
+        waited = [item for item in requests if not _has_event(item)]
+        for item in requests:
+            if _has_event(item):  # TorchPipe's asynchronous call: the event tells the end
+                self.dispatch(item, lambda _item, error, event=item["event"]: event.notify(error))
+        if len(waited) < len(requests):
+            requests = waited
+            if not requests:
+                return None
         deadline_s = _deadline(timeout_s)
         handles = [
             RequestHandle(self._checked(item), strict=strict, deadline_s=deadline_s)
@@ -207,14 +238,16 @@ class Pipeline:
         return item
 
     def _entry(self, item: dict[str, Any]) -> str:
+        if self._only_node is not None:
+            return self._only_node
         name = item.get("node_name")
         if name is None:
             if self._default_entry is None:
                 entries = ", ".join(self.config.graph.entries)
-                raise InvalidRequestError(f"several entry nodes ({entries}): set 'node_name'")
+                raise EntryNodeError(f"several entry nodes ({entries}): set 'node_name'")
             return self._default_entry
         if name not in self._runs_on:
-            raise InvalidRequestError(f"unknown node_name {name!r}")
+            raise EntryNodeError(f"unknown node_name {name!r}")
         return name
 
     def _enqueue(self, handles: list[RequestHandle]) -> None:
@@ -259,10 +292,28 @@ class Pipeline:
         node = self._nodes[node_name]
         return node.min_batch, node.max_batch
 
+    def min(self) -> int:
+        """The smallest batch the entry node runs (TorchPipe's ``pipe.min()``)."""
+        return self.batch_range(self._entry_for_range())[0]
+
+    def max(self) -> int:
+        """The largest batch the entry node runs (TorchPipe's ``pipe.max()``)."""
+        return self.batch_range(self._entry_for_range())[1]
+
+    def _entry_for_range(self) -> str:
+        name = self._only_node or self._default_entry
+        if name is None:
+            raise EntryNodeError("several entry nodes: ask batch_range(node_name) instead")
+        return self.config.node(name).physical
+
     @property
     def node_names(self) -> list[str]:
         """Node names in pipeline order."""
         return list(self._nodes)
+
+
+def _has_event(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("event"), Event)
 
 
 def _deadline(timeout_s: float | None) -> float:

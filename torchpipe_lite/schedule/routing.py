@@ -37,7 +37,9 @@ class Router:
         self._put = put
         self._configs: Mapping[str, NodeConfig] = {node.name: node for node in config.nodes}
         self._successors = graph.successors
-        self._filters = {node.name: filter_function(node.filter) for node in config.nodes}
+        self._filters = {
+            node.name: filter_function(node.filter, node.params) for node in config.nodes
+        }
         # Entries whose filter can only say Run (or swap, which has nothing to swap there).
         self._enter_directly = {
             node.name: node.filter == SWAP or constant_status(node.filter) is Status.RUN
@@ -134,6 +136,9 @@ class Router:
             return
         job.at = node
         if status is Status.RUN:
+            # As TorchPipe: the node computes a fresh result (a predecessor's, left in the dict
+            # by a filter that did not swap it in, must not pass for this node's).
+            job.item.pop("result", None)
             job.enqueued_s = monotonic()
             runs.setdefault(node, []).append(job)
         elif status is Status.SKIP:
@@ -165,6 +170,16 @@ class Router:
                 job.completion.end_branch(config.name, source, error)
                 return None
             built[entry.target_key] = source[entry.source_key]
+        if "data" not in built:
+            error = RequestError(
+                f"map = {config.params.get('map')!r} gives the node no 'data'", node=config.name
+            )
+            job.completion.end_branch(config.name, built, error)
+            return None
+        for source in arrived.values():
+            # TorchPipe's "context" sugar: a shared context travels through a map unasked.
+            if "context" in source and "context" not in built:
+                built["context"] = source["context"]
         return built
 
     def _flush(self, runs: dict[str, list[Job]]) -> None:
