@@ -26,12 +26,16 @@ PUBLIC = {
     "OverloadedError",
     "Pipeline",
     "PipelineClosedError",
+    "PipelineServer",
+    "PipelineUnavailableError",
     "Precision",
+    "RemotePipeline",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
     "Status",
     "TorchpipeError",
+    "connect",
     "create_backend",
     "errors",
     "load_config",
@@ -41,6 +45,7 @@ PUBLIC = {
     "register_backend",
     "register_filter",
     "registered_backends",
+    "serve",
 }
 
 
