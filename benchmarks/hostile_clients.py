@@ -94,6 +94,10 @@ def run_attacks(host: str, port: int, photo: bytes, server_pid: int) -> dict[str
         "big call",
         lambda: attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
     )
+    record(
+        "two big calls",
+        lambda: attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
+    )
     return figures
 
 
@@ -120,7 +124,8 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     lines.append(
         f"overload: {over['calls']} calls from {over['clients']} clients: {over['codes']}; "
         f"slowest refusal {s(over['slowest_refusal_s'])}, slowest success "
-        f"{s(over['slowest_success_s'])}; served again {s(over['recovery_s'])} after"
+        f"{s(over['slowest_success_s'])}; served again {s(over['recovery_s'])} after; "
+        f"seconds by outcome {over['seconds_by_code']}"
     )
     gone = figures["abandoned calls"]
     lines.append(
@@ -132,6 +137,13 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         f"big call: {big['images']} images in {s(big['big_call_s'])} "
         f"(failures {big['big_call_failures'] or 'none'}); single calls beside it "
         + ", ".join(s(x) for x in big["single_calls_s"])
+    )
+    two = figures["two big calls"]
+    lines.append(
+        f"two big calls: {two['big_calls']} x {two['images_each']} images in "
+        + ", ".join(s(x) for x in two["big_calls_s"])
+        + f" ({two['big_call_codes']}); a single-image client beside them got "
+        f"{two['single_codes']}, seconds {two['single_seconds']}"
     )
     return lines
 

@@ -89,7 +89,8 @@ class AdmissionLimits:
         self.limit_settings()  # its own checks
 
     def target_wait_s(self) -> float:
-        """The longest predicted wait a call is admitted with; 0: no target (static)."""
+        """The longest predicted wait of an image a call is admitted with (a fraction of the
+        shortest deadline it meets); 0: no target (the ceiling alone decides)."""
         deadlines_s = [s for s in (self.request_timeout_s, self.queue_timeout_s) if s > 0]
         return self.wait_fraction * min(deadlines_s) if deadlines_s else 0.0
 
@@ -98,6 +99,9 @@ class AdmissionLimits:
             ceiling_images=self.max_images_in_flight,
             floor_images=min(self.min_images_in_flight, self.max_images_in_flight),
             target_wait_s=self.target_wait_s(),
+            # The call's last image: its own deadline bounds it (its images wait in the
+            # pipeline's queues a window at a time, not all of it).
+            target_call_s=self.wait_fraction * max(0.0, self.request_timeout_s),
             max_call_share=self.max_call_share,
         )
 

@@ -10,9 +10,12 @@ deadline a request meets): past it, admitting only turns a fast OVERLOADED into 
 A call holds at most ``window`` images of the budget (the images it has in the pipeline at once:
 a multi-image call is fed a window at a time, its next image taking the slot of one that ended)
 and at most a share of the limit, so no single call takes the whole budget and one-image calls
-keep being admitted beside large ones. Fed a window at a time among ``in_flight`` others, a call
-of ``images`` gets ``held / (in_flight + held)`` of the rate: its last image is answered
-``images / held * (in_flight + held) / rate`` from now, which is what is predicted for it.
+keep being admitted beside large ones. Fed a window at a time among ``in_flight`` others, each
+image of a call waits ``(in_flight + held) / rate`` (bounded by ``target_wait_s``: the pipeline's
+queue deadlines), and the call gets ``held / (in_flight + held)`` of the rate: its last image is
+answered ``images / held`` times that from now (bounded by ``target_call_s``: its own deadline).
+A call that cannot be fed a window at a time holds all its images, and may hold no more than
+the share.
 
 Three rules keep this honest: an idle server always admits (and so does one below
 ``floor_images``: before the first measurement, or when a stall has dragged the rate down, the
@@ -35,8 +38,12 @@ class LimitSettings:
     ceiling_images: int = 512
     #: Images always admitted, whatever was measured (``--min-in-flight``).
     floor_images: int = 16
-    #: Longest predicted wait for the last image of a call to be admitted.
+    #: Longest predicted wait of one image behind the others in flight (what the pipeline's
+    #: queue deadlines bound).
     target_wait_s: float = 5.0
+    #: Longest predicted time until the last image of a call is answered (what the call's own
+    #: deadline bounds); 0: ``target_wait_s``.
+    target_call_s: float = 0.0
     #: Largest fraction of the current limit one call may hold.
     max_call_share: float = 0.5
     #: Busy seconds over which one throughput sample is taken.
@@ -52,8 +59,8 @@ class LimitSettings:
                 f"the floor ({self.floor_images} images) must be in 1..{self.ceiling_images} "
                 "(the ceiling)"
             )
-        if self.target_wait_s < 0:
-            raise ValueError("target_wait_s must be 0 (static) or more")
+        if self.target_wait_s < 0 or self.target_call_s < 0:
+            raise ValueError("target_wait_s and target_call_s must be 0 or more")
         if not 0 < self.max_call_share <= 1:
             raise ValueError("max_call_share must be in (0, 1]")
         if self.sample_s <= 0 or not 0 < self.smoothing <= 1:
@@ -129,38 +136,43 @@ class ClearanceLimit:
         # a share; one fed a window at a time holds no more than that share.
         held = max(1, images if window is None else min(images, window, share))
         after = self.in_flight + held
-        wait_s = self._predicted_wait_s(images, held)
+        wait_s = self._predicted_wait_s(after)
+        call_s = None if wait_s is None else images / held * wait_s
         if after > settings.ceiling_images:
             reason = f"{self.in_flight} of {settings.ceiling_images} images in flight"
-            return Decision(False, held, wait_s, reason)
+            return Decision(False, held, call_s, reason)
         if self.in_flight == 0:
-            return Decision(True, held, wait_s, "idle")
+            return Decision(True, held, call_s, "idle")
         if held > share:
             reason = f"a call of {images} images at once; one call may hold {share} now"
-            return Decision(False, held, wait_s, reason)
+            return Decision(False, held, call_s, reason)
         if after <= settings.floor_images or not settings.adaptive:
-            return Decision(True, held, wait_s, "within the floor or the static limit")
-        if wait_s is None:
+            return Decision(True, held, call_s, "within the floor or the static limit")
+        if wait_s is None or call_s is None:
             return Decision(False, held, None, f"{self.in_flight} images in flight, rate unknown")
+        in_flight = f"{self.in_flight} images in flight, clearing {self._rate_per_s:.1f}/s"
         if wait_s > settings.target_wait_s:
-            return Decision(
-                False,
-                held,
-                wait_s,
-                f"{self.in_flight} images in flight, clearing {self._rate_per_s:.1f}/s: "
-                f"predicted wait {wait_s:.1f} s over {settings.target_wait_s:g} s",
+            reason = f"{in_flight}: predicted wait {wait_s:.1f} s over {settings.target_wait_s:g} s"
+            return Decision(False, held, call_s, reason)
+        target_call_s = settings.target_call_s or settings.target_wait_s
+        if call_s > target_call_s:
+            reason = (
+                f"{in_flight}: the call's {images} images predicted to take {call_s:.1f} s, "
+                f"over {target_call_s:g} s"
             )
-        return Decision(True, held, wait_s, "predicted wait within the target")
+            return Decision(False, held, call_s, reason)
+        return Decision(True, held, call_s, "predicted wait within the target")
 
     # -- inside ---------------------------------------------------------------------------------
 
-    def _predicted_wait_s(self, images: int, held: int) -> float | None:
+    def _predicted_wait_s(self, in_flight: int) -> float | None:
+        """Seconds until the last of ``in_flight`` images is answered, at the measured rate."""
         rate = self._rate_per_s
         if rate is None:
             return None
         if rate <= 0:
             return float("inf")
-        return images / held * (self.in_flight + held) / rate
+        return in_flight / rate
 
     def _limit(self) -> int:
         settings = self.settings

@@ -111,6 +111,18 @@ def test_a_large_call_that_would_not_clear_in_time_is_refused_not_admitted_to_ti
     assert limit.decide(1, 16, 6.0).admitted  # a single image still clears in time
 
 
+def test_a_large_calls_images_wait_behind_the_others_and_the_call_ends_by_its_deadline():
+    settings = LimitSettings(floor_images=4, target_wait_s=2.0, target_call_s=10.0)
+    limit = measured(rate_per_s=40.0, settings=settings)
+    limit.took(4, 6.0)
+    # Each image waits (4 + 16) / 40 = 0.5 s; the 256 take 16 windows of that: 8 s.
+    admitted = limit.decide(images=256, window=16, now_s=6.0)
+    assert admitted.admitted and admitted.predicted_wait_s == pytest.approx(8.0, rel=1e-3)
+    limit.took(16, 6.0)
+    refused = limit.decide(images=256, window=16, now_s=6.0)  # 16 x 36 / 40 = 14.4 s
+    assert not refused.admitted and "predicted to take 14.4 s, over 10 s" in refused.reason
+
+
 def test_one_call_holds_at_most_a_share_of_the_limit():
     limit = ClearanceLimit(LimitSettings(ceiling_images=64, floor_images=8), now_s=0.0)
     limit.took(1, 0.0)
