@@ -208,6 +208,9 @@ class Overload:
     slowest_success_s: float
     recovery_s: float  # a good client's call right after the flood
     client_timeouts: int = 0
+    #: Seconds each outcome took: {code: {"p50": .., "max": ..}} (a fast OVERLOADED, or a
+    #: TIMEOUT after the deadline).
+    seconds_by_code: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def overload(
@@ -217,6 +220,7 @@ def overload(
     codes: Counter[str] = Counter()
     lock = threading.Lock()
     slowest = {"refused": 0.0, "ok": 0.0}
+    took_by_code: dict[str, list[float]] = {}
 
     def client() -> None:
         try:
@@ -242,6 +246,7 @@ def overload(
                 with lock:
                     codes[code] += 1
                     slowest[kind] = max(slowest[kind], took_s)
+                    took_by_code.setdefault(code, []).append(took_s)
                 if kind == "refused" and code in ("CLIENT_TIMEOUT", "CONNECTION"):
                     return  # the connection's state is unknown: this client gives up
 
@@ -258,7 +263,14 @@ def overload(
         slowest["ok"],
         recovery_s=served_again_s(host, port, photo),
         client_timeouts=codes.get("CLIENT_TIMEOUT", 0),
+        seconds_by_code={code: p50_max(took) for code, took in took_by_code.items()},
     )
+
+
+def p50_max(seconds: list[float]) -> dict[str, float]:
+    """The median and the longest of ``seconds`` (not empty)."""
+    ordered = sorted(seconds)
+    return {"p50": ordered[len(ordered) // 2], "max": ordered[-1]}
 
 
 @dataclass
@@ -308,7 +320,9 @@ def big_call(host: str, port: int, photo: bytes, images: int, singles: int) -> B
     runner = threading.Thread(target=big, daemon=True)
     runner.start()
     time.sleep(0.2)  # let the big call arrive first
-    single_s = [good_call_s(host, port, photo) for _ in range(singles)]
+    # A good client retries OVERLOADED (admission may refuse while the server is slow): the
+    # seconds until it is served.
+    single_s = [served_again_s(host, port, photo) for _ in range(singles)]
     runner.join(WAIT_S * 4)
     return BigCall(images, outcome["s"], dict(outcome["failures"]), single_s)
 
@@ -404,3 +418,74 @@ def _log_growth(log_path: str, start: int) -> tuple[int, int]:
         log.seek(start)
         written = log.read()
     return len(written), written.count(b"\n")
+
+
+@dataclass
+class BigCallsBeside:
+    """Several large calls at once, and one client calling one image at a time beside them:
+    is it served, or refused because the large calls hold the whole admission budget?"""
+
+    big_calls: int
+    images_each: int
+    big_calls_s: list[float]
+    big_call_codes: dict[str, int]  # per image: OK, or the error
+    single_codes: dict[str, int]  # the single-image calls made while the large ones ran
+    single_seconds: dict[str, dict[str, float]]  # {code: {"p50", "max"}}
+
+
+def big_calls_beside_singles(
+    host: str, port: int, photo: bytes, images: int, big_calls: int = 2
+) -> BigCallsBeside:
+    """``big_calls`` concurrent ``infer_many`` calls of ``images`` copies of ``photo``; a
+    single-image client calls back to back (pausing 10 ms after a refusal) until they end."""
+    big_codes: Counter[str] = Counter()
+    big_s: list[float] = []
+    lock = threading.Lock()
+    started = threading.Barrier(big_calls + 1)
+
+    def big() -> None:
+        with connect(host, port, timeout_s=WAIT_S * 4) as connection:
+            params = [InferenceParams(uuid=str(i), data=photo) for i in range(images)]
+            started.wait(WAIT_S)
+            began_s = time.monotonic()
+            try:
+                results = connection.client.infer_many(params, 1)
+                codes = [
+                    "OK" if r.error is None else ErrorCode._VALUES_TO_NAMES[r.error.code]
+                    for r in results
+                ]
+            except InferenceError as error:  # the whole call refused
+                codes = [ErrorCode._VALUES_TO_NAMES[error.code]] * images
+        with lock:
+            big_s.append(time.monotonic() - began_s)
+            big_codes.update(codes)
+
+    runners = [threading.Thread(target=big, daemon=True) for _ in range(big_calls)]
+    for runner in runners:
+        runner.start()
+    single_codes: Counter[str] = Counter()
+    took_by_code: dict[str, list[float]] = {}
+    with connect(host, port, timeout_s=WAIT_S) as connection:
+        started.wait(WAIT_S)
+        time.sleep(0.1)  # let the large calls arrive first
+        while any(runner.is_alive() for runner in runners):
+            began_s = time.monotonic()
+            try:
+                connection.client.infer_batch(InferenceParams(uuid="single", data=photo))
+                code = "OK"
+            except InferenceError as error:
+                code = ErrorCode._VALUES_TO_NAMES[error.code]
+            single_codes[code] += 1
+            took_by_code.setdefault(code, []).append(time.monotonic() - began_s)
+            if code != "OK":
+                time.sleep(0.01)
+    for runner in runners:
+        runner.join(WAIT_S * 4)
+    return BigCallsBeside(
+        big_calls,
+        images,
+        big_s,
+        dict(big_codes),
+        dict(single_codes),
+        {code: p50_max(took) for code, took in took_by_code.items()},
+    )

@@ -107,6 +107,10 @@ def run_attacks(
         ),
     )
     run_protocol_attacks(host, port, photo, record)
+    record(
+        "two big calls",
+        lambda: attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
+    )
     return figures
 
 
@@ -149,7 +153,8 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
     lines.append(
         f"overload: {over['calls']} calls from {over['clients']} clients: {over['codes']}; "
         f"slowest refusal {s(over['slowest_refusal_s'])}, slowest success "
-        f"{s(over['slowest_success_s'])}; served again {s(over['recovery_s'])} after"
+        f"{s(over['slowest_success_s'])}; served again {s(over['recovery_s'])} after; "
+        f"seconds by outcome {over['seconds_by_code']}"
     )
     gone = figures["abandoned calls"]
     lines.append(
@@ -168,6 +173,13 @@ def summary_lines(figures: dict[str, Any]) -> list[str]:
         f"from {bombs['connections']} connections in {bombs['duration_s']:g} s: "
         f"{bombs['codes']}; the server logged {bombs['log_bytes']:,} bytes "
         f"({bombs['log_lines']} lines); a good client served in {s(bombs['good_call_s'])}"
+    )
+    two = figures["two big calls"]
+    lines.append(
+        f"two big calls: {two['big_calls']} x {two['images_each']} images in "
+        + ", ".join(s(x) for x in two["big_calls_s"])
+        + f" ({two['big_call_codes']}); a single-image client beside them got "
+        f"{two['single_codes']}, seconds {two['single_seconds']}"
     )
     return lines + protocol_lines(figures)
 

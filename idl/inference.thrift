@@ -75,6 +75,8 @@ struct AdmissionStats {
   3: required double megapixels_in_flight;
   4: required double max_megapixels_in_flight;
   5: required i64 calls_refused;           // answered OVERLOADED at once, unrun
+  6: optional i64 images_limit;            // admitted at once now: follows what is cleared
+  7: optional double images_cleared_per_s; // measured while busy; unset until measured
 }
 
 // The connection layer of a server process since it started.

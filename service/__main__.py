@@ -159,6 +159,8 @@ def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, Transpo
     admission = Admission(
         AdmissionLimits(
             max_images_in_flight=args.max_in_flight,
+            min_images_in_flight=args.min_in_flight,
+            wait_fraction=args.admit_wait_fraction,
             max_megapixels_in_flight=args.max_in_flight_mp,
             max_megapixels_per_call=args.max_call_mp,
             request_timeout_s=args.request_timeout_s,
@@ -273,14 +275,17 @@ def _log_limits(args: argparse.Namespace) -> None:
     from service.rpc.server import fastbinary_available
 
     logger.info(
-        "limits: image %.0f MiB, %d images per call, message %.0f MiB; admits %d images "
-        "(%.0f MP) at once, %.0f MP per call, deadline %s; %d RPC threads; "
+        "limits: image %.0f MiB, %d images per call, message %.0f MiB; admits %d to %d "
+        "images (%.0f MP) at once, as many as are predicted to clear within %g of the deadline, "
+        "%.0f MP per call, deadline %s; %d RPC threads; "
         "accelerated binary protocol: %s",
         args.max_image_mb,
         args.max_images,
         args.max_message_mb,
+        min(args.min_in_flight, args.max_in_flight),
         args.max_in_flight,
         args.max_in_flight_mp,
+        args.admit_wait_fraction,
         args.max_call_mp,
         f"{args.request_timeout_s:g} s" if args.request_timeout_s > 0 else "none",
         args.threads,

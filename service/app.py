@@ -49,7 +49,7 @@ def build_handler(
             raise ValueError("a GPU core serves the pipelined handler only")
         config = config.with_core(core_socket)
     exported = ensure_model(config.model_path, arch, user_given=config.model_user_given)
-    admission = admission_for(config, admission)
+    admission = admission_for(config, admission, pipelined=name == "pipelined")
     engine = engine_device(config.model.params)
     if name == "baseline":
         from service.handlers.main_trt import BaselineHandler
@@ -74,11 +74,25 @@ def build_handler(
     return handler, summary
 
 
-def admission_for(config: ServiceConfig, admission: Admission | None) -> Admission:
-    """``admission`` (or the default one) weighing images as this config's decoders do."""
+def admission_for(
+    config: ServiceConfig, admission: Admission | None, *, pipelined: bool = True
+) -> Admission:
+    """``admission`` (or the default one) weighing images as this config's decoders do and,
+    for the pipelined handler, knowing the shortest time its requests may wait in a queue."""
     limits = AdmissionLimits() if admission is None else admission.limits
     max_pixels = config.images.max_pixels
-    return Admission(dataclasses.replace(limits, max_pixels_per_image=max_pixels))
+    queue_timeouts_s = [
+        node.request_timeout_ms / 1000
+        for node in config.pipeline.nodes
+        if node.request_timeout_ms > 0 and not node.inline
+    ]
+    return Admission(
+        dataclasses.replace(
+            limits,
+            max_pixels_per_image=max_pixels,
+            queue_timeout_s=min(queue_timeouts_s) if pipelined and queue_timeouts_s else 0.0,
+        )
+    )
 
 
 def check_queues_hold_admitted_work(config: ServiceConfig, max_images_in_flight: int) -> None:

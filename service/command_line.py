@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--max-images cannot exceed --max-in-flight: such a call could never run")
     if args.max_call_mp > args.max_in_flight_mp:
         parser.error("--max-call-mp cannot exceed --max-in-flight-mp")
+    if args.min_in_flight < 1:
+        parser.error("--min-in-flight must be at least 1")
+    if not 0 <= args.admit_wait_fraction <= 1:
+        parser.error("--admit-wait-fraction must be in 0..1")
     if args.call_window < 1:
         parser.error("--call-window must be at least 1")
     return args
@@ -123,8 +127,25 @@ def _limit_flags(group: argparse._ArgumentGroup) -> None:
         "--max-in-flight",
         type=int,
         default=512,
-        help="images this process holds at once (admitted calls not yet answered); a call "
-        "that would take it past this is answered OVERLOADED at once, unrun",
+        help="most images this process holds at once (admitted calls not yet answered), "
+        "whatever it clears; a call that would take it past this is answered OVERLOADED at "
+        "once, unrun",
+    )
+    group.add_argument(
+        "--min-in-flight",
+        type=int,
+        default=16,
+        help="images always admitted, whatever the server clears (at most --max-in-flight): "
+        "an idle server always admits",
+    )
+    group.add_argument(
+        "--admit-wait-fraction",
+        type=float,
+        default=0.5,
+        help="between those, a call is admitted while the last of its images is predicted "
+        "(from the images the server clears per second) to be answered within this fraction "
+        "of the shortest deadline (--request-timeout-s, the pipeline's request_timeout); "
+        "past it, OVERLOADED at once. 0: --max-in-flight alone decides",
     )
     group.add_argument(
         "--max-in-flight-mp",

@@ -119,7 +119,7 @@ class ClassifierHandler(abc.ABC):
         if datas is None:
             return None
         try:
-            return self.admission.admit(datas)
+            return self.admission.admit(datas, self.images_at_once())
         except InferenceError as error:
             self._outcomes.refused(error.code, len(datas))
             self._outcomes.log.log(
@@ -166,6 +166,11 @@ class ClassifierHandler(abc.ABC):
         when its client goes away is cancelled (``reply.when_abandoned``). Only handlers that
         list inference methods in ``async_methods`` implement it."""
         raise NotImplementedError(f"{type(self).__name__} classifies only synchronously")
+
+    def images_at_once(self) -> int | None:
+        """Images of one call this handler works on at once (None: all of them): what a
+        multi-image call holds of the admission budget."""
+        return None
 
     def batch_range(self, node: str) -> tuple[int, int]:
         """The (min, max) batch size ``node`` runs with (1..1 unless the handler batches)."""

@@ -88,15 +88,25 @@ class PipelinedHandler(ClassifierHandler):
         ticket = reply.ticket
         timeout_s = None if ticket is None else ticket.timeout_s()
         if len(images) == 1:  # the common call: the request's own end is the answer
+
+            def ended(request: dict, error: BaseException | None) -> None:
+                if ticket is not None:
+                    ticket.image_ended(error)
+                done([error if error is not None else request["result"]])
+
             handle = self._pipeline.dispatch(
-                {"data": images[0]},
-                lambda request, error: done([error if error is not None else request["result"]]),
-                strict=True,
-                timeout_s=timeout_s,
+                {"data": images[0]}, ended, strict=True, timeout_s=timeout_s
             )
             reply.when_abandoned(handle.cancel)
             return
-        _WindowedCall(self._pipeline, images, done, reply, self.limits.call_window).start()
+        # The call has as many images in the pipeline at once as it holds of the admission
+        # budget: its next image takes the slot of one that ended.
+        window = self.limits.call_window if ticket is None else ticket.held
+        _WindowedCall(self._pipeline, images, done, reply, window).start()
+
+    def images_at_once(self) -> int | None:
+        """A multi-image call runs a window at a time (all at once where it runs inline)."""
+        return self.limits.call_window if "infer_many" in self.async_methods else None
 
     def node_figures(self) -> list[tp.NodeStats]:
         """This process's stages (a front's own; the core reports its stages itself)."""
@@ -174,6 +184,8 @@ class _WindowedCall:
                     self._handles[position] = handle
 
     def _end(self, position: int, request: dict | None, error: BaseException | None) -> None:
+        if self._reply.ticket is not None:
+            self._reply.ticket.image_ended(error)
         self._outcomes[position] = error if error is not None else request["result"]
         with self._lock:
             self._ended += 1

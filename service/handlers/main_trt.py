@@ -61,6 +61,10 @@ class BaselineHandler(ClassifierHandler):
     def classify(self, images: Sequence[bytes]) -> list[Outcome]:
         return [self._classify_one(image) for image in images]
 
+    def images_at_once(self) -> int | None:
+        """One: a call's images run one after the other on its thread."""
+        return 1
+
     def _classify_one(self, data: bytes) -> Outcome:
         try:
             tensor = self.preprocess(data)

@@ -213,6 +213,12 @@ def _admission(stats: ServerStats) -> list[tuple[str, str, str, float]]:
          admitted.max_megapixels_in_flight),
         ("tp_admission_calls_refused", "counter", "Calls answered OVERLOADED at once, unrun",
          admitted.calls_refused),
+        ("tp_admission_images_limit_now", "gauge",
+         "Images admitted at once now: what is cleared within the deadline, floor to ceiling",
+         admitted.images_limit or 0),
+        ("tp_admission_images_cleared_per_s", "gauge",
+         "Images the server clears per busy second, as admission measures it",
+         admitted.images_cleared_per_s or 0.0),
     ]  # fmt: skip
 
 

@@ -37,6 +37,8 @@ _ADMISSION_SUMS = (
     "megapixels_in_flight",
     "max_megapixels_in_flight",
     "calls_refused",
+    "images_limit",
+    "images_cleared_per_s",
 )
 _CONNECTION_SUMS = (
     "open",

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.handlers.admission import Admission, AdmissionLimits
 from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
 from service.thrift_client import connect
@@ -130,9 +131,9 @@ def quiet_latencies(port: int, image: bytes, count: int = 10) -> list[float]:
     return latencies
 
 
-def serve_slow(tmp_path: Path, model: Path, **slow_keys: object):
+def serve_slow(tmp_path: Path, model: Path, admission: Admission | None = None, **slow_keys):
     config = load_service_config(slow_config(tmp_path, model, **slow_keys))
-    handler = PipelinedHandler(config, device="cpu")
+    handler = PipelinedHandler(config, device="cpu", admission=admission)
     # More RPC threads than clients: the pipeline's queue, not the accept queue, meets the load.
     return handler, serve_in_thread(handler, threads=CLIENTS + 8)
 
@@ -175,7 +176,10 @@ def test_full_queue_refuses_fast_and_admitted_latency_holds(tmp_path, resnet18_s
 
 def test_request_timeout_fails_waiters_unrun(tmp_path, resnet18_small_onnx, photos):
     timeout_ms = 3 * SLEEP_MS
-    handler, serving = serve_slow(tmp_path, resnet18_small_onnx, request_timeout=timeout_ms)
+    # The ceiling alone admits (--admit-wait-fraction 0): what is under test is the deadline
+    # that drops waiters unrun, which admission following the rate would mostly spare them.
+    static = Admission(AdmissionLimits(wait_fraction=0.0))
+    handler, serving = serve_slow(tmp_path, resnet18_small_onnx, static, request_timeout=timeout_ms)
     image = small_photo(photos["coffee"])
     try:
         with serving as service:

@@ -739,16 +739,20 @@ class AdmissionStats(object):
      - megapixels_in_flight
      - max_megapixels_in_flight
      - calls_refused
+     - images_limit
+     - images_cleared_per_s
 
     """
 
 
-    def __init__(self, images_in_flight=None, max_images_in_flight=None, megapixels_in_flight=None, max_megapixels_in_flight=None, calls_refused=None,):
+    def __init__(self, images_in_flight=None, max_images_in_flight=None, megapixels_in_flight=None, max_megapixels_in_flight=None, calls_refused=None, images_limit=None, images_cleared_per_s=None,):
         self.images_in_flight = images_in_flight
         self.max_images_in_flight = max_images_in_flight
         self.megapixels_in_flight = megapixels_in_flight
         self.max_megapixels_in_flight = max_megapixels_in_flight
         self.calls_refused = calls_refused
+        self.images_limit = images_limit
+        self.images_cleared_per_s = images_cleared_per_s
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -784,6 +788,16 @@ class AdmissionStats(object):
                     self.calls_refused = iprot.readI64()
                 else:
                     iprot.skip(ftype)
+            elif fid == 6:
+                if ftype == TType.I64:
+                    self.images_limit = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
+            elif fid == 7:
+                if ftype == TType.DOUBLE:
+                    self.images_cleared_per_s = iprot.readDouble()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -813,6 +827,14 @@ class AdmissionStats(object):
         if self.calls_refused is not None:
             oprot.writeFieldBegin('calls_refused', TType.I64, 5)
             oprot.writeI64(self.calls_refused)
+            oprot.writeFieldEnd()
+        if self.images_limit is not None:
+            oprot.writeFieldBegin('images_limit', TType.I64, 6)
+            oprot.writeI64(self.images_limit)
+            oprot.writeFieldEnd()
+        if self.images_cleared_per_s is not None:
+            oprot.writeFieldBegin('images_cleared_per_s', TType.DOUBLE, 7)
+            oprot.writeDouble(self.images_cleared_per_s)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -1410,6 +1432,8 @@ AdmissionStats.thrift_spec = (
     (3, TType.DOUBLE, 'megapixels_in_flight', None, None, ),  # 3
     (4, TType.DOUBLE, 'max_megapixels_in_flight', None, None, ),  # 4
     (5, TType.I64, 'calls_refused', None, None, ),  # 5
+    (6, TType.I64, 'images_limit', None, None, ),  # 6
+    (7, TType.DOUBLE, 'images_cleared_per_s', None, None, ),  # 7
 )
 all_structs.append(ConnectionStats)
 ConnectionStats.thrift_spec = (
