@@ -190,7 +190,10 @@ class BeyondFdLimit:
     connections: int
     not_connected: int  # connect() itself failed or timed out (the backlog was full)
     refused_at_once: int  # closed by the server within the window
-    ping_s: float | None  # a good client's ping while they are open (None: no answer)
+    #: A new client's ping while they are held: "answered", "refused" (closed at once: every
+    #: slot is taken) or "no answer" (left waiting), and how long that took.
+    ping: str
+    ping_s: float
     probes: Probes
     threads_peak: int
 
@@ -215,23 +218,29 @@ def beyond_fd_limit(
                 target=lambda: probes.append(probe_repeatedly(host, ops_port, done, 0.1))
             )
             prober.start()
-            ping_s = _ping_s(host, port, timeout_s=2.0)
+            ping, ping_s = _ping(host, port, timeout_s=2.0)
             time.sleep(1.0)  # the probes' window, not a synchronisation
             done.set()
             prober.join(WAIT_S)
     finally:
         close_all(sockets)
-    return BeyondFdLimit(connections, not_connected, refused, ping_s, probes[0], peak.threads_peak)
+    return BeyondFdLimit(
+        connections, not_connected, refused, ping, ping_s, probes[0], peak.threads_peak
+    )
 
 
-def _ping_s(host: str, port: int, timeout_s: float) -> float | None:
+def _ping(host: str, port: int, timeout_s: float) -> tuple[str, float]:
     started_s = time.monotonic()
     try:
         with connect(host, port, timeout_s=timeout_s) as connection:
             connection.client.ping()
-    except (TTransportException, OSError):
-        return None
-    return time.monotonic() - started_s
+        outcome = "answered"
+    except (TTransportException, OSError) as error:
+        timed_out = isinstance(error, TimeoutError) or (
+            getattr(error, "type", None) == TTransportException.TIMED_OUT
+        )
+        outcome = "no answer" if timed_out else "refused"
+    return outcome, time.monotonic() - started_s
 
 
 @dataclass
@@ -388,6 +397,11 @@ def resource_summary_lines(figures: dict[str, Any]) -> list[str]:
             f"{PROBE_TIMEOUT_S:g} s (median {s(p['median_s'])}, slowest {s(p['slowest_s'])})"
         )
 
+    def cost(f: dict[str, Any]) -> str:
+        return (
+            f"; server CPU {f['server_cpu_s']:.2f} s in {f['wall_s']:.1f} s, log {f['log_bytes']} B"
+        )
+
     gib = 1 << 30
     big = figures["stalled big senders"]
     fd = figures["beyond the file limit"]
@@ -395,11 +409,12 @@ def resource_summary_lines(figures: dict[str, Any]) -> list[str]:
     return [
         f"stalled big senders: {big['connections']} x {big['sent_bytes_each'] / (1 << 20):.0f} "
         f"MiB, {big['cut']} cut; server RSS {big['rss_before_bytes'] / gib:.2f} -> "
-        f"{big['rss_peak_bytes'] / gib:.2f} GiB at most; a good call {s(big['good_call_s'])}",
+        f"{big['rss_peak_bytes'] / gib:.2f} GiB at most; a good call {s(big['good_call_s'])}"
+        + cost(big),
         f"beyond the file limit: {fd['connections']} opened ({fd['not_connected']} could not "
-        f"connect), {fd['refused_at_once']} closed at once; ping {s(fd['ping_s'])}; "
-        + probes(fd["probes"]),
+        f"connect), {fd['refused_at_once']} closed at once; a new client's ping: {fd['ping']} "
+        f"after {s(fd['ping_s'])}; " + probes(fd["probes"]) + cost(fd),
         f"ops port flood: {ops['opened']} connections in {ops['duration_s']:g} s, each held "
         f"{ops['hold_s']:g} s; threads {ops['threads_before']} -> {ops['threads_peak']} at "
-        "most; " + probes(ops["probes"]),
+        "most; " + probes(ops["probes"]) + cost(ops),
     ]
