@@ -116,16 +116,22 @@ class Probes:
     """What repeated ``/health/live`` probes saw."""
 
     probes: int
-    failed: int  # no 200 within PROBE_TIMEOUT_S
+    failed: int  # no 200 within the probe's timeout (PROBE_TIMEOUT_S unless told)
     median_s: float | None
     slowest_s: float | None
 
 
-def probe_repeatedly(host: str, ops_port: int, until: threading.Event, every_s: float) -> Probes:
+def probe_repeatedly(
+    host: str,
+    ops_port: int,
+    until: threading.Event,
+    every_s: float,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> Probes:
     """Probe ``/health/live`` every ``every_s`` until ``until`` is set."""
     took: list[float | None] = []
     while True:
-        took.append(live_probe_s(host, ops_port))
+        took.append(live_probe_s(host, ops_port, timeout_s))
         if until.wait(every_s):
             break
     answered = [t for t in took if t is not None]
@@ -264,6 +270,7 @@ def ops_flood(
     connections: int,
     duration_s: float,
     hold_s: float,
+    probe_timeout_s: float = PROBE_TIMEOUT_S,
 ) -> OpsFlood:
     """Open ``connections`` to the ops port evenly over ``duration_s`` (every other one sends
     half a request line, the rest nothing), each held ``hold_s``, and probe ``/health/live``
@@ -274,7 +281,9 @@ def ops_flood(
     done = threading.Event()
     probes: list[Probes] = []
     prober = threading.Thread(
-        target=lambda: probes.append(probe_repeatedly(host, ops_port, done, 0.1))
+        target=lambda: probes.append(
+            probe_repeatedly(host, ops_port, done, 0.1, timeout_s=probe_timeout_s)
+        )
     )
     opened = 0
     try:

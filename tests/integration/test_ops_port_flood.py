@@ -3,6 +3,7 @@ no thread per connection, a bounded number open, and ``/health/live`` still answ
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import urllib.request
@@ -70,3 +71,19 @@ def test_a_connection_that_sends_no_request_is_closed_at_its_deadline(ops):
     with socket.create_connection((HOST, ops.port), timeout=WAIT_S) as idle:
         idle.sendall(b"GET /health/li")
         assert attacks.closed_within_s(idle, timeout_s=PROBE_BOUND_S) is not None
+
+
+def test_the_benchmark_flood_leaves_liveness_answering_with_a_bounded_thread_count(ops):
+    flood = resource_attacks.ops_flood(
+        HOST,
+        ops.port,
+        os.getpid(),
+        connections=300,
+        duration_s=1.5,
+        hold_s=1.0,
+        probe_timeout_s=PROBE_BOUND_S,
+    )
+    assert flood.opened == 300
+    assert flood.probes.probes >= 1 and flood.probes.failed == 0, flood
+    # The flood's own prober and the sampler are two threads; the ops port adds none.
+    assert flood.threads_peak <= flood.threads_before + 2, flood
