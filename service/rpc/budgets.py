@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from .limits import TransportLimits
+
 logger = logging.getLogger("service.rpc")
 
 #: Descriptors kept free for everything but client connections, on top of those already open
@@ -207,11 +209,13 @@ class ServerBudgets:
     max_buffered_bytes: int
 
 
-def server_budgets(
-    requested_connections: int, max_buffered_bytes: int | None, max_message_bytes: int
-) -> ServerBudgets:
+def server_budgets(limits: TransportLimits) -> ServerBudgets:
     """The budgets of a server starting now in this process (logged): the connection cap
-    that its file limit allows, and the buffer budget (sized from the memory when None)."""
+    that its file limit allows for ``limits.max_connections``, and the buffer budget
+    (``limits.max_buffered_bytes``, or sized from the memory when None)."""
+    requested_connections = limits.max_connections
+    max_buffered_bytes = limits.max_buffered_bytes
+    max_message_bytes = limits.max_message_bytes
     connections, limit = fit_connections_to_file_limit(requested_connections)
     if max_buffered_bytes is None:
         memory_bytes = machine_memory_bytes()

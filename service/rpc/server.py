@@ -71,11 +71,7 @@ class ThriftServer:
         handoff: socket.socket | None = None,
     ):
         self._limits = limits or TransportLimits()
-        budgets = server_budgets(
-            self._limits.max_connections,
-            self._limits.max_buffered_bytes,
-            self._limits.max_message_bytes,
-        )
+        budgets = server_budgets(self._limits)
         self._max_connections = budgets.max_connections
         #: Bytes held in unfinished request messages, every connection together.
         self.buffers = BufferLedger(budgets.max_buffered_bytes)

@@ -21,6 +21,7 @@ from service.rpc.budgets import (
     wanted_soft_limit,
 )
 from service.rpc.connection import Connection
+from service.rpc.limits import TransportLimits
 
 MIB = 1 << 20
 
@@ -68,9 +69,15 @@ def test_the_buffer_budget_is_a_share_of_memory_and_never_less_than_one_whole_me
 
 
 def test_a_buffer_budget_set_below_one_message_is_refused():
+    def budgets(buffered_bytes: int):
+        limits = TransportLimits(
+            max_message_bytes=64 * MIB, max_connections=16, max_buffered_bytes=buffered_bytes
+        )
+        return server_budgets(limits)
+
     with pytest.raises(BudgetError, match="smaller than one message"):
-        server_budgets(16, 1 * MIB, 64 * MIB)
-    assert server_budgets(16, 128 * MIB, 64 * MIB).max_buffered_bytes == 128 * MIB
+        budgets(1 * MIB)
+    assert budgets(128 * MIB).max_buffered_bytes == 128 * MIB
 
 
 def test_the_largest_holders_are_cut_first_and_no_more_than_needed():
