@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 from thrift.Thrift import TType
 
-from benchmarks import attacks, protocol_attacks
+from benchmarks import attacks, protocol_attacks, resource_attacks
 from benchmarks.report import write_json
 from clients.images import DEFAULT_IMG_DIR
 from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None, help="model file (the config's)")
     parser.add_argument(
         "--results-dir", type=Path, default=REPO_ROOT / "runs", help="where the JSON goes"
+    )
+    parser.add_argument(
+        "--only-resources",
+        action="store_true",
+        help="run only the attacks on shared resources (benchmarks.resource_attacks: memory "
+        "in unfinished messages, the file limit, the ops port), on a server at every default",
     )
     return parser.parse_args(argv)
 
@@ -219,14 +225,25 @@ def main(argv: list[str] | None = None) -> int:
     command = service_command(args.handler, port, config=args.config, model=args.model)
     command += server_flags()
     log_path = Path(tempfile.mkdtemp(prefix="hostile-")) / "server.log"
+    today = datetime.date.today().isoformat()
+    defaults = service_command(args.handler, port, config=args.config, model=args.model)
+    resources = resource_attacks.run_resource_attacks(
+        defaults, host, port, photo, log_path.with_name("resources-server.log")
+    )
+    for line in resource_attacks.resource_summary_lines(resources):
+        print(line)
+    if args.only_resources:
+        name = f"{today}-cpu-resource-attacks-{args.handler}.json"
+        write_json(args.results_dir / name, {"date": today, "attacks": resources})
+        return 0
     with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
         server.start()
         figures = run_attacks(host, port, photo, server.pid, log_path)
         with connect(host, port) as connection:
             stats = connection.client.stats()
+    figures.update(resources)
     for line in summary_lines(figures):
         print(line)
-    today = datetime.date.today().isoformat()
     record = {
         "date": today,
         "device": "cpu",

@@ -174,6 +174,9 @@ def _limits(args: argparse.Namespace) -> tuple[RequestLimits, Admission, Transpo
         message_timeout_s=args.message_timeout_s,
         idle_timeout_s=args.idle_timeout_s,
         max_connections=args.max_connections,
+        max_buffered_bytes=None
+        if args.max_buffered_mb is None
+        else int(args.max_buffered_mb * _MIB),
     )
     return request_limits, admission, transport_limits
 
@@ -197,17 +200,24 @@ def _serve(
     """Listen, warm up, serve until a signal, drain; returns the exit code."""
     from service.handlers.warmup import connect_host, warm_up
     from service.ops.gpu_stats import GpuReader
+    from service.rpc.budgets import BudgetError
     from service.rpc.server import ThriftServer
 
-    server = ThriftServer(
-        handler,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        limits=transport_limits,
-        reuse_port=args.reuse_port,
-        handoff=None if args.connection_fd is None else socket.socket(fileno=args.connection_fd),
-    )
+    try:
+        server = ThriftServer(
+            handler,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            limits=transport_limits,
+            reuse_port=args.reuse_port,
+            handoff=None
+            if args.connection_fd is None
+            else socket.socket(fileno=args.connection_fd),
+        )
+    except BudgetError as exc:
+        logger.error("cannot serve: %s", exc)
+        return 2
     handler.observe(state=state, gpu_reader=GpuReader())
     state.add_load_check(handler.admission.saturated)
     state.add_load_check(server.at_connection_cap)

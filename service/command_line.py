@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         setattr(args, optional, getattr(args, optional, None))
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be at least 1")
+    args.max_buffered_mb = getattr(args, "max_buffered_mb", None)
+    if args.max_buffered_mb is not None and args.max_buffered_mb < args.max_message_mb:
+        parser.error("--max-buffered-mb cannot be less than --max-message-mb")
     if args.max_image_mb > args.max_message_mb:
         parser.error("--max-image-mb cannot exceed --max-message-mb")
     if args.max_images > args.max_in_flight:
@@ -200,7 +203,16 @@ def _connection_flags(group: argparse._ArgumentGroup) -> None:
         "--max-connections",
         type=int,
         default=1024,
-        help="open client connections; beyond it new ones are closed at once",
+        help="open client connections; beyond it new ones are closed at once (fewer when the "
+        "file limit, ulimit -n, leaves less room: the number taken is logged at start)",
+    )
+    group.add_argument(
+        "--max-buffered-mb",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="memory the requests still arriving may hold, every connection together; past "
+        "it the connections holding the most are closed (default: an eighth of the machine's "
+        "or container's memory, at least one message of --max-message-mb)",
     )
 
 

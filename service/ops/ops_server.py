@@ -16,13 +16,12 @@ as not ready, so both keep a pod out of a Service's endpoints.
 
 from __future__ import annotations
 
-import http.server
 import logging
-import sys
 import threading
 from collections.abc import Callable
 
 from service.gen.inference.ttypes import ServerStats
+from service.ops.ops_http import BoundedHttpServer
 from service.ops.stats_sum import encode_stats
 
 logger = logging.getLogger(__name__)
@@ -33,8 +32,8 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: The content type of ``/stats`` (``service.ops.stats_sum``: a ``ServerStats``, Thrift binary).
 STATS_CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 
-#: How long one ops connection may stall before it is dropped (scrapers and probes are quick).
-_CONNECTION_TIMEOUT_S = 10.0
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
 
 
 #: The status of ``/health/ready`` in each life stage of the server (see the module docstring).
@@ -106,7 +105,8 @@ class ServiceState:
 
 
 class OpsServer:
-    """A small threaded HTTP server for probes and scrapes, separate from the Thrift port.
+    """A small HTTP server for probes and scrapes, separate from the Thrift port, bounded
+    against floods (``service.ops.ops_http``).
 
     ``render_metrics`` is called at scrape time and returns the exposition text, so no metric
     is updated on the request path; ``stats``, where given, returns the ``ServerStats`` that
@@ -125,37 +125,31 @@ class OpsServer:
         self.state = state
         self._render_metrics = render_metrics
         self._current_stats = stats
-        handler = _make_request_handler(self)
-        self._httpd = _OpsHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        # The health answers are cheap and must come at once, whatever else is asked.
+        self.http = BoundedHttpServer(
+            self.respond, quick_paths=(LIVE_PATH, READY_PATH), host=host, port=port
+        )
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        return self._httpd.server_address[1]
+        return self.http.port
 
     def start(self) -> None:
         """Serve from a background thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="ops-http", daemon=True
-        )
-        self._thread.start()
+        self.http.start()
         logger.info("ops port %d: /metrics, /stats, /health/live, /health/ready", self.port)
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
+        self.http.close()
 
     def respond(self, path: str) -> tuple[int, str, str | bytes]:
         """(status, content type, body) for a GET of ``path``."""
         path = path.split("?", 1)[0]
-        if path == "/health/live":
+        if path == LIVE_PATH:
             return 200, "text/plain; charset=utf-8", "live\n"
-        if path == "/health/ready":
+        if path == READY_PATH:
             stage, detail = self.state.readiness()
             return READINESS_STATUS[stage], "text/plain; charset=utf-8", detail + "\n"
         if path == "/metrics":
@@ -177,48 +171,3 @@ class OpsServer:
         if stats is None:
             return 503, "text/plain; charset=utf-8", "no stats yet: the models are loading\n"
         return 200, STATS_CONTENT_TYPE, encode_stats(stats)
-
-
-class _OpsHTTPServer(http.server.ThreadingHTTPServer):
-    """Logs a failed ops connection as one line: a prober that hangs up before its answer (a
-    supervisor polling its workers' readiness, a load balancer's short check timeout) is
-    routine, not a 20-line traceback on stderr."""
-
-    def handle_error(self, request: object, client_address: tuple) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError):
-            logger.debug("ops client %s went away: %s", client_address[0], error)
-        else:
-            logger.error("ops request from %s failed", client_address[0], exc_info=error)
-
-
-def _make_request_handler(ops: OpsServer) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        timeout = _CONNECTION_TIMEOUT_S  # bounds a client that opens and then stalls
-        server_version = "torchpipe-lite-ops"
-
-        def do_GET(self) -> None:  # the name http.server dispatches to
-            status, content_type, body = ops.respond(self.path)
-            self._send(status, content_type, _encoded(body))
-
-        def do_HEAD(self) -> None:
-            status, content_type, body = ops.respond(self.path)
-            self._send(status, content_type, _encoded(body), with_body=False)
-
-        def _send(self, status: int, content_type: str, body: bytes, with_body=True) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            # Probes and scrapes come every few seconds: keep them out of the info log.
-            logger.debug("%s %s", self.address_string(), format % args)
-
-    return Handler
-
-
-def _encoded(body: str | bytes) -> bytes:
-    return body.encode() if isinstance(body, str) else body

@@ -44,6 +44,7 @@ class Acceptor:
         reuse_port: bool,
         handoff: socket.socket | None,
         token: object,
+        accepts_per_wake: int = _ACCEPTS_PER_WAKE,
     ):
         self._poller = poller
         self._log = log
@@ -52,6 +53,7 @@ class Acceptor:
         self._reuse_port = reuse_port
         self._handoff = handoff
         self._token = token
+        self._accepts_per_wake = accepts_per_wake
         self._listener: socket.socket | None = None
         self._paused_until_s = 0.0
 
@@ -89,7 +91,7 @@ class Acceptor:
             self._accept_dealt(adopt, on_end)
             return
         assert self._listener is not None
-        for _ in range(_ACCEPTS_PER_WAKE):
+        for _ in range(self._accepts_per_wake):
             try:
                 sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):

@@ -21,6 +21,7 @@ from thrift.Thrift import TApplicationException
 
 from service.ops.log_limit import LogLimiter
 
+from .budgets import BufferLedger
 from .codec import Call, Codec
 
 logger = logging.getLogger("service.rpc")
@@ -34,7 +35,8 @@ class Connection:
     loop thread."""
 
     __slots__ = (
-        "buffered_bytes",
+        "_buffered_bytes",
+        "_ledger",
         "busy",
         "chunks",
         "closing",
@@ -50,13 +52,14 @@ class Connection:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, peer: str, now_s: float):
+    def __init__(self, sock: socket.socket, peer: str, now_s: float, ledger: BufferLedger):
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
         #: Bytes received and not yet taken as a message (one bytes object per recv).
         self.chunks: list[bytes] = []
-        self.buffered_bytes = 0
+        self._ledger = ledger
+        self._buffered_bytes = 0
         #: The message being received needs at least this many bytes (0: unknown).
         self.needed_bytes = 0
         #: When the first byte of the message being received arrived (None: between messages).
@@ -72,6 +75,23 @@ class Connection:
         self.input_waiting = False
         #: The running call's reply (the loop thread's: to tell it the client went away).
         self.reply: Reply | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The bytes in ``chunks``. Setting it keeps the server-wide ledger in step, so the
+        total held by every connection is always known without adding them up."""
+        return self._buffered_bytes
+
+    @buffered_bytes.setter
+    def buffered_bytes(self, value: int) -> None:
+        self._ledger.add(value - self._buffered_bytes)
+        self._buffered_bytes = value
+
+    def drop_input(self) -> None:
+        """Forget every byte received and not yet taken (the connection is being closed)."""
+        self.chunks = []
+        self.buffered_bytes = 0
+        self.needed_bytes = 0
 
     def take_bytes(self) -> bytes:
         """Everything buffered, as one bytes object (kept as the only chunk)."""

@@ -24,8 +24,13 @@ class TransportLimits:
     #: Seconds a connection may stay open between messages, sending nothing.
     idle_timeout_s: float = 300.0
     #: Open connections; beyond it a new one is closed at once (counted, logged at a bounded
-    #: rate).
+    #: rate). The server takes fewer when the file limit leaves less room
+    #: (``budgets.connection_cap``).
     max_connections: int = 1024
+    #: Bytes the unfinished request messages of every connection may hold together; past it
+    #: the connections holding the most are closed. None: a share of the machine's memory
+    #: (``budgets.default_buffer_budget_bytes``).
+    max_buffered_bytes: int | None = None
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ConnectionFigures:
     closed_idle: int = 0
     closed_slow_message: int = 0
     closed_malformed: int = 0
+    closed_over_buffer_budget: int = 0  # held the most bytes when the budget was spent
     replies_undelivered: int = 0  # the client had gone when its answer was ready
     calls_abandoned: int = 0  # the client went away while its call was in progress
     #: Closed because an exception escaped its handling (a server bug; logged at ERROR, at a

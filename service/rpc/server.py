@@ -33,6 +33,7 @@ from service.gen.inference.ttypes import ConnectionStats
 from service.ops.log_limit import LogLimiter
 
 from .acceptor import Acceptor
+from .budgets import BufferLedger, holders_to_cut, server_budgets
 from .calls import CallRunner
 from .codec import Codec, Method, fastbinary_available, service_methods
 from .connection import Connection, Reply
@@ -71,6 +72,10 @@ class ThriftServer:
         handoff: socket.socket | None = None,
     ):
         self._limits = limits or TransportLimits()
+        budgets = server_budgets(self._limits)
+        self._max_connections = budgets.max_connections
+        #: Bytes held in unfinished request messages, every connection together.
+        self.buffers = BufferLedger(budgets.max_buffered_bytes)
         self._runner = CallRunner(handler, threads=threads)
         observe = getattr(handler, "observe_connections", None)
         if observe is not None:  # let its stats() report this layer's figures
@@ -121,11 +126,11 @@ class ThriftServer:
 
     def connection_stats(self) -> ConnectionStats:
         """The connection layer's figures, as ``stats()`` sends them (a racy, cheap read)."""
-        return self.figures.stats(self._limits.max_connections)
+        return self.figures.stats(self._max_connections)
 
     def at_connection_cap(self) -> str | None:
         """Why new clients should go elsewhere, when every connection slot is taken."""
-        cap = self._limits.max_connections
+        cap = self._max_connections
         if self.figures.open >= cap:
             return f"saturated: {cap} connections open, the limit"
         return None
@@ -204,21 +209,21 @@ class ThriftServer:
 
     def _adopt(self, sock: socket.socket, peer: str) -> None:
         figures = self.figures
-        if len(self._connections) >= self._limits.max_connections:
+        if len(self._connections) >= self._max_connections:
             figures.refused_over_cap += 1
             sock.close()
             self._log.log(
                 "cap",
                 logging.WARNING,
                 "refusing connections: %d open is the limit (%d refused so far)",
-                self._limits.max_connections,
+                self._max_connections,
                 figures.refused_over_cap,
             )
             return
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = Connection(sock, peer, time.monotonic())
+        connection = Connection(sock, peer, time.monotonic(), self.buffers)
         self._connections[connection.fd] = connection
         self._poller.watch(connection.fd, connection)
         figures.accepted += 1
@@ -249,6 +254,8 @@ class ThriftServer:
             connection.message_started_s = now_s
         connection.chunks.append(data)
         connection.buffered_bytes += len(data)
+        if self.buffers.over_bytes > 0 and self._cut_largest_holders(connection):
+            return
         with connection.lock:
             if connection.busy:
                 connection.input_waiting = True
@@ -366,11 +373,30 @@ class ThriftServer:
         )
         self._close_when_idle(connection)
 
+    def _cut_largest_holders(self, reading: Connection) -> bool:
+        """Close the connections holding the most unfinished bytes until the buffer budget
+        is kept; True when ``reading`` was one of them."""
+        held = ((c.buffered_bytes, c) for c in self._connections.values() if not c.closing)
+        for connection in holders_to_cut(held, self.buffers.over_bytes):
+            self.figures.closed_over_buffer_budget += 1
+            self._log.log(
+                "budget",
+                logging.WARNING,
+                "closing the connection from %s: its unfinished request held %.1f MiB when "
+                "those of every connection passed the budget, %.0f MiB",
+                connection.peer,
+                connection.buffered_bytes / (1 << 20),
+                self.buffers.budget_bytes / (1 << 20),
+            )
+            self._close_when_idle(connection)
+        return reading.closing
+
     def _close_when_idle(self, connection: Connection) -> None:
         """Close now, or (a call is running) once its reply has been sent."""
         with connection.lock:
             connection.closing = True
             busy = connection.busy
+        connection.drop_input()  # whatever else it sent is never read
         if busy:
             self._poller.forget(connection.fd)  # read no more from it
             return
@@ -381,6 +407,7 @@ class ThriftServer:
             return
         del self._connections[connection.fd]
         self._poller.forget(connection.fd)
+        connection.drop_input()
         connection.sock.close()
         self.figures.open = len(self._connections)
 
