@@ -69,6 +69,7 @@ logger = logging.getLogger("benchmarks.gpu_ceiling")
 
 MODEL_STAGE = STAGES["model"]
 DEFAULT_MODEL = REPO_ROOT / "models" / "resnet50.onnx"
+STAGE_PYTHON_ROW = "stage python (CPU, CUDA stood in for)"
 #: The image stage's steps, alone and in part, for the "image stage parts" rows.
 GPU_STAGE_PARTS = {
     "decode step": "SyncTensor[DecodeTensor]",
@@ -194,7 +195,7 @@ def measure_rows(setup: Setup) -> list[dict[str, Any]]:
         rows.append(figure("image stage under model", batch, per_repeat))
     for found in stage_python.measure(images, setup.batches, plan.repeats + 2):
         per_repeat = [us / 1000 for us in found["repeats_us"]]
-        row = figure("stage python (CPU, CUDA stood in for)", found["batch"], per_repeat)
+        row = figure(STAGE_PYTHON_ROW, found["batch"], per_repeat)
         rows.append({**row, "cpu_us_per_batch": found["cpu_us_per_batch"]})
     return rows
 
@@ -260,9 +261,51 @@ def print_rows(device: str, rows: list[dict]) -> None:
         print(f"{row['row']:<48} {row['batch']:>5} {figures}")
 
 
+def plot(record: dict[str, Any], path: Path) -> None:
+    """A bar per measured row (images/s, its batch in the label) to ``path``; the stage-python
+    rows, which count interpreter time only, are left to the JSON."""
+    from benchmarks.report import _pyplot
+
+    rows = [r for r in record["rows"] if r["status"] == "ok" and r["row"] != STAGE_PYTHON_ROW]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.5))
+    positions = range(len(rows))
+    ax.barh(positions, [r["images_per_s"] for r in rows], color="tab:blue")
+    ax.set_yticks(positions, [f"{r['row']} (batch {r['batch']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("images/s (median of repeats)")
+    for position, row in zip(positions, rows, strict=True):
+        label = f" {row['images_per_s']:,.0f}"
+        ax.annotate(label, (row["images_per_s"], position), va="center", fontsize=6)
+    title = f"One process's ceiling: {record['device']}, torch {record['torch']}, {record['date']}"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(record: dict[str, Any], json_path: Path) -> None:
+    """The record's JSON and, where matplotlib imports, its chart beside it (``.png``)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {json_path}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        logger.error(
+            "matplotlib is not installed here: no PNG. Draw it where it is with: "
+            "python -m benchmarks.gpu_ceiling --plot %s",
+            json_path,
+        )
+        return
+    plot(record, json_path.with_suffix(".png"))
+    print(f"wrote {json_path.with_suffix('.png')}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_ceiling")
-    parser.add_argument("--json", type=Path, help="write the record here")
+    parser.add_argument("--json", type=Path, help="write the record here (and a .png beside)")
+    parser.add_argument("--plot", type=Path, help="only draw the .png of this record")
     parser.add_argument("--quick", action="store_true", help="fewer batches per figure")
     parser.add_argument(
         "--device", choices=("cuda", "cpu"), help="default: cuda where there is one"
@@ -290,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = parse_args(argv)
+    if args.plot:
+        plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png"))
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model
         if model is None and args.device == "cuda":
@@ -308,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             backend.close()
     print_rows(result["device"], rows)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_outputs(result, args.json)
     return 0
 
 

@@ -47,6 +47,8 @@ def test_the_cpu_smoke_mode_writes_every_row(tmp_path, resnet18_onnx):
         assert row["ms_per_batch"] > 0 and len(row["repeats_ms"]) >= 2, name
         assert row["images_per_s"] == pytest.approx(2000 / row["ms_per_batch"]), name
     assert rows["stage python (CPU, CUDA stood in for)"]["cpu_us_per_batch"] > 0
+    pytest.importorskip("matplotlib")
+    assert path.with_suffix(".png").stat().st_size > 0
 
 
 def test_cuda_is_refused_where_there_is_none(capsys):

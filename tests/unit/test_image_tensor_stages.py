@@ -124,3 +124,48 @@ def test_sync_tensor_refuses_a_stream_priority_that_is_not_an_integer():
     with pytest.raises(ValueError, match="stream_priority"):
         tp.create_backend("SyncTensor[Identity]", {"stream_priority": "high"})
     tp.create_backend("SyncTensor[Identity]", {"stream_priority": -1}).close()
+
+
+@pytest.mark.parametrize("size", [(224, 224), (100, 300), (600, 451)])
+def test_batch_resize_gives_each_image_what_interpolate_gives_it_alone(size):
+    from torchvision.ops import roi_align  # noqa: F401  (resize_bilinear needs torchvision)
+
+    from torchpipe_lite.backends.image.batch_resize import resize_bilinear
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(480, 640), (300, 451), (512, 384)]
+    images = [
+        torch.randint(0, 256, (3, *hw), dtype=torch.uint8, generator=generator) for hw in shapes
+    ]
+    resized = resize_bilinear(images, *size)
+    assert resized.dtype == torch.uint8 and tuple(resized.shape) == (3, 3, *size)
+    for index, image in enumerate(images):
+        alone = torch.nn.functional.interpolate(
+            image[None].float(), size=size, mode="bilinear", align_corners=False
+        )
+        difference = resized[index].int() - alone[0].round().clamp(0, 255).int()
+        assert difference.abs().max() <= 1, shapes[index]
+
+
+def test_the_gpu_image_stage_refuses_a_corrupt_jpeg_in_a_batch_and_keeps_the_rest():
+    """The GPU image stage's own logic on the CPU, nvJPEG and the device search stood in for
+    (benchmarks.stage_python): results, refusals and typed errors per batch."""
+    from benchmarks.stage_python import OUTPUT_SIDE, SHRINK, stand_in_stage
+    from torchpipe_lite.config.values import Color
+
+    stage = stand_in_stage()
+    photos = [path.read_bytes() for path in sorted(IMAGES_DIR.glob("*.jpg"))]
+    items = [{"data": photo} for photo in photos] + [{"data": b"not an image at all"}]
+    stage.forward(items)
+    side = OUTPUT_SIDE // SHRINK
+    for item in items[:-1]:
+        assert tuple(item["result"].shape) == (1, 3, side, side)
+        assert item["color"] is Color.RGB
+    assert "result" not in items[-1]  # not an image: no result, nothing raised
+    start = photos[0].index(b"\xff\xda") + 200
+    corrupt = photos[0][:start] + b"\xff\x42" + photos[0][start + 2 :]
+    with pytest.raises(InvalidInputError, match="corrupt JPEG data: reserved marker 0xFF42"):
+        stage.forward([{"data": photo} for photo in photos] + [{"data": corrupt}])
+    bomb = photos[0][:2] + b"\xff\xc0\x00\x11\x08\xea\x60\xea\x60\x03" + b"\x00" * 9
+    with pytest.raises(InvalidInputError, match="60000x60000"):
+        stage.forward([{"data": photos[1]}, {"data": bomb}])

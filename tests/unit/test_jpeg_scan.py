@@ -12,7 +12,11 @@ import pytest
 from PIL import Image
 
 from tests.image_samples import IMAGES_DIR
-from torchpipe_lite.backends.image.jpeg_scan import check_jpeg_scan, jpeg_scan_error
+from torchpipe_lite.backends.image.jpeg_scan import (
+    check_jpeg_scan,
+    jpeg_scan_error,
+    jpeg_scan_errors,
+)
 from torchpipe_lite.errors import InvalidInputError
 
 
@@ -86,3 +90,58 @@ def test_frame_marker_after_scan_is_corrupt(photo):
 def test_truncation_is_left_to_the_decoder(photo):
     for cut in (3, 200, len(photo) // 2, len(photo) - 1):
         assert jpeg_scan_error(photo[:cut]) is None
+
+
+def batch_errors(files: list[bytes]) -> list[str | None]:
+    """``jpeg_scan_errors`` as DecodeTensor calls it: the files concatenated and their marker
+    candidates searched in one pass (here with NumPy instead of on the device)."""
+    joined = np.frombuffer(b"".join(files), np.uint8)
+    markers = np.flatnonzero((joined[:-1] == 0xFF) & (joined[1:] != 0))
+    return jpeg_scan_errors(files, joined, markers)
+
+
+def corruptions(photo: bytes) -> dict[str, bytes]:
+    start = scan_start(photo)
+    rng = random.Random(7)
+    garbage = photo[:start] + rng.randbytes(len(photo) - start - 2) + b"\xff\xd9"
+    return {
+        "random-scan": garbage,
+        "reserved-marker": photo[: start + 100] + b"\xff\x42" + photo[start + 102 :],
+        "frame-after-scan": photo[: start + 100] + b"\xff\xc0" + photo[start + 102 :],
+        "segment-past-end": photo[:-2] + b"\xff\xfe\x7f\xff",
+        "truncated": photo[: len(photo) // 2],
+        "ends-with-ff": photo[: len(photo) // 2] + b"\xff",
+        "not-a-jpeg": b"\x00\x01\x02\x03",
+    }
+
+
+def test_a_batch_judges_every_file_as_the_single_file_check_does(photo):
+    files = {**encodings(photo), **corruptions(photo)}
+    files["sos-code-in-a-header"] = (  # an APP1 payload holding 0xFFDA then a reserved code
+        photo[:2] + b"\xff\xe1\x00\x08\xff\xda\xff\x42" + photo[2:]
+    )
+    expected = {name: jpeg_scan_error(data) for name, data in files.items()}
+    assert expected["random-scan"] and expected["reserved-marker"]
+    assert expected["frame-after-scan"] and expected["segment-past-end"]
+    names = list(files)
+    for order in (names, names[::-1], random.Random(3).sample(names, len(names))):
+        found = batch_errors([files[name] for name in order])
+        assert dict(zip(order, found, strict=True)) == {name: expected[name] for name in order}
+
+
+def test_a_batch_clears_plain_photographs_without_walking_them(photo, monkeypatch):
+    from torchpipe_lite.backends.image import jpeg_scan
+
+    files = [path.read_bytes() for path in sorted(IMAGES_DIR.glob("*.jpg"))]
+    files += [encodings(photo)["restart-markers"], corruptions(photo)["reserved-marker"]]
+    walked = []
+
+    def walk(data, hits):
+        walked.append(data)
+        return original(data, hits)
+
+    original = jpeg_scan._walk
+    monkeypatch.setattr(jpeg_scan, "_walk", walk)
+    errors = batch_errors(files)
+    assert errors[:-1] == [None] * (len(files) - 1) and errors[-1].startswith("reserved marker")
+    assert walked == [files[-1]]  # only the corrupt file needed the exact walk

@@ -34,12 +34,15 @@ def resize_bilinear(images: list[torch.Tensor], height: int, width: int) -> torc
 
     first = images[0]
     count = len(images)
-    heights = [image.shape[-2] for image in images]
-    widths = [image.shape[-1] for image in images]
+    shapes = [image.shape for image in images]
+    heights = [shape[-2] for shape in shapes]
+    widths = [shape[-1] for shape in shapes]
     if min(heights) >= height and min(widths) >= width:
         # Shrinking only (the usual case): RoIAlign never reads the padding, so one nested
-        # tensor pads the whole batch in two calls, whatever its size.
-        padded = torch.nested.nested_tensor(images).to_padded_tensor(0).float()
+        # tensor pads the whole batch in a fixed number of calls, whatever its size. It is
+        # made float before padding: CUDA pads float nested tensors in one kernel, other
+        # dtypes one image at a time.
+        padded = torch.nested.nested_tensor(images).float().to_padded_tensor(0)
     else:
         padded = _padded_with_edges(images, heights, widths, height, width)
     regions = np.zeros((count, 5), dtype=np.float32)  # (image index, x1, y1, x2, y2)
@@ -52,7 +55,7 @@ def resize_bilinear(images: list[torch.Tensor], height: int, width: int) -> torc
     resized = roi_align(
         padded, boxes, (height, width), spatial_scale=1.0, sampling_ratio=1, aligned=True
     )
-    if all(image.dtype == torch.uint8 for image in images):
+    if all(image.dtype is torch.uint8 for image in images):
         return resized.round_().clamp_(0, 255).to(torch.uint8)
     return resized
 

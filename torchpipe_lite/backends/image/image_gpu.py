@@ -62,16 +62,18 @@ def require_image_tensor(data: Any, channels: int | None = None) -> torch.Tensor
     """``data`` as a 1xCxHxW tensor (a CxHxW one gets its batch axis); else InvalidInputError."""
     import torch
 
-    if isinstance(data, torch.Tensor) and data.dim() == 3:
+    # Called for every item of every batch: the shape is read once.
+    shape = data.shape if isinstance(data, torch.Tensor) else None
+    if shape is not None and len(shape) == 3:
         data = data[None]
+        shape = data.shape
     if (
-        not isinstance(data, torch.Tensor)
-        or data.dim() != 4
-        or data.shape[0] != 1
-        or data.numel() == 0
-        or (channels is not None and data.shape[1] != channels)
+        shape is None
+        or len(shape) != 4
+        or shape[0] != 1
+        or 0 in shape
+        or (channels is not None and shape[1] != channels)
     ):
-        shape = getattr(data, "shape", None)
         raise InvalidInputError(
             f"expected a 1x{channels or 'C'}xHxW image tensor, got {type(data).__name__}"
             + (f" of shape {tuple(shape)}" if shape is not None else "")
@@ -139,53 +141,54 @@ class DecodeTensor(Backend):
         return str(self.device)
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
-        jpegs: list[tuple[dict[str, Any], Any, ImageHeader]] = []
+        items: list[dict[str, Any]] = []
+        buffers: list[Any] = []
+        headers: list[ImageHeader] = []
+        max_pixels, per_byte = self.max_pixels, self.max_pixels_per_byte
         for item in batch:
             buf = as_bytes(item["data"])
             header = read_header(buf)
             if header is None:
                 logger.debug("not an image (%d bytes): no result", len(buf))
                 continue
-            check_pixels(
-                header,
-                self.max_pixels,
-                encoded_bytes=len(buf),
-                max_pixels_per_byte=self.max_pixels_per_byte,
-            )
+            check_pixels(header, max_pixels, encoded_bytes=len(buf), max_pixels_per_byte=per_byte)
             if header.format == "jpeg" and header.channels in (1, 3):
-                jpegs.append((item, buf, header))
+                items.append(item)
+                buffers.append(buf)
+                headers.append(header)
             else:  # decode_bgr checks it as DecodeMat does
                 self._decode_on_cpu(item, buf, f"{header.format} with {header.channels} channels")
-        if jpegs:
-            self._decode_jpegs(jpegs)
+        if items:
+            self._decode_jpegs(items, buffers, headers)
         wait_for_current_stream(self.device)
 
-    def _decode_jpegs(self, jpegs: list[tuple[dict[str, Any], Any, ImageHeader]]) -> None:
+    def _decode_jpegs(
+        self, items: list[dict[str, Any]], buffers: list[Any], headers: list[ImageHeader]
+    ) -> None:
         """Decode the batch with nvJPEG in one call, checking its scan data on the device."""
-        buffers = [buf for _, buf, _ in jpegs]
-        staged = self._stage(buffers)
+        lengths = [len(buf) for buf in buffers]
+        staged = self._stage(buffers, sum(lengths))
         # The scan check's search is queued on the device before nvJPEG runs and read back
         # after: the two overlap instead of waiting for each other. A corrupt image is then
         # decoded for nothing, and refused below.
         markers = self._search_markers(staged, buffers)
-        encoded, start = [], 0
-        for buf in buffers:  # nvJPEG reads each image from a view of the staged bytes
-            encoded.append(staged[start : start + len(buf)])
-            start += len(buf)
-        decoded = self._nvjpeg(encoded, [header for _, _, header in jpegs])
-        for error in jpeg_scan_errors(buffers, markers()):
+        # nvJPEG reads each image from a view of the staged bytes (one split for the batch).
+        decoded = self._nvjpeg(list(staged.split(lengths)), headers)
+        for error in jpeg_scan_errors(buffers, staged.numpy(), markers()):
             raise_for_scan_error(error)  # the scheduler then runs each request alone
-        for (item, buf, header), image in zip(jpegs, decoded, strict=True):
+        for item, buf, image, header in zip(items, buffers, decoded, headers, strict=True):
             if image is None:
                 self._decode_on_cpu(item, buf, "a JPEG nvJPEG could not decode")
                 continue
-            self._finish(item, apply_orientation(image, header.orientation), Color.RGB)
+            if header.orientation != 1:
+                image = apply_orientation(image, header.orientation)
+            self._finish(item, image, Color.RGB)
 
-    def _stage(self, buffers: list[Any]) -> torch.Tensor:
-        """The batch's bytes in one host buffer of this instance (pinned on a GPU, so that the
-        copy to the device does not wait for the stream), valid until the next batch."""
+    def _stage(self, buffers: list[Any], total: int) -> torch.Tensor:
+        """The batch's bytes (``total`` of them) in one host buffer of this instance (pinned on
+        a GPU, so that the copy to the device does not wait for the stream), valid until the
+        next batch."""
         torch = self._torch
-        total = sum(len(buf) for buf in buffers)
         if total > _MAX_STAGING_BYTES:  # a rare, huge batch: not worth keeping pinned
             return torch.frombuffer(b"".join(buffers), dtype=torch.uint8)
         staging = self._staging
@@ -194,22 +197,23 @@ class DecodeTensor(Backend):
             size = min(_MAX_STAGING_BYTES, max(total, grown))
             pinned = self.device.type == "cuda"
             staging = self._staging = torch.empty(size, dtype=torch.uint8, pin_memory=pinned)
-            self._staging_np = staging.numpy()
-        target, start = self._staging_np, 0
-        for buf in buffers:
-            target[start : start + len(buf)] = np.frombuffer(buf, dtype=np.uint8)
-            start += len(buf)
+            self._staging_view = memoryview(staging.numpy())
+        target, start = self._staging_view, 0
+        for buf in buffers:  # a memoryview's slice assignment: one memcpy, no array objects
+            end = start + len(buf)
+            target[start:end] = buf
+            start = end
         return staging[:total]
 
-    def _search_markers(self, staged: torch.Tensor, buffers: list[Any]) -> Callable[[], list[int]]:
+    def _search_markers(self, staged: torch.Tensor, buffers: list[Any]) -> Callable[[], np.ndarray]:
         """Start finding where ``staged`` (``buffers`` concatenated) holds 0xFF followed by a
         non-zero byte (see jpeg_scan), on the device; the returned call waits for the sorted
         positions."""
         if len(staged) < 2:
-            return list
+            return lambda: np.empty(0, dtype=np.int64)
         data = staged.to(self.device, non_blocking=True)
         found = (data[:-1] == 0xFF) & (data[1:] != 0)
-        return lambda: found.nonzero().flatten().tolist()
+        return lambda: found.nonzero().flatten().cpu().numpy()
 
     def _nvjpeg(
         self, encoded: list[torch.Tensor], headers: list[ImageHeader]
@@ -273,12 +277,14 @@ class ResizeTensor(Backend):
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         groups: dict[tuple, list[tuple[dict[str, Any], torch.Tensor]]] = {}
+        size = self.size
         for item in batch:
             image = require_image_tensor(item["data"])
-            if tuple(image.shape[-2:]) == self.size:
+            shape = image.shape
+            if (shape[2], shape[3]) == size:
                 item["result"] = image
                 continue
-            key = (image.shape[1], image.dtype, image.device)
+            key = (shape[1], image.dtype, image.device)
             groups.setdefault(key, []).append((item, image))
         last = None
         for (_, _, device), members in groups.items():
@@ -298,8 +304,9 @@ class ResizeTensor(Backend):
                     last = resize_bilinear([image[0] for image in images], *self.size)
                 else:
                     last = self._resize(self._torch.cat(images))
-                for index, (item, _) in enumerate(subgroup):
-                    item["result"] = last[index : index + 1]
+                # One split gives every item its 1xCxHxW view of the batch.
+                for (item, _), resized in zip(subgroup, last.split(1), strict=True):
+                    item["result"] = resized
         if last is not None:
             _synchronize(last)
 

@@ -9,8 +9,10 @@ scan; a reserved marker code (0x02-0xBF) there means the data is not a JPEG enco
 The segments are walked in Python (a dozen steps per file); the scan data itself, nearly all
 of the bytes, is searched in a vectorised pass: NumPy for one file, or for a batch of files
 the marker positions found elsewhere (``jpeg_scan_errors``: the GPU decoder searches the whole
-batch's bytes on the device in a few kernels), so the cost per file is a few interpreter
-steps.
+batch's bytes on the device in a few kernels). For a batch, most files are cleared together
+without walking them: one whose markers after its first SOS code are all restart markers or
+the end of image cannot hold corrupt scan data (see ``_needs_walk``); only the others (a
+progressive JPEG's later scans, say, or anything suspect) are walked.
 """
 
 from __future__ import annotations
@@ -39,16 +41,53 @@ def jpeg_scan_error(data: Buffer) -> str | None:
     return _walk(data, _MaskHits(np.frombuffer(data, dtype=np.uint8)))
 
 
-def jpeg_scan_errors(files: list[Buffer], markers: list[int]) -> list[str | None]:
-    """``jpeg_scan_error`` of each file, given where the files, concatenated in order, hold a
-    0xFF followed by a non-zero byte (``markers``: sorted positions in the concatenation, as
-    ``marker_candidates`` finds them, on whatever device searched them)."""
-    hits = _PositionHits(markers)
-    errors = []
-    for data in files:
-        errors.append(_walk(data, hits))
-        hits.base += len(data)
+def jpeg_scan_errors(
+    files: list[Buffer], joined: np.ndarray, markers: np.ndarray
+) -> list[str | None]:
+    """``jpeg_scan_error`` of each file, given the files concatenated in order (``joined``,
+    uint8) and where that concatenation holds a 0xFF followed by a non-zero byte (``markers``:
+    their sorted positions, on whatever device searched them)."""
+    sizes = np.fromiter(map(len, files), dtype=np.int64, count=len(files))
+    ends = np.cumsum(sizes)
+    errors: list[str | None] = [None] * len(files)
+    suspects = _needs_walk(joined, np.asarray(markers, dtype=np.int64), ends - sizes, ends)
+    if suspects:
+        hits = _PositionHits(np.asarray(markers).tolist())
+        for index in suspects:
+            hits.base = int(ends[index] - sizes[index])
+            errors[index] = _walk(files[index], hits)
     return errors
+
+
+def _needs_walk(
+    joined: np.ndarray, markers: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> list[int]:
+    """The files (indices) that must be walked: all but those whose markers after their first
+    SOS code (0xFFDA) are each a restart marker (0xFFD0-D7) or an end of image (0xFFD9).
+
+    Those are clear without a walk: the scan data begins after a real SOS segment, at or after
+    the file's first 0xFFDA, and the walk judges only markers after it, so it meets nothing
+    but restart markers, which continue the scan, and an end of image, which ends it without
+    error (as does a file with no 0xFFDA, which has no scan to judge). Anything else (a table
+    between progressive scans, a fill byte, a reserved code, bytes of a segment's payload
+    that look like a marker) sends the file to the exact walk.
+    """
+    if len(starts) == 0 or len(markers) == 0:
+        return []
+    owner = np.searchsorted(ends, markers, side="right")  # the file each position is in
+    # A 0xFF ending one file, read with the next file's first byte, is no marker of either.
+    inside = markers < ends[owner] - 1
+    markers, owner = markers[inside], owner[inside]
+    codes = joined[markers + 1]
+    # Each file's first SOS code: positions are sorted, so it is the first of its owner's.
+    sos_at, sos_owner = markers[codes == 0xDA], owner[codes == 0xDA]
+    first = np.ones(len(sos_owner), dtype=bool)
+    first[1:] = sos_owner[1:] != sos_owner[:-1]
+    first_sos = np.full(len(starts), np.iinfo(np.int64).max)
+    first_sos[sos_owner[first]] = sos_at[first]
+    harmless = ((codes & 0xF8) == 0xD0) | (codes == _EOI)
+    suspect = owner[(markers > first_sos[owner]) & ~harmless]
+    return sorted(set(suspect.tolist())) if len(suspect) else []
 
 
 def check_jpeg_scan(data: Buffer) -> None:
