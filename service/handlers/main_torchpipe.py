@@ -48,7 +48,8 @@ class PipelinedHandler(ClassifierHandler):
             self._pipeline: tp.Pipeline | tp.RemotePipeline = tp.connect(config.core_socket)
         else:
             self._pipeline = self._local = tp.pipe(front)
-            if any(node.inline for node in front.nodes if node.name in front.roots):
+            built = self._local.config
+            if any(node.inline for node in built.nodes if node.name in built.roots):
                 # Inline stages run on the thread that submits: the server's pool threads, not
                 # its one loop thread.
                 self.async_methods = ("ping",)

@@ -109,7 +109,7 @@ def test_unexpected_failures_of_calls_are_logged_once_per_interval_with_a_count(
 def test_admission_failing_is_still_a_typed_and_counted_answer(error, code, caplog):
     handler = GatedHandler()
 
-    def weigh(datas):
+    def weigh(*_args, **_kwargs):
         raise error
 
     handler.admission.admit = weigh

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from service.gen.inference.ttypes import InferenceParams
+from service.handlers.admission import Admission, AdmissionLimits
 from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
 from service.thrift_client import connect
@@ -113,7 +114,9 @@ def run_client(worker: int, port: int, images: dict[str, bytes], alone: dict) ->
 def test_concurrent_clients_get_their_own_answers(tmp_path, resnet18_small_onnx):
     images = distinct_images(CLIENTS)
     config = load_service_config(cheap_config(tmp_path, resnet18_small_onnx))
-    handler = PipelinedHandler(config, device="cpu")
+    # The fixed admission limit: this test is about answers, not about a cold server's caution.
+    static = Admission(AdmissionLimits(wait_fraction=0.0))
+    handler = PipelinedHandler(config, device="cpu", admission=static)
     try:
         with serve_in_thread(handler, threads=CLIENTS + 4) as service:
             with service.connect() as connection:
