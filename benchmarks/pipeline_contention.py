@@ -138,7 +138,7 @@ def build_config(path: Path, model: Path, settings: list[Setting]) -> PipelineCo
     point = {setting.name: setting.values[0] for setting in settings}
     tables = apply_point(read_toml(path), settings, point)
     config = load_service_config(path, model_override=model, tables=tables)
-    return config.pipeline_to_build()
+    return config.pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

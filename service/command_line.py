@@ -248,7 +248,7 @@ def _process_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--workers",
         type=_workers,
-        default=None,
+        default="auto",
         metavar="N|auto",
         help="server processes on the port (a supervisor accepts and deals the connections to "
         "them in turn). Pipelined handler: N front processes (RPC, admission, CPU image "

@@ -232,7 +232,7 @@ def test_image_holds_every_package_the_server_imports():
     assert {".git", ".venv", "models"} <= ignored
     code = (
         "import sys, service.__main__, service.app, service.processes.workers, "
-        "service.processes.engine_process, "
+        "service.processes.core_process, "
         "service.tools.export_model; "
         "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
