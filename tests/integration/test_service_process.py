@@ -79,6 +79,7 @@ def test_signal_finishes_in_flight_requests(
     model = resnet18_onnx if model_exists else tmp_path / "fresh" / "resnet18.onnx"
     args = ["--handler", handler, "--model", str(model), "--threads", "4", "--log-level", "debug"]
     args += ["--drain-timeout-s", str(DRAIN_TIMEOUT_S)]
+    args += ["--admit-wait-fraction", "0"]  # the fixed limit: a cold server admits all calls
     if not model_exists:
         args += ["--arch", "resnet18"]  # a missing model the user names is exported only so
     server = ServiceProcess(*args)
