@@ -12,7 +12,7 @@ from typing import Any
 
 from ..backends.base import Backend, param_int
 from ..backends.registry import register_backend
-from ..errors import BackendError, ConfigError, RequestTimeoutError
+from ..errors import BackendError, ConfigError
 from .client import RemotePipeline
 
 
@@ -39,25 +39,7 @@ class Remote(Backend):
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         requests = [{"data": item["data"]} for item in batch]
-        errors: list[BaseException | None] = [None] * len(batch)
-        remaining = [len(batch)]
-        lock = threading.Lock()
-        done = threading.Event()
-
-        def ended(index: int, _: dict[str, Any], error: BaseException | None) -> None:
-            errors[index] = error
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set()
-
-        handles = self._remote.dispatch_many(requests, ended)
-        if not done.wait(self._reply_timeout_s):
-            for handle in handles:
-                handle.cancel()
-            raise RequestTimeoutError(
-                f"the served pipeline gave no answer in {self._reply_timeout_s} s"
-            )
+        errors = self._remote.run_all(requests, timeout_s=self._reply_timeout_s)
         failed = [error for error in errors if error is not None]
         if failed:
             if len(batch) == 1:

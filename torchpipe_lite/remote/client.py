@@ -198,6 +198,20 @@ class RemotePipeline:
     ) -> None:
         """Run one request dict, or a list of them, to completion, as ``Pipeline`` does."""
         requests = request if isinstance(request, list) else [request]
+        for error in self.run_all(requests, strict=strict, timeout_s=timeout_s):
+            if error is not None:
+                raise error
+
+    def run_all(
+        self,
+        requests: list[dict[str, Any]],
+        *,
+        strict: bool = False,
+        timeout_s: float | None = None,
+    ) -> list[BaseException | None]:
+        """Run ``requests`` (sent in one frame) to completion: each one's error, or None.
+        ``RequestTimeoutError`` when they have not all ended within ``timeout_s`` (the rest
+        are cancelled)."""
         errors: list[BaseException | None] = [None] * len(requests)
         remaining = [len(requests)]
         done = threading.Event()
@@ -215,9 +229,7 @@ class RemotePipeline:
             for handle in handles:
                 handle.cancel()
             raise RequestTimeoutError(f"no answer within {timeout_s} s")
-        for error in errors:
-            if error is not None:
-                raise error
+        return errors
 
     # -- answers -----------------------------------------------------------------------------
 
