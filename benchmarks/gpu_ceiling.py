@@ -35,7 +35,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -60,6 +59,7 @@ from benchmarks.ceiling_timing import (
     under_model_ms,
 )
 from benchmarks.decode_throughput import GPU_STAGE, STAGE_PARAMS
+from benchmarks.run_record import git_commit
 from benchmarks.stage_contention import MODEL_CONFIG, STAGES
 from benchmarks.synchronised import parse_counts
 from clients.images import DEFAULT_IMG_DIR, load_images
@@ -198,24 +198,6 @@ def measure_rows(setup: Setup) -> list[dict[str, Any]]:
         row = figure(STAGE_PYTHON_ROW, found["batch"], per_repeat)
         rows.append({**row, "cpu_us_per_batch": found["cpu_us_per_batch"]})
     return rows
-
-
-def git_commit() -> str:
-    """This checkout's commit (``-dirty`` with uncommitted changes), else ``$GIT_COMMIT``."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return head + ("-dirty" if status else "")
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GIT_COMMIT", "unknown (no git here; set GIT_COMMIT)")
 
 
 def record(args: argparse.Namespace, setup: Setup, model: Path, rows: list[dict]) -> dict:

@@ -28,6 +28,7 @@ from thrift.Thrift import TType
 
 from benchmarks import attacks, protocol_attacks, resource_attacks
 from benchmarks.report import write_json
+from benchmarks.run_record import git_commit
 from clients.images import DEFAULT_IMG_DIR
 from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 from service.thrift_client import connect
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.only_resources:
         name = f"{today}-cpu-resource-attacks-{args.handler}.json"
-        write_json(args.results_dir / name, {"date": today, "attacks": resources})
+        record = {"date": today, "git_commit": git_commit(), "attacks": resources}
+        write_json(args.results_dir / name, record)
         return 0
     with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
         server.start()
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     record = {
         "date": today,
+        "git_commit": git_commit(),
         "device": "cpu",
         "cores": psutil.cpu_count(),
         "handler": args.handler,

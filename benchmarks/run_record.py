@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,29 @@ def setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -
     )
 
 
+def git_commit() -> str:
+    """The commit the run is of: ``$GIT_COMMIT`` when set (a copy of the tree without its
+    history, as on the lent GPU box, where git would answer for some other checkout), else
+    this checkout's (``-dirty`` with uncommitted changes)."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git here; set GIT_COMMIT)"
+    return head + ("-dirty" if status else "")
+
+
 def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
     """What a run was set up with, as its JSON keeps it (the config file's text included)."""
     from service.service_config import DEFAULT_CONFIG
@@ -80,6 +105,7 @@ def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, An
 
     config_path = args.config or DEFAULT_CONFIG
     return {
+        "git_commit": git_commit(),
         "pipelined_config": _shown(config_path),
         "pipelined_config_text": Path(config_path).read_text(),
         "model": _shown(args.model),

@@ -4,7 +4,8 @@
 #   B. CPU decode (resnet50.toml): the baseline's best layout (8 processes under MPS, 8 model
 #      copies) against one GPU core and 8 fronts (the CPU stages in the fronts), one run;
 #   C. the one-process baseline on resnet50.toml (the reference's layout), same lease.
-# Usage: OUT=/some/dir bash scripts/gpu_core_compare.sh   (after scripts/fetch_gpu_wheels.sh here)
+# Usage: GIT_COMMIT=<this commit> OUT=/some/dir bash scripts/gpu_core_compare.sh (after
+# scripts/fetch_gpu_wheels.sh here; the box has no history, so the records take GIT_COMMIT)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_box_env.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Second lease of the GPU-core work: one process's ceiling (benchmarks.gpu_ceiling), then the
 # core layout again (GPU decode; CPU decode against the baseline's 8 processes under MPS), then
-# the GPU tests. Usage: OUT=/some/dir bash scripts/gpu_core_rerun.sh
+# the GPU tests. Usage: GIT_COMMIT=<this commit> OUT=/some/dir bash scripts/gpu_core_rerun.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/gpu_box_env.sh
