@@ -244,3 +244,18 @@ def test_a_local_pipeline_ending_in_remote_sends_batches_over_one_shared_connect
     figures = served.figures()
     assert figures.clients_total == 1  # three instances, one connection
     assert figures.submit_frames < 50  # the front's batches, not its requests
+
+
+def test_a_failed_attach_and_a_close_after_the_server_left_hold_no_descriptor(address):
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(PipelineUnavailableError, match="cannot attach"):
+            tp.connect(address)  # nothing listens there
+    server = tp.serve(SCALE, address)
+    remote = tp.connect(address)
+    server.close()
+    with pytest.raises(PipelineUnavailableError):
+        remote({"data": 1})
+    remote.close()
+    remote.close()  # twice is harmless
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -80,7 +80,11 @@ class RemotePipeline:
         self._stats_reply: Future | None = None
         self._sock: socket.socket | None = None
         self._closed = False
-        self.shape: wire.PipelineShape = self._connect()
+        try:
+            self.shape: wire.PipelineShape = self._connect()
+        except BaseException:
+            self._arena.close()
+            raise
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -333,10 +337,15 @@ class RemotePipeline:
     def close(self) -> None:
         """Detach; requests still at the server fail with ``PipelineUnavailableError``."""
         with self._connect_lock:
+            if self._closed:
+                return
             self._closed = True
             sock = self._sock
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)  # the receiver fails what is pending, then closes
+            if sock is None:  # the server went away earlier: nothing pending, no receiver
+                self._arena.close()
+                return
+        with contextlib.suppress(OSError):  # the receiver fails what is pending, then closes
+            sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> RemotePipeline:
         return self
