@@ -63,6 +63,10 @@ _PARTS = (
     # The same, in versions before replies.py and wakeup.py were split out of server.py.
     ("rpc write", "service/rpc/server.py", {"_finish", "_end_call", "_post", "_wake", "_flush"}),
     ("rpc read", "service/rpc/", None),
+    # The GPU core's side of tp.serve: taking records in, and answering.
+    ("core intake", "torchpipe_lite/remote/server.py", {"_intake", "_read", "_submit", "_accept"}),
+    ("core intake", "torchpipe_lite/remote/arena.py", None),
+    ("core answers", "torchpipe_lite/remote/", None),
     ("rpc (thread per connection)", "service/server.py", None),
     ("top-k", "service/handlers/predictions.py", None),
     ("handler", "service/", None),

@@ -8,5 +8,6 @@ if ! PYTHONPATH=/tmp/site python3 -c "import thrift" 2>/dev/null; then
     || return 1
 fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PATH="/tmp/site/bin:$PATH"  # py-spy
 python3 -c "import thrift.protocol.fastbinary" 2>/dev/null \
   || echo "warning: thrift's C extension (fastbinary) is missing: the server will be slower"

@@ -36,7 +36,7 @@ from service.service_config import load_service_config
 logger = logging.getLogger("service.core")
 
 #: How often the core logs its figures while it is busy.
-_FIGURES_EVERY_S = 10.0
+_FIGURES_EVERY_S = 5.0
 _POLL_S = 0.1
 #: ``ServerStats.handler`` of the core's own figures (the fronts' is the handler's name).
 CORE_STATS_HANDLER = "core"
@@ -149,6 +149,7 @@ def run_core(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     supervisor = os.getppid()
     logger.info("GPU core on %s: %s", device, " -> ".join(pipeline.node_names))
+    figures_log = _FiguresLog(pipeline, server)
     logged = -1
     while not stopping.wait(_FIGURES_EVERY_S):
         if os.getppid() != supervisor:  # killed without a chance to stop us: do not linger
@@ -157,35 +158,48 @@ def run_core(args: argparse.Namespace) -> int:
         requests = sum(figures.inferences for figures in pipeline.stats().values())
         if requests != logged:
             logged = requests
-            _log_figures(pipeline, server)
+            figures_log.log()
     server.close()
     pipeline.close()
     if ops is not None:
         ops.close()
-    _log_figures(pipeline, server)
+    figures_log.log()
     logger.info("GPU core closed")
     return 0
 
 
-def _log_figures(pipeline: tp.Pipeline, server: tp.PipelineServer) -> None:
-    exchange = server.figures()
-    logger.info(
-        "GPU core: %d requests in %d frames in, %d answered in %d frames out; process CPU "
-        "%.1f us per request (every thread, CUDA launches included)",
-        exchange.requests_received,
-        exchange.submit_frames,
-        exchange.requests_answered,
-        exchange.result_frames,
-        1e6 * time.process_time() / max(exchange.requests_received, 1),
-    )
-    for figures in pipeline.stats().values():
+class _FiguresLog:
+    """Logs what the core did since its last line: requests and batches in and out, process
+    CPU per request, and each stage's batches (so a timed load reads its own window)."""
+
+    def __init__(self, pipeline: tp.Pipeline, server: tp.PipelineServer):
+        self._pipeline, self._server = pipeline, server
+        self._exchange, self._cpu_s = server.figures(), time.process_time()
+        self._nodes = pipeline.stats()
+
+    def log(self) -> None:
+        exchange, cpu_s, nodes = self._server.figures(), time.process_time(), self._pipeline.stats()
+        received = exchange.requests_received - self._exchange.requests_received
         logger.info(
-            "GPU core [%s]: %d requests in %d batches (mean %.2f), %.2f ms per batch; "
-            "%d fronts attached",
-            figures.node,
-            figures.inferences,
-            figures.executions,
-            figures.inferences / max(figures.executions, 1),
-            figures.compute_time_ms_total / max(figures.executions, 1),
-            server.figures().clients_open,
+            "GPU core: %d requests in %d intake batches, %d answered in %d frames; process CPU "
+            "%.1f us per request (every thread, CUDA launches included); %d fronts attached",
+            received,
+            exchange.intake_batches - self._exchange.intake_batches,
+            exchange.requests_answered - self._exchange.requests_answered,
+            exchange.result_frames - self._exchange.result_frames,
+            1e6 * (cpu_s - self._cpu_s) / max(received, 1),
+            exchange.clients_open,
         )
+        for name, figures in nodes.items():
+            before = self._nodes[name]
+            items = figures.inferences - before.inferences
+            batches = figures.executions - before.executions
+            logger.info(
+                "GPU core [%s]: %d requests in %d batches (mean %.2f), %.2f ms per batch",
+                name,
+                items,
+                batches,
+                items / max(batches, 1),
+                (figures.compute_time_ms_total - before.compute_time_ms_total) / max(batches, 1),
+            )
+        self._exchange, self._cpu_s, self._nodes = exchange, cpu_s, nodes

@@ -66,7 +66,7 @@ def test_requests_cross_in_batches_both_ways_with_their_own_results(served, addr
         assert remote.batch_range("scale") == (1, 8)
         assert remote.stats()["scale"].requests_ok == 40
     figures = served.figures()
-    assert figures.submit_frames == 1 and figures.requests_received == 40  # one frame in
+    assert figures.intake_batches == 1 and figures.requests_received == 40  # one frame in
     assert figures.requests_answered == 40
     assert figures.result_frames <= 10  # answered per batch (batches of up to 8), not per request
 
@@ -136,6 +136,46 @@ def test_a_cancelled_request_is_dropped_at_the_server(address):
                 pass
             Gate.gate.set()
             assert first.result(WAIT_S)["result"] == 1
+            assert ended.wait(WAIT_S)
+            assert isinstance(outcome[0], RequestCancelledError)
+    finally:
+        Gate.gate.set()
+        server.close()
+
+
+def test_requests_posted_while_the_sender_writes_go_in_one_write(served, address):
+    with tp.connect(address) as remote:
+        done = threading.Semaphore(0)
+        with remote._send_lock:  # the sender thread blocks in its first write
+            for index in range(20):
+                remote.dispatch({"data": index}, lambda _r, _e: done.release())
+        for _ in range(20):
+            assert done.acquire(timeout=WAIT_S)
+    figures = served.figures()
+    assert figures.requests_received == 20
+    assert figures.intake_batches <= 2  # the first request's write, then the other 19 at once
+
+
+def test_a_cancel_in_the_same_write_as_its_request_still_cancels_it(address):
+    server = _gated_server(address)
+    try:
+        with tp.connect(address) as remote:
+            first = remote.submit({"data": 1})
+            assert Gate.entered.acquire(timeout=WAIT_S)
+            ended = threading.Event()
+            outcome: list[BaseException | None] = []
+            with remote._send_lock:  # the sender blocks writing the filler's frame, so the
+                filler = remote.submit({"data": 3})  # SUBMIT and CANCEL leave in one write
+                handle = remote.dispatch(
+                    {"data": 2}, lambda _r, error: (outcome.append(error), ended.set())
+                )
+                handle.cancel()
+            deadline = time.monotonic() + WAIT_S
+            while remote.stats()["gated"].queue_length < 2 and time.monotonic() < deadline:
+                pass
+            Gate.gate.set()
+            assert first.result(WAIT_S)["result"] == 1
+            assert filler.result(WAIT_S)["result"] == 3
             assert ended.wait(WAIT_S)
             assert isinstance(outcome[0], RequestCancelledError)
     finally:
@@ -243,7 +283,7 @@ def test_a_local_pipeline_ending_in_remote_sends_batches_over_one_shared_connect
             front(bad)
     figures = served.figures()
     assert figures.clients_total == 1  # three instances, one connection
-    assert figures.submit_frames < 50  # the front's batches, not its requests
+    assert figures.intake_batches < 50  # the front's batches, not its requests
 
 
 def test_a_failed_attach_and_a_close_after_the_server_left_hold_no_descriptor(address):

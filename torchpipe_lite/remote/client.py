@@ -80,11 +80,15 @@ class RemotePipeline:
         self._stats_reply: Future | None = None
         self._sock: socket.socket | None = None
         self._closed = False
+        # Frames waiting for the sender thread, each with the ids of the requests it starts.
+        self._outbox: list[tuple[bytes, list[int]]] = []
+        self._outbox_ready = threading.Condition(threading.Lock())
         try:
             self.shape: wire.PipelineShape = self._connect()
         except BaseException:
             self._arena.close()
             raise
+        threading.Thread(target=self._send_frames, name="remote-sender", daemon=True).start()
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -169,12 +173,8 @@ class RemotePipeline:
             with self._pending_lock:
                 self._pending[handle.request_id] = handle
         if records:
-            try:
-                self._send(wire.frame(FrameKind.SUBMIT, b"".join(records)))
-            except RequestError as error:
-                for handle in handles:
-                    if handle.offset >= 0:
-                        self._finish(handle.request_id, None, error)
+            ids = [handle.request_id for handle in handles if handle.offset >= 0]
+            self._post(wire.frame(FrameKind.SUBMIT, b"".join(records)), ids)
         return handles
 
     def submit(
@@ -290,6 +290,30 @@ class RemotePipeline:
             except Exception:
                 logger.exception("remote pipeline: a request's on_done raised")
 
+    def _post(self, frame: bytes, request_ids: list[int]) -> None:
+        """Queue ``frame`` for the sender thread: while it sends, frames posted meanwhile
+        gather, and go in one write that the server reads as one batch of records."""
+        with self._outbox_ready:
+            self._outbox.append((frame, request_ids))
+            if len(self._outbox) == 1:
+                self._outbox_ready.notify()
+
+    def _send_frames(self) -> None:
+        """The sender thread: writes what ``_post`` queued, everything waiting at once."""
+        while True:
+            with self._outbox_ready:
+                while not self._outbox and not self._closed:
+                    self._outbox_ready.wait()
+                if not self._outbox:
+                    return
+                posted, self._outbox = self._outbox, []
+            try:
+                self._send(b"".join(frame for frame, _ in posted))
+            except RequestError as error:
+                for _, request_ids in posted:
+                    for request_id in request_ids:
+                        self._finish(request_id, None, error)
+
     def _send(self, data: bytes) -> None:
         sock = self._socket()
         try:
@@ -302,8 +326,8 @@ class RemotePipeline:
         with self._pending_lock:
             if rid not in self._pending:
                 return
-        with contextlib.suppress(RequestError):  # the server is gone: the request fails with that
-            self._send(wire.frame(FrameKind.CANCEL, wire.CANCEL_RECORD.pack(rid)))
+        # Behind the request's own SUBMIT, so the server always knows the id it cancels.
+        self._post(wire.frame(FrameKind.CANCEL, wire.CANCEL_RECORD.pack(rid)), [])
 
     def _entry(self, request: dict[str, Any]) -> int:
         if not isinstance(request, dict) or "data" not in request:
@@ -340,6 +364,8 @@ class RemotePipeline:
             if self._closed:
                 return
             self._closed = True
+            with self._outbox_ready:  # the sender thread sends what is queued, then ends
+                self._outbox_ready.notify()
             sock = self._sock
             if sock is None:  # the server went away earlier: nothing pending, no receiver
                 self._arena.close()

@@ -40,9 +40,11 @@ _READ_BYTES = 1 << 18
 
 @dataclass
 class ServeFigures:
-    """What a server has exchanged: frames against requests, each way (how well it batches)."""
+    """What a server has exchanged: batches against requests, each way (how well it batches).
+    An intake batch is what one read of a client brought: one pipeline call however many
+    requests it holds."""
 
-    submit_frames: int = 0
+    intake_batches: int = 0
     requests_received: int = 0
     result_frames: int = 0
     requests_answered: int = 0
@@ -245,10 +247,15 @@ class PipelineServer:
         if not data:
             self._drop(client, selector)
             return
+        submitted: list[memoryview] = []  # the SUBMITs of one read start as one batch
         for kind, body in client.reader.feed(data):
             if kind == FrameKind.SUBMIT:
-                self._submit(client, body)
-            elif kind == FrameKind.CANCEL:
+                submitted.append(body)
+                continue
+            if submitted:  # a CANCEL must find the requests sent before it
+                self._submit(client, submitted)
+                submitted = []
+            if kind == FrameKind.CANCEL:
                 with client.handles_lock:
                     handles = [client.handles.get(rid) for (rid,) in _records(body, kind)]
                 for handle in handles:
@@ -260,12 +267,14 @@ class PipelineServer:
                     client.sock.sendall(reply)
             else:
                 raise WireError(f"unexpected frame kind {kind}")
+        if submitted:
+            self._submit(client, submitted)
 
-    def _submit(self, client: _Client, body: memoryview) -> None:
-        """Start every request of a SUBMIT frame, in one pipeline call per strictness."""
-        figures = self._figures
-        figures.submit_frames += 1
-        figures.requests_received += len(body) // wire.SUBMIT_RECORD.size
+    def _submit(self, client: _Client, bodies: list[memoryview]) -> None:
+        """Start every request of these SUBMIT frames, in one pipeline call per strictness."""
+        body = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+        self._figures.intake_batches += 1
+        self._figures.requests_received += len(body) // wire.SUBMIT_RECORD.size
         groups: dict[bool, tuple[list[int], list[dict], list[float | None]]] = {}
         memory = client.memory
         names = self._entry_names
