@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -160,7 +161,21 @@ def measure(args: argparse.Namespace) -> dict:
         result["gil_parts_us"] = {
             part: round(count * us_per_sample, 1) for part, count in samples.most_common()
         }
+        result["gil_lines_us"] = {
+            line: round(count * us_per_sample, 1)
+            for line, count in _innermost_lines(raw.read_text()).most_common(30)
+        }
     return result
+
+
+def _innermost_lines(raw: str) -> Counter[str]:
+    """Lock-holding samples per innermost frame (function, file and line), across threads."""
+    samples: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            samples[stack.rsplit(";", 1)[-1]] += int(count)
+    return samples
 
 
 def _profile(pid: int, args: argparse.Namespace, raw: Path) -> subprocess.Popen:
