@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -51,3 +53,17 @@ def test_each_row_gets_its_top_class_and_probability(form: str) -> None:
 def test_a_row_that_is_not_logits_is_refused_as_invalid_input() -> None:
     with pytest.raises(tp.InvalidInputError, match="item 1"):
         _scored([torch.zeros(1, CLASSES), "not logits"])
+
+
+def test_scores_survive_pickling_as_the_core_sends_them():
+    logits = torch.tensor([[0.5, 3.0, -1.0], [2.0, 0.0, 1.0]])
+    batch = [{"data": row} for row in logits.split(1)]
+    ClassScores().forward(batch)
+    for item in batch:
+        sent = item["result"]
+        received = pickle.loads(pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL))
+        assert received.best_index == sent.best_index
+        assert received.best_score == sent.best_score
+        assert np.array_equal(received.logits, sent.logits)
+        assert received.logits.dtype == np.float32
+        assert np.allclose(received.probabilities(), sent.probabilities())
