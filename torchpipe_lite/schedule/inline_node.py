@@ -18,8 +18,8 @@ import logging
 import threading
 from time import monotonic
 
+from ..backend_tree import instantiate
 from ..backends.base import Backend
-from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
 from ..errors import BackendError, BackendInitError, PipelineClosedError
 from ..metrics import InstanceCounters

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..backend_tree import instantiate
 from ..backends.base import UNBOUNDED_BATCH, Backend, param_device_ids
-from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
 from ..errors import (
     BackendError,

@@ -1,4 +1,4 @@
-"""Typed parameter values: colour, precision and device, parsed once when a config is loaded."""
+"""Typed parameter values (colour, precision, device): `config` parses them, `backends` reads them."""
 
 from __future__ import annotations
 
