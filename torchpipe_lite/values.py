@@ -1,4 +1,4 @@
-"""Typed parameter values (colour, precision, device): `config` parses them, `backends` reads them."""
+"""Typed parameter values (colour, precision, device), parsed by `config`, read by `backends`."""
 
 from __future__ import annotations
 

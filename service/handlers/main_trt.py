@@ -79,7 +79,6 @@ class BaselineHandler(ClassifierHandler):
                 with self._waiting_lock:
                     self._waiting -= 1
                 failed = 0
-                self._counters.executions += 1
                 try:
                     self._engine.forward([item])
                 except Exception:

@@ -115,9 +115,9 @@ class JumpNode:
 
     def _end(self, job: Job, error: BaseException | None) -> None:
         with self._state:
-            counters = self._counters
-            counters.executions += 1
-            counters.record_batch(size=1, compute_s=0.0, queue_s=0.0, failed=int(error is not None))
+            self._counters.record_batch(
+                size=1, compute_s=0.0, queue_s=0.0, failed=int(error is not None)
+            )
         try:
             if error is None:
                 self._route(self.name, [job])
