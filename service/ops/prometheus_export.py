@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from service.errors import code_name
 from service.gen.inference.ttypes import GpuStats, ServerStats, WireNodeStats
-from torchpipe_lite.metrics import FIGURES
+from torchpipe_lite.extend import FIGURES
 
 #: Triton's failure reasons, in its order.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")

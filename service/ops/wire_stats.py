@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torchpipe_lite as tp
 from service.gen.inference.ttypes import WireNodeStats
-from torchpipe_lite.metrics import total_of
+from torchpipe_lite.extend import total_of
 
 #: The figures the IDL carries: library figures each (one the IDL lacks stays in the process).
 WIRE_FIELDS = tuple(spec[2] for spec in WireNodeStats.thrift_spec if spec is not None)
