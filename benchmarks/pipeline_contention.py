@@ -32,7 +32,7 @@ from benchmarks.synchronised import (
 from benchmarks.tune import Setting, apply_point, parse_setting
 from clients.images import DEFAULT_IMG_DIR, load_images
 from service.server_process import REPO_ROOT
-from torchpipe_lite.config import PipelineConfig, read_toml
+from torchpipe_lite.extend import PipelineConfig, read_toml
 
 DEFAULT_CONFIG = REPO_ROOT / "service" / "configs" / "resnet50_gpu_decode.toml"
 

@@ -39,7 +39,7 @@ from benchmarks.run_record import device_slug
 from clients.client_qps import LoadTestError
 from clients.images import DEFAULT_IMG_DIR, load_images
 from service.server_process import REPO_ROOT, ServerStartError
-from torchpipe_lite.config import read_toml
+from torchpipe_lite.extend import read_toml
 
 logger = logging.getLogger("benchmarks.tune")
 

@@ -45,7 +45,9 @@ struct ItemResult {
   3: optional InferenceError error;
 }
 
-struct NodeStats {
+// One pipeline node's figures: the wire form of the library's NodeStats (torchpipe_lite/metrics.py
+// lists each figure once, with how it adds up and is exported; the same names here).
+struct WireNodeStats {
   1: required string node;
   2: required string backend;
   3: required i32 instances;
@@ -66,6 +68,8 @@ struct NodeStats {
   15: optional list<string> instance_placements;
   // Dropped unrun because their client went away (Triton's CANCELED).
   16: optional i64 requests_cancelled;
+  // Items run again alone because their batch raised (the batch counts once in executions).
+  17: optional i64 items_rerun;
 }
 
 // The work a server process admits: images and their declared pixels, in flight at once.
@@ -109,7 +113,7 @@ struct ServerStats {
   4: required i64 requests_ok;
   5: required i64 requests_failed;
   6: required map<ErrorCode, i64> failures_by_code;
-  7: required list<NodeStats> nodes;
+  7: required list<WireNodeStats> nodes;
   8: optional list<GpuStats> gpus;      // absent where NVML or a GPU is missing
   9: optional bool ready;               // warmed up and not draining (what /health/ready says)
   10: optional AdmissionStats admission;

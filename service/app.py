@@ -16,9 +16,8 @@ from service.service_config import (
     ServiceConfigError,
     load_service_config,
 )
-from torchpipe_lite.backends.model.torch_tensor import running_precision
-from torchpipe_lite.backends.params import param_precision
-from torchpipe_lite.config import Precision
+from torchpipe_lite import Precision
+from torchpipe_lite.extend import param_precision, running_precision
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from torchpipe_lite.backends.params import param_device
+from torchpipe_lite.extend import param_device
 
 
 def engine_device(params: dict[str, Any]) -> str:

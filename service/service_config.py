@@ -10,17 +10,17 @@ from typing import Any
 
 import service.handlers.class_scores  # noqa: F401  (registers ClassScores, which the configs name)
 from service.core_split import CoreSplitError, split_tables
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS
-from torchpipe_lite.backends.params import param_color, param_positive
-from torchpipe_lite.config import (
+from torchpipe_lite import Color, load_config
+from torchpipe_lite.errors import ConfigError
+from torchpipe_lite.extend import (
+    DEFAULT_MAX_PIXELS,
     BackendSpec,
-    Color,
     NodeConfig,
     PipelineConfig,
-    load_config,
+    param_color,
+    param_positive,
     read_toml,
 )
-from torchpipe_lite.errors import ConfigError
 
 #: The configs shipped with the service; their model is exported on first start when missing.
 SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"

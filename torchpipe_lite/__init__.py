@@ -2,9 +2,9 @@
 
 from . import backends as _backends  # noqa: F401  (registers the built-in backends)
 from . import errors
+from .backend_tree import create_backend
 from .backends.base import UNBOUNDED_BATCH, Backend
 from .backends.registry import register_backend, registered_backends
-from .backends.tree import create_backend
 from .compat import Event, parse_toml
 from .config import Color, DeviceSpec, Precision, load_config, parse_backend_expression
 from .errors import (

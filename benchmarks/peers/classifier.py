@@ -28,9 +28,8 @@ import torchpipe_lite as tp
 from benchmarks.peers.gpu_images import GpuImageStage, gpu_image_node
 from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import DEFAULT_CONFIG, load_service_config
-from torchpipe_lite.backends.model.torch_tensor import running_precision
-from torchpipe_lite.backends.params import param_device
 from torchpipe_lite.errors import RequestError
+from torchpipe_lite.extend import param_device, running_precision
 
 logger = logging.getLogger(__name__)
 

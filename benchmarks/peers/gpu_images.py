@@ -13,17 +13,17 @@ from typing import Any
 
 import torchpipe_lite as tp
 from service.service_config import ServiceConfig, ServiceConfigError
-from torchpipe_lite.backends.base import Backend
-from torchpipe_lite.backends.image.image_header import (
+from torchpipe_lite import Backend
+from torchpipe_lite.errors import InvalidInputError, RequestError
+from torchpipe_lite.extend import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_PIXELS_PER_BYTE,
+    NodeConfig,
     check_pixels,
+    param_positive,
     read_header,
+    request_error,
 )
-from torchpipe_lite.backends.params import param_positive
-from torchpipe_lite.config import NodeConfig
-from torchpipe_lite.errors import InvalidInputError, RequestError
-from torchpipe_lite.schedule.execution import request_error
 
 #: The backend that marks an image stage as decoding on the GPU.
 GPU_DECODER = "DecodeTensor"

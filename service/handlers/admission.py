@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from service.gen.inference.ttypes import AdmissionStats, ErrorCode, InferenceError
 from service.handlers.admission_limit import ClearanceLimit, LimitSettings
-from torchpipe_lite.backends.image.image_header import DEFAULT_MAX_PIXELS, read_header
 from torchpipe_lite.errors import OverloadedError, RequestCancelledError, RequestTimeoutError
+from torchpipe_lite.extend import DEFAULT_MAX_PIXELS, read_header
 
 _MEGA = 1_000_000
 #: Admission counts as saturated for this long after it last refused a call.

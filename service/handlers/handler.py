@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -26,9 +25,9 @@ from service.gen.inference.ttypes import (
     InferenceParams,
     InferenceResult,
     ItemResult,
-    NodeStats,
     Prediction,
     ServerStats,
+    WireNodeStats,
 )
 from service.handlers.admission import Admission, RequestLimits, Ticket, call_images
 from service.handlers.class_scores import Scores
@@ -36,6 +35,7 @@ from service.handlers.outcomes import RequestOutcomes
 from service.handlers.predictions import top_k
 from service.ops.gpu_stats import GpuReader
 from service.ops.ops_server import ServiceState
+from service.ops.wire_stats import wire_node_stats
 from service.rpc.connection import Reply
 
 logger = logging.getLogger(__name__)
@@ -46,21 +46,6 @@ MAX_TOP_K = 1000
 #: What ``classify`` returns per image: its scores (or logits, from a model node without
 #: ClassScores), ``None`` (no result: not an image), or the error.
 Outcome = Scores | torch.Tensor | None | BaseException
-
-
-def wire_node_stats(stats: tp.NodeStats) -> NodeStats:
-    """The library's per-node figures as the wire struct (the fields the IDL has).
-
-    A request a node ended without a result is a failure here: the service answers it
-    INVALID_IMAGE (bytes that are not an image), so it counts in ``requests_failed``."""
-    fields = dataclasses.asdict(stats)
-    fields["requests_failed"] += fields["requests_no_result"]
-    names = (spec[2] for spec in NodeStats.thrift_spec if spec is not None)
-    wire = {name: fields[name] for name in names if name in fields}
-    wire["batch_sizes"] = dict(wire["batch_sizes"])
-    if "instance_placements" in wire:
-        wire["instance_placements"] = [place or "" for place in wire["instance_placements"]]
-    return NodeStats(**wire)
 
 
 class ClassifierHandler(abc.ABC):
@@ -176,7 +161,7 @@ class ClassifierHandler(abc.ABC):
         """The (min, max) batch size ``node`` runs with (1..1 unless the handler batches)."""
         return 1, 1
 
-    def node_stats(self) -> list[NodeStats]:
+    def node_stats(self) -> list[WireNodeStats]:
         """Per-stage figures as ``stats()`` sends them."""
         return [wire_node_stats(figures) for figures in self.node_figures()]
 

@@ -22,7 +22,7 @@ from service.handlers.admission import Admission, RequestLimits
 from service.handlers.handler import ClassifierHandler, Outcome
 from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import ServiceConfig
-from torchpipe_lite.metrics import InstanceCounters
+from torchpipe_lite.extend import InstanceCounters
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ class BaselineHandler(ClassifierHandler):
                 with self._waiting_lock:
                     self._waiting -= 1
                 failed = 0
-                self._counters.executions += 1
                 try:
                     self._engine.forward([item])
                 except Exception:

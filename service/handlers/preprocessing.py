@@ -13,8 +13,8 @@ import cv2
 import torch
 
 from service.service_config import ImageSettings, ServiceConfig
-from torchpipe_lite.backends.image.image_cpu import decode_bgr
-from torchpipe_lite.config import Color
+from torchpipe_lite import Color
+from torchpipe_lite.extend import decode_bgr
 
 #: The size the baseline resizes to when no stage of its config sets one.
 DEFAULT_RESIZE_HW = (224, 224)

@@ -16,57 +16,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from service.errors import code_name
-from service.gen.inference.ttypes import GpuStats, NodeStats, ServerStats
+from service.gen.inference.ttypes import GpuStats, ServerStats, WireNodeStats
+from torchpipe_lite.extend import FIGURES
 
 #: Triton's failure reasons, in its order.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
-_US_PER_MS = 1000.0
+_US = 1000.0  # microseconds per millisecond
 
-#: (name, type, help, value of a node) for each per-node Triton family besides failures.
-_NODE_FAMILIES: tuple[tuple[str, str, str, Callable[[NodeStats], float]], ...] = (
-    (
-        "nv_inference_request_success",
-        "counter",
-        "Number of successful inference requests, all batch sizes",
-        lambda n: n.requests_ok,
-    ),
-    (
-        "nv_inference_count",
-        "counter",
-        "Number of inferences performed (one per request item)",
-        lambda n: n.inferences,
-    ),
-    (
-        "nv_inference_exec_count",
-        "counter",
-        "Number of model executions performed (batches; count/exec_count = mean batch size)",
-        lambda n: n.executions,
-    ),
-    (
-        "nv_inference_request_duration_us",
-        "counter",
-        "Cumulative inference request duration in microseconds (queue + compute, per request)",
-        lambda n: (n.queue_time_ms_total + _request_compute_ms(n)) * _US_PER_MS,
-    ),
-    (
-        "nv_inference_queue_duration_us",
-        "counter",
-        "Cumulative inference queuing duration in microseconds",
-        lambda n: n.queue_time_ms_total * _US_PER_MS,
-    ),
-    (
-        "nv_inference_compute_infer_duration_us",
-        "counter",
-        "Cumulative compute inference duration in microseconds (a batch's time per request)",
-        lambda n: _request_compute_ms(n) * _US_PER_MS,
-    ),
-    (
-        "nv_inference_pending_request_count",
-        "gauge",
-        "Instantaneous number of pending requests awaiting execution per model",
-        lambda n: n.queue_length,
-    ),
+#: The per-node figure families, each read from a ``NodeStats`` field whose metadata names
+#: it: (name, type, help, field, scale), in the schema's order.
+_FIELD_FAMILIES = tuple(
+    (figure.metric, figure.metric_type, figure.help, name, figure.metric_scale)
+    for name, figure in FIGURES
+    if figure.metric
 )
 
 _GPU_FAMILIES: tuple[tuple[str, str, Callable[[GpuStats], float]], ...] = (
@@ -76,11 +39,24 @@ _GPU_FAMILIES: tuple[tuple[str, str, Callable[[GpuStats], float]], ...] = (
 )
 
 
-def _request_compute_ms(node: NodeStats) -> float:
-    # Servers predating the per-request figure leave it unset: a batch's time once is the
-    # closest figure they have.
-    value = node.request_compute_time_ms_total
-    return node.compute_time_ms_total if value is None else value
+def _node_families(nodes: list[WireNodeStats]) -> list[str]:
+    """One family per ``NodeStats`` figure that names one, and Triton's request duration
+    (queue and compute time as each request saw them: the sum of two of them)."""
+    parts = []
+    for name, kind, help_text, field, scale in _FIELD_FAMILIES:
+        samples = [(_node_labels(n), (getattr(n, field) or 0) * scale) for n in nodes]
+        parts.append(_family(name, kind, help_text, samples))
+    durations = [
+        (_node_labels(n), (n.queue_time_ms_total + (n.request_compute_time_ms_total or 0)) * _US)
+        for n in nodes
+    ]
+    help_text = "Cumulative inference request duration in microseconds (queue + compute)"
+    parts.append(_family("nv_inference_request_duration_us", "counter", help_text, durations))
+    return parts
+
+
+def _node_labels(node: WireNodeStats) -> str:
+    return _labels(model=node.node, version="1")
 
 
 def _label_value(value: object) -> str:
@@ -97,27 +73,23 @@ def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, f
     return "\n".join(lines) + "\n"
 
 
-def failures_by_reason(node: NodeStats) -> dict[str, int]:
+def failures_by_reason(node: WireNodeStats) -> dict[str, int]:
     """A node's failed requests in Triton's reasons: REJECTED = refused by the scheduler (queue
     full) or expired in its queue (request_timeout, or the call's deadline); CANCELED = dropped
     unrun because the client went away; BACKEND = failed in the backend, or ended there
     without a result (bytes that are not an image: the service answers INVALID_IMAGE); nothing
     else fails inside a node."""
-    return {
-        "REJECTED": node.requests_rejected + node.requests_timed_out,
-        "CANCELED": node.requests_cancelled or 0,
-        "BACKEND": node.requests_failed,
-        "OTHER": 0,
-    }
+    reasons = dict.fromkeys(FAILURE_REASONS, 0)
+    for name, figure in FIGURES:
+        if figure.failure_reason:
+            reasons[figure.failure_reason] += getattr(node, name) or 0
+    return reasons
 
 
 def render_triton(stats: ServerStats) -> str:
     """The Triton-named families (per node, per GPU) and the service's own ``tp_`` families."""
     nodes = stats.nodes or []
-    parts = []
-    for name, kind, help_text, value in _NODE_FAMILIES:
-        samples = [(_labels(model=n.node, version="1"), value(n)) for n in nodes]
-        parts.append(_family(name, kind, help_text, samples))
+    parts = _node_families(nodes)
     failure_samples = [
         (_labels(model=n.node, reason=reason, version="1"), count)
         for n in nodes

@@ -11,46 +11,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from thrift.Thrift import TException
+from thrift.Thrift import TException, TType
 from thrift.TSerialization import deserialize, serialize
 
-from service.gen.inference.ttypes import AdmissionStats, ConnectionStats, NodeStats, ServerStats
+from service.gen.inference.ttypes import AdmissionStats, ConnectionStats, ServerStats, WireNodeStats
+from service.ops.wire_stats import sum_wire_node_stats
 
-#: NodeStats fields that add up across processes (each process runs its own instances).
-_NODE_SUMS = (
-    "instances",
-    "requests_ok",
-    "requests_failed",
-    "requests_rejected",
-    "requests_timed_out",
-    "inferences",
-    "executions",
-    "queue_time_ms_total",
-    "compute_time_ms_total",
-    "queue_length",
-    "request_compute_time_ms_total",
-    "requests_cancelled",
-)
-_ADMISSION_SUMS = (
-    "images_in_flight",
-    "max_images_in_flight",
-    "megapixels_in_flight",
-    "max_megapixels_in_flight",
-    "calls_refused",
-    "images_limit",
-    "images_cleared_per_s",
-)
-_CONNECTION_SUMS = (
-    "open",
-    "max_open",
-    "accepted",
-    "refused_over_cap",
-    "closed_idle",
-    "closed_slow_message",
-    "closed_malformed",
-    "replies_undelivered",
-    "calls_abandoned",
-)
+#: Thrift types of the figures that add up across processes (counts, times, gauges).
+_NUMBERS = frozenset({TType.BYTE, TType.I16, TType.I32, TType.I64, TType.DOUBLE})
 
 
 def encode_stats(stats: ServerStats) -> bytes:
@@ -82,47 +50,32 @@ def sum_server_stats(parts: Sequence[ServerStats]) -> ServerStats | None:
     for part in parts:
         failures.update(part.failures_by_code)
     readiness = [part.ready for part in parts if part.ready is not None]
-    return ServerStats(
-        handler=first.handler,
-        device=first.device,
-        uptime_s=max(part.uptime_s for part in parts),
-        requests_ok=sum(part.requests_ok for part in parts),
-        requests_failed=sum(part.requests_failed for part in parts),
-        requests_cancelled=sum(part.requests_cancelled or 0 for part in parts),
-        failures_by_code=dict(failures),
-        nodes=_sum_nodes(parts),
-        gpus=next((part.gpus for part in parts if part.gpus), None),
-        ready=all(readiness) if readiness else None,
-        admission=_sum_fields(
-            AdmissionStats, [p.admission for p in parts if p.admission], _ADMISSION_SUMS
-        ),
-        connections=_sum_fields(
-            ConnectionStats, [p.connections for p in parts if p.connections], _CONNECTION_SUMS
-        ),
+    summed = _sum_numbers(ServerStats, parts)
+    summed.handler, summed.device = first.handler, first.device
+    summed.uptime_s = max(part.uptime_s for part in parts)
+    summed.failures_by_code = dict(failures)
+    summed.nodes = _sum_nodes(parts)
+    summed.gpus = next((part.gpus for part in parts if part.gpus), None)
+    summed.ready = all(readiness) if readiness else None
+    summed.admission = _sum_numbers(AdmissionStats, [p.admission for p in parts if p.admission])
+    summed.connections = _sum_numbers(
+        ConnectionStats, [p.connections for p in parts if p.connections]
     )
-
-
-def _sum_nodes(parts: Sequence[ServerStats]) -> list[NodeStats]:
-    by_name: dict[str, list[NodeStats]] = {}
-    for part in parts:
-        for node in part.nodes:
-            by_name.setdefault(node.node, []).append(node)
-    summed = []
-    for name, nodes in by_name.items():
-        total = _sum_fields(NodeStats, nodes, _NODE_SUMS)
-        total.node, total.backend = name, nodes[0].backend
-        sizes: Counter[int] = Counter()
-        for node in nodes:
-            sizes.update(node.batch_sizes)
-        total.batch_sizes = dict(sizes)
-        total.instance_placements = [p for node in nodes for p in node.instance_placements or ()]
-        summed.append(total)
     return summed
 
 
-def _sum_fields(kind: type, items: Sequence[object], names: Sequence[str]):
-    """A ``kind`` whose ``names`` are the sums over ``items`` (an absent optional counts 0);
-    ``None`` when there are no items."""
+def _sum_nodes(parts: Sequence[ServerStats]) -> list[WireNodeStats]:
+    by_name: dict[str, list[WireNodeStats]] = {}
+    for part in parts:
+        for node in part.nodes:
+            by_name.setdefault(node.node, []).append(node)
+    return [sum_wire_node_stats(nodes) for nodes in by_name.values()]
+
+
+def _sum_numbers(kind: type, items: Sequence[object]):
+    """A ``kind`` whose numeric fields are the sums over ``items`` (an unset optional counts
+    0), its others unset; ``None`` when there are no items."""
     if not items:
         return None
+    names = [spec[2] for spec in kind.thrift_spec if spec is not None and spec[1] in _NUMBERS]
     return kind(**{name: sum(getattr(item, name) or 0 for item in items) for name in names})

@@ -20,8 +20,8 @@ from service.gen.inference.ttypes import (
     GpuStats,
     InferenceError,
     InferenceParams,
-    NodeStats,
     ServerStats,
+    WireNodeStats,
 )
 from service.ops.gpu_stats import GpuReader
 from service.ops.log_limit import LogLimiter
@@ -234,7 +234,7 @@ def test_baseline_exports_its_engine_under_the_model_nodes_name(baseline_service
 
 
 def test_failure_reasons_and_gpus_from_figures():
-    node = NodeStats(
+    node = WireNodeStats(
         node="m",
         backend="B",
         instances=1,

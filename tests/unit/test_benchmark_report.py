@@ -187,11 +187,11 @@ def test_gpu_path_with_a_fake_nvml(monkeypatch):
 
 
 def test_group_figures_come_from_the_summed_stats_and_lead_the_batching_line() -> None:
-    from service.gen.inference.ttypes import NodeStats, ServerStats
+    from service.gen.inference.ttypes import ServerStats, WireNodeStats
     from service.ops.stats_sum import decode_stats, encode_stats
 
-    def node(name: str, inferences: int, executions: int, queue_ms: float) -> NodeStats:
-        return NodeStats(
+    def node(name: str, inferences: int, executions: int, queue_ms: float) -> WireNodeStats:
+        return WireNodeStats(
             node=name, backend="B", instances=2, requests_ok=inferences, requests_failed=0,
             requests_rejected=0, requests_timed_out=0, inferences=inferences,
             executions=executions, batch_sizes={}, queue_time_ms_total=queue_ms,

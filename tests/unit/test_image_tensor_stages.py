@@ -151,7 +151,7 @@ def test_the_gpu_image_stage_refuses_a_corrupt_jpeg_in_a_batch_and_keeps_the_res
     """The GPU image stage's own logic on the CPU, nvJPEG and the device search stood in for
     (benchmarks.stage_python): results, refusals and typed errors per batch."""
     from benchmarks.stage_python import OUTPUT_SIDE, SHRINK, stand_in_stage
-    from torchpipe_lite.config.values import Color
+    from torchpipe_lite.values import Color
 
     stage = stand_in_stage()
     photos = [path.read_bytes() for path in sorted(IMAGES_DIR.glob("*.jpg"))]

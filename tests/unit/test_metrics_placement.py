@@ -2,8 +2,8 @@
 
 import torchpipe_lite as tp
 from service.gen.inference.ttypes import ServerStats
-from service.handlers.handler import wire_node_stats
 from service.ops.prometheus_export import render_triton
+from service.ops.wire_stats import wire_node_stats
 
 
 def library_stats(placements):

@@ -118,7 +118,7 @@ def test_run_batch_reruns_a_failed_batch_per_item_and_counts_each_outcome():
     stats = NodeStats(node="n", backend="Picky", instances=1)
     counters.add_to(stats)
     assert (stats.requests_ok, stats.requests_failed, stats.inferences) == (2, 1, 3)
-    assert stats.executions == 4  # the batch, then each item alone
+    assert (stats.executions, stats.items_rerun) == (1, 3)  # the batch once; each item again
     assert stats.batch_sizes == {3: 1}
 
 

@@ -8,16 +8,16 @@ from service.gen.inference.ttypes import (
     AdmissionStats,
     ConnectionStats,
     GpuStats,
-    NodeStats,
     ServerStats,
+    WireNodeStats,
 )
 from service.ops.ops_server import STATS_CONTENT_TYPE, OpsServer, ServiceState
 from service.ops.prometheus_export import render_triton
 from service.ops.stats_sum import decode_stats, encode_stats, sum_server_stats
 
 
-def _node(name: str, ok: int, batches: dict[int, int], placement: str) -> NodeStats:
-    return NodeStats(
+def _node(name: str, ok: int, batches: dict[int, int], placement: str) -> WireNodeStats:
+    return WireNodeStats(
         node=name, backend="TorchTensor", instances=1, requests_ok=ok, requests_failed=1,
         requests_rejected=0, requests_timed_out=2, inferences=ok, executions=sum(batches.values()),
         batch_sizes=batches, queue_time_ms_total=1.5, compute_time_ms_total=4.0, queue_length=3,

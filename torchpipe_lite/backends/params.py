@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config.values import Color, DeviceSpec, Precision
 from ..errors import ConfigError
+from ..values import Color, DeviceSpec, Precision
 from .base import param_float_list, param_int
 
 if TYPE_CHECKING:

@@ -1,9 +1,9 @@
 """Configuration: TOML/dict loading, validation, and the backend-expression parser."""
 
+from ..values import Color, DeviceSpec, Precision
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
 from .loader import load_config, read_toml
 from .schema import NODE_KEYS, NodeConfig, PipelineConfig
-from .values import Color, DeviceSpec, Precision
 
 __all__ = [
     "NODE_KEYS",

@@ -14,6 +14,7 @@ from ..backends.base import param_device_ids
 from ..backends.registry import backend_class
 from ..errors import ConfigError
 from ..filters import RUN, SWAP, check_filter
+from ..values import Color, DeviceSpec, Precision
 from .expression import BackendSpec, ExpressionError, parse_backend_expression
 from .graph import JUMP_BACKENDS, Graph, build_graph, parse_map
 from .schema import (
@@ -31,7 +32,6 @@ from .torchpipe_forms import (
     group_ranges,
     normalise,
 )
-from .values import Color, DeviceSpec, Precision
 
 if sys.version_info >= (3, 11):
     import tomllib

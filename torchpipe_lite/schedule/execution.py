@@ -1,9 +1,10 @@
 """Running one batch on a backend instance: every request gets its own outcome, counted once.
 
 A batch that raises is run again one request at a time, so only a request that fails on its
-own gets an error (backends are written to be safe to re-run per item). Whoever runs the
-batch (a node's instance thread, a caller's thread for an inline node, the shared engine's
-instance threads) goes through ``run_batch``, so these rules and the counters are written once.
+own gets an error (backends are written to be safe to re-run per item); the batch counts once
+in ``executions`` and ``batch_sizes`` alike, its re-runs in ``items_rerun``. Whoever runs the
+batch (a node's instance thread, the delivering thread of an inline node) goes through
+``run_batch``, so these rules and the counters are written once.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ def _forward(
 ) -> dict[int, RequestError]:
     """Run the batch; on failure run each item alone so only the culprits fail."""
     inputs = [item.get("data") for item in items]
-    counters.executions += 1
     try:
         backend.forward(items)
         return {}
@@ -63,10 +63,10 @@ def _forward(
             return {0: request_error(error, node, backend_name)}
         logger.debug("node %s: batch of %d failed, retrying alone", node, len(items))
     failures: dict[int, RequestError] = {}
+    counters.items_rerun += len(items)  # the batch still counts once, as it was formed
     for position, (item, data) in enumerate(zip(items, inputs, strict=True)):
         item["data"] = data  # undo whatever the failed batch did to the item
         item.pop("result", None)
-        counters.executions += 1
         try:
             backend.forward([item])
         except Exception as error:

@@ -16,43 +16,54 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from time import monotonic
+from typing import Any
 
+from ..backend_tree import instantiate
 from ..backends.base import Backend
-from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
-from ..errors import BackendError, BackendInitError, PipelineClosedError
-from ..metrics import InstanceCounters
+from ..errors import BackendError, BackendInitError
+from ..metrics import InstanceCounters, NodeStats, add_figures
 from .execution import run_batch
+from .intake import Endings, Intake
 from .job import Job, Router
-from .node import Node, batch_range, instance_params
+from .node import instance_params, settle_batch_range
 
 logger = logging.getLogger(__name__)
 
 
-class InlineNode(Node):
-    """A node with no queue and no threads of its own: ``put`` runs the batch and routes it."""
+class InlineNode:
+    """A ``Stage`` with no queue and no threads of its own: ``put`` runs the batch and routes it.
+
+    Its figures say so: ``instances`` counts the threads that have run it, and nothing ever
+    waits in a queue here (``queue_length`` and ``requests_rejected`` stay 0).
+    """
 
     def __init__(self, config: NodeConfig, router: Router):
-        super().__init__(config, router)
-        self._counters = []  # one per thread that has run this stage
-        self._placements = []
+        self.config = config
+        self.name = config.name
+        self.backend_name = str(config.backend)
+        self._ends = Endings(self.name, self.backend_name, router)
+        self._intake = Intake(self.name, self.backend_name)
+        self._min_batch = self._max_batch = 1
+        # One instance, counters and placement per thread that has run this stage.
+        self._counters: list[InstanceCounters] = []
+        self._placements: list[str | None] = []
         self._backends: list[Backend] = []
         self._local = threading.local()
-        self._state = threading.Condition(threading.Lock())
-        self._accepting = True
-        self._in_service = 0
+        self._instances_lock = threading.Lock()
 
     def start(self) -> None:
         """Create one instance on the starting thread: it proves the backend initialises and
         settles the batch range before any request arrives."""
         backend, _ = self._thread_instance()
-        self.queue.min_batch, self.queue.max_batch = batch_range(
+        self._min_batch, self._max_batch = settle_batch_range(
             self.config, [backend], self.backend_name
         )
-        if self.min_batch > 1:
+        if self._min_batch > 1:
             raise BackendInitError(
-                f"an inline node runs the requests it is given, but min is {self.min_batch}",
+                f"an inline node runs the requests it is given, but min is {self._min_batch}",
                 node=self.name,
                 backend=self.backend_name,
             )
@@ -60,16 +71,22 @@ class InlineNode(Node):
             "node %s: %s inline (on the delivering threads), batch %d..%d",
             self.name,
             self.backend_name,
-            self.min_batch,
-            self.max_batch,
+            self._min_batch,
+            self._max_batch,
         )
+
+    def batch_range(self) -> tuple[int, int]:
+        return self._min_batch, self._max_batch
+
+    def feed_from(self, upstream: Sequence[Any] | None) -> None:
+        """Nothing to do: no batch waits to fill here."""
 
     def _thread_instance(self) -> tuple[Backend, InstanceCounters]:
         local = self._local
         backend = getattr(local, "backend", None)
         if backend is not None:
             return backend, local.counters
-        with self._state:
+        with self._instances_lock:
             index = len(self._counters)
             counters = InstanceCounters()
             self._counters.append(counters)
@@ -82,19 +99,14 @@ class InlineNode(Node):
                 f"{type(error).__name__}: {error}", node=self.name, backend=self.backend_name
             ) from error
         self._placements[index] = backend.placement()
-        with self._state:
+        with self._instances_lock:
             self._backends.append(backend)
         local.backend, local.counters = backend, counters
         return backend, counters
 
     def put(self, jobs: list[Job]) -> None:
         """Run ``jobs`` here and now, then route them; refuses them once the node is closed."""
-        with self._state:
-            if not self._accepting:
-                raise PipelineClosedError(
-                    "the pipeline is closed", node=self.name, backend=self.backend_name
-                )
-            self._in_service += len(jobs)
+        self._intake.admit(len(jobs))
         remaining = len(jobs)
         try:
             try:
@@ -102,40 +114,45 @@ class InlineNode(Node):
             except BackendInitError as error:
                 logger.error("node %s: %s", self.name, error)
                 failure = BackendError(str(error), node=self.name)
-                self.complete([], [(job, failure) for job in jobs])
+                self._ends.complete([], [(job, failure) for job in jobs])
                 return
             now = monotonic()
             if any(job.completion.deadline_s <= now for job in jobs):
-                self.drop([job for job in jobs if job.completion.deadline_s <= now], counters)
+                self._ends.drop([job for job in jobs if job.completion.deadline_s <= now], counters)
                 jobs = [job for job in jobs if job.completion.deadline_s > now]
-            for start in range(0, len(jobs), self.max_batch):
-                chunk = jobs[start : start + self.max_batch]
+            for start in range(0, len(jobs), self._max_batch):
+                chunk = jobs[start : start + self._max_batch]
                 ok, failed = run_batch(
                     backend, chunk, counters, node=self.name, backend_name=self.backend_name
                 )
                 remaining -= len(chunk)
-                self._finished(len(chunk))
-                self.complete(ok, failed)
+                self._intake.release(len(chunk))
+                self._ends.complete(ok, failed)
         finally:
             if remaining:
-                self._finished(remaining)
-
-    def _finished(self, count: int) -> None:
-        with self._state:
-            self._in_service -= count
-            if not self._accepting and self._in_service <= 0:
-                self._state.notify_all()
+                self._intake.release(remaining)
 
     def pending(self) -> int:
-        return self._in_service
+        return self._intake.in_hand
+
+    def stats(self) -> NodeStats:
+        """A snapshot of every delivering thread's counters."""
+        with self._instances_lock:
+            counters, placements = list(self._counters), list(self._placements)
+        stats = NodeStats(
+            node=self.name,
+            backend=self.backend_name,
+            instances=len(counters),
+            instance_placements=placements,
+        )
+        for part in counters:
+            add_figures(stats, part)
+        return stats
 
     def close(self) -> None:
         """Stop intake and wait for the batches still running on delivering threads."""
-        with self._state:
-            self._accepting = False
-            while self._in_service > 0:
-                self._state.wait()
-        with self._state:
+        self._intake.close_and_wait()
+        with self._instances_lock:
             backends = list(self._backends)
         for backend in backends:  # on the closing thread: their own threads may be gone
             try:

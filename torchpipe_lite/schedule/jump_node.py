@@ -9,12 +9,13 @@ waits meanwhile. A sub-request shares its parent's deadline and cancellation.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config.schema import NodeConfig
-from ..errors import InvalidInputError, PipelineClosedError, RequestError
-from ..metrics import InstanceCounters, NodeStats
+from ..errors import InvalidInputError, RequestError
+from ..metrics import InstanceCounters, NodeStats, add_figures
+from .intake import Endings, Intake
 from .job import Job, Router
 from .request import RequestHandle, SubRequestHandle
 
@@ -23,36 +24,34 @@ Enter = Callable[[str, list[RequestHandle]], None]
 
 
 class JumpNode:
-    """A node whose backend is ``Jump`` or ``MapReduce`` (see the module docstring)."""
+    """A ``Stage`` whose backend is ``Jump`` or ``MapReduce`` (see the module docstring)."""
 
     def __init__(self, config: NodeConfig, router: Router, enter: Enter):
         self.config = config
         self.name = config.name
         self.backend_name = str(config.backend)
-        self._route = router
+        self._ends = Endings(self.name, self.backend_name, router)
         self._enter = enter
         self._target = config.jump
         self._map_reduce = config.backend.name == "MapReduce"
         self._split = _keys(config.params.get("split", "data"))
         self._merge = _keys(config.params.get("merge", "result"))
         self._counters = InstanceCounters()
-        self._state = threading.Condition(threading.Lock())
-        self._in_flight = 0
-        self._accepting = True
-        self.min_batch = self.max_batch = 1
-        self.upstream = None
+        self._counters_lock = threading.Lock()  # requests end on many threads here
+        self._intake = Intake(self.name, self.backend_name)
 
     def start(self) -> None:
         """Nothing to start: the graph it jumps to has its own nodes."""
 
+    def batch_range(self) -> tuple[int, int]:
+        return 1, 1
+
+    def feed_from(self, upstream: Sequence[Any] | None) -> None:
+        """Nothing to do: no batch waits to fill here."""
+
     def put(self, jobs: list[Job]) -> None:
         """Start each job's sub-requests; the job routes on once they have all ended."""
-        with self._state:
-            if not self._accepting:
-                raise PipelineClosedError(
-                    "the pipeline is closed", node=self.name, backend=self.backend_name
-                )
-            self._in_flight += len(jobs)
+        self._intake.admit(len(jobs))
         for job in jobs:
             try:
                 parts = self._split_of(job.item) if self._map_reduce else [dict(job.item)]
@@ -114,35 +113,30 @@ class JumpNode:
         self._end(job, None)
 
     def _end(self, job: Job, error: BaseException | None) -> None:
-        with self._state:
-            counters = self._counters
-            counters.executions += 1
-            counters.record_batch(size=1, compute_s=0.0, queue_s=0.0, failed=int(error is not None))
+        with self._counters_lock:
+            self._counters.record_batch(
+                size=1, compute_s=0.0, queue_s=0.0, failed=int(error is not None)
+            )
         try:
             if error is None:
-                self._route(self.name, [job])
+                self._ends.complete([job], [])
             else:
-                job.completion.end_branch(self.name, job.item, error)
+                self._ends.complete([], [(job, error)])
         finally:
-            with self._state:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._state.notify_all()
+            self._intake.release(1)
 
     def pending(self) -> int:
-        return self._in_flight
+        return self._intake.in_hand
 
     def close(self) -> None:
         """Refuse new requests and wait for those whose sub-requests are still running."""
-        with self._state:
-            self._accepting = False
-            while self._in_flight:
-                self._state.wait()
+        self._intake.close_and_wait()
 
     def stats(self) -> NodeStats:
+        """Its requests, each counted as a batch of one (it has no instances)."""
         stats = NodeStats(node=self.name, backend=self.backend_name, instances=0)
-        with self._state:
-            self._counters.add_to(stats)
+        with self._counters_lock:
+            add_figures(stats, self._counters)
         return stats
 
 

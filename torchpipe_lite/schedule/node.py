@@ -7,26 +7,21 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..backend_tree import instantiate
 from ..backends.base import UNBOUNDED_BATCH, Backend, param_device_ids
-from ..backends.tree import instantiate
 from ..config.schema import NodeConfig
-from ..errors import (
-    BackendError,
-    BackendInitError,
-    PipelineClosedError,
-    RequestCancelledError,
-    RequestTimeoutError,
-)
-from ..metrics import InstanceCounters, NodeStats
+from ..errors import BackendInitError, PipelineClosedError, RequestTimeoutError
+from ..metrics import InstanceCounters, NodeStats, add_figures
 from .execution import run_batch
-from .job import CANCELLED, Job, Router
+from .intake import Endings
+from .job import Job, Router
 from .stage_queue import StageQueue
 
 logger = logging.getLogger(__name__)
 
 
 class Node:
-    """Queues requests for one stage and runs them in dynamically formed batches.
+    """Queues requests for one stage and runs them in dynamically formed batches (a ``Stage``).
 
     Each instance thread takes a batch from the node's queue, runs it, and calls ``router``
     with the jobs that succeeded, on its own thread, so a request moves into the next node's
@@ -37,7 +32,7 @@ class Node:
         self.config = config
         self.name = config.name
         self.backend_name = str(config.backend)
-        self._router = router
+        self._ends = Endings(self.name, self.backend_name, router)
         self.queue = StageQueue(
             self.name,
             self.backend_name,
@@ -50,13 +45,8 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._go = threading.Event()
 
-    @property
-    def min_batch(self) -> int:
-        return self.queue.min_batch
-
-    @property
-    def max_batch(self) -> int:
-        return self.queue.max_batch
+    def batch_range(self) -> tuple[int, int]:
+        return self.queue.min_batch, self.queue.max_batch
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -96,15 +86,14 @@ class Node:
             self.name,
             self.backend_name,
             count,
-            self.min_batch,
-            self.max_batch,
+            *self.batch_range(),
             self.config.batching_timeout_ms,
             f", on {', '.join(places)}" if places else "",
         )
         self._go.set()
 
     def _set_batch_range(self, backends: Sequence[Backend]) -> None:
-        self.queue.min_batch, self.queue.max_batch = batch_range(
+        self.queue.min_batch, self.queue.max_batch = settle_batch_range(
             self.config, backends, self.backend_name
         )
 
@@ -131,6 +120,9 @@ class Node:
         """Requests queued or running here (for the batching decisions of the nodes it feeds)."""
         return self.queue.pending()
 
+    def feed_from(self, upstream: Sequence[Any] | None) -> None:
+        self.queue.upstream = tuple(upstream) if upstream else None
+
     def _instance_main(self, index: int, backends: list, errors: list, ready) -> None:
         backend = None
         try:
@@ -154,7 +146,7 @@ class Node:
                 logger.exception("node %s: closing instance %d failed", self.name, index)
 
     def _serve(self, backend: Backend, counters: InstanceCounters) -> None:
-        queue = self.queue
+        queue, ends = self.queue, self._ends
         while True:
             taken = queue.take()
             if taken.batch:
@@ -162,50 +154,16 @@ class Node:
                     backend, taken.batch, counters, node=self.name, backend_name=self.backend_name
                 )
                 queue.finish(len(taken.batch))
-                self.complete(ok, failed)
+                ends.complete(ok, failed)
             if taken.abandoned:
-                self.drop(taken.abandoned, counters)
+                ends.drop(taken.abandoned, counters)
             if taken.expired:
                 counters.requests_timed_out += len(taken.expired)
-                self._fail(taken.expired, self._timeout_error)
+                ends.fail(taken.expired, self._timeout_error)
             if taken.closed:
                 counters.requests_failed += len(taken.leftovers)
-                self._fail(taken.leftovers, self._leftover_error)
+                ends.fail(taken.leftovers, self._leftover_error)
                 return
-
-    def complete(self, ok: list[Job], failed: list[tuple[Job, BaseException]]) -> None:
-        """Tell the failed jobs' completions, route the rest on."""
-        for job, error in failed:
-            job.completion.end_branch(self.name, job.item, error)
-        if not ok:
-            return
-        try:
-            self._router(self.name, ok)
-        except Exception:  # a router bug must not kill the worker or strand callers
-            logger.exception("node %s: routing failed", self.name)
-            for job in ok:
-                job.completion.end_branch(
-                    self.name, job.item, BackendError("internal routing error", node=self.name)
-                )
-
-    def drop(self, jobs: list[Job], counters: InstanceCounters) -> None:
-        """End jobs whose deadline passed or whose caller cancelled them, unrun."""
-        for job in jobs:
-            if job.completion.deadline_s == CANCELLED:
-                counters.requests_cancelled += 1
-                error: BaseException = RequestCancelledError(
-                    "cancelled by its caller", node=self.name, backend=self.backend_name
-                )
-            else:
-                counters.requests_timed_out += 1
-                error = RequestTimeoutError(
-                    "its deadline passed before it ran", node=self.name, backend=self.backend_name
-                )
-            job.completion.end_branch(self.name, job.item, error)
-
-    def _fail(self, jobs: list[Job], error: Any) -> None:
-        for job in jobs:
-            job.completion.end_branch(self.name, job.item, error())
 
     def _timeout_error(self) -> RequestTimeoutError:
         return RequestTimeoutError(
@@ -216,7 +174,7 @@ class Node:
 
     def _leftover_error(self) -> PipelineClosedError:
         return PipelineClosedError(
-            f"closed with fewer than min = {self.min_batch} requests queued",
+            f"closed with fewer than min = {self.queue.min_batch} requests queued",
             node=self.name,
             backend=self.backend_name,
         )
@@ -234,11 +192,11 @@ class Node:
             instance_placements=list(self._placements),
         )
         for counters in self._counters:
-            counters.add_to(stats)
+            add_figures(stats, counters)
         return stats
 
 
-def batch_range(config: NodeConfig, backends: Sequence[Backend], backend_name: str) -> tuple:
+def settle_batch_range(config: NodeConfig, backends: Sequence[Backend], backend_name: str) -> tuple:
     """The (min, max) batch a node runs: its configured bounds within what every instance's
     backend accepts (``BackendInitError`` when they do not fit)."""
     backend_min = max(backend.min() for backend in backends)

@@ -22,12 +22,10 @@ from ..errors import (
     RequestTimeoutError,
 )
 from ..metrics import NodeStats
-from .inline_node import InlineNode
 from .job import Job
-from .jump_node import JumpNode
-from .node import Node
 from .request import RequestHandle
 from .routing import Router
+from .stage import Stage, make_stage
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +45,16 @@ class Pipeline:
         self._router = Router(config, self._queue)
         # The physical nodes (each with its queue and instances), and for every node of the
         # graph, logical ones included, the physical node that runs it.
-        self._nodes: dict[str, Node | JumpNode] = {}
-        for node_config in config.nodes:
-            if node_config.is_logical:
-                continue
-            if node_config.jump is not None:
-                node = JumpNode(node_config, self._router.route, self._router.enter)
-            elif node_config.inline:
-                node = InlineNode(node_config, self._router.route)
-            else:
-                node = Node(node_config, self._router.route)
-            self._nodes[node_config.name] = node
+        self._nodes: dict[str, Stage] = {
+            node.name: make_stage(node, self._router.route, self._router.enter)
+            for node in config.nodes
+            if not node.is_logical
+        }
         self._runs_on = {c.name: self._nodes[c.physical] for c in config.nodes}
         for name, node in self._nodes.items():
-            if isinstance(node, Node):
-                feeders = _feeders(config, name)
-                node.queue.upstream = tuple(self._nodes[f] for f in feeders) if feeders else None
-        started: list[Node | JumpNode] = []
+            feeders = _feeders(config, name)
+            node.feed_from([self._nodes[f] for f in feeders] if feeders else None)
+        started: list[Stage] = []
         try:
             for node in self._nodes.values():
                 node.start()
@@ -289,8 +280,7 @@ class Pipeline:
 
     def batch_range(self, node_name: str) -> tuple[int, int]:
         """The (min, max) batch size a node settled on after its backends initialised."""
-        node = self._nodes[node_name]
-        return node.min_batch, node.max_batch
+        return self._nodes[node_name].batch_range()
 
     def min(self) -> int:
         """The smallest batch the entry node runs (TorchPipe's ``pipe.min()``)."""

@@ -1,9 +1,9 @@
 """One stage's queue and every policy on it: admission, expiry, batch forming, draining.
 
-This is the scheduling core. A node's instance threads (``Node``) and the shared engine's
-(``engine.EngineServer``) take their batches from a ``StageQueue``; callers and upstream nodes
-put jobs into it. The batch-forming decision itself is ``batching.decide_batch``, a pure
-function; this class feeds it the queue's state and acts on what it says.
+This is the scheduling core. A queued node's instance threads (``Node``) take their batches
+from a ``StageQueue``; callers and upstream nodes put jobs into it. The batch-forming decision
+itself is ``batching.decide_batch``, a pure function; this class feeds it the queue's state
+and acts on what it says.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 
-from ..errors import OverloadedError, PipelineClosedError
+from ..errors import OverloadedError
 from .batching import decide_batch
+from .intake import Intake
 from .job import Job
 
 
@@ -65,10 +66,9 @@ class StageQueue:
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._busy = 0  # instances running a batch
-        self._in_service = 0  # jobs taken and not yet finished
         self._timed_waiters = 0  # instances waiting, with a deadline, for a batch to fill
-        self._accepting = True
-        self._draining = False
+        # Its door, and the jobs in hand: taken by an instance and not yet finished.
+        self._intake = Intake(name, backend_name, self._cond)
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -77,10 +77,7 @@ class StageQueue:
         when they would take the queue past ``max_queue_size``."""
         cond = self._cond
         with cond:
-            if not self._accepting:
-                raise PipelineClosedError(
-                    "the pipeline is closed", node=self.name, backend=self.backend_name
-                )
+            self._intake.refuse_if_closed_locked()
             queue = self._jobs
             before = len(queue)
             limit = self.max_queue_size
@@ -109,7 +106,7 @@ class StageQueue:
 
     def take(self) -> Taken:
         """Block until there is something for an instance to do (see ``Taken``)."""
-        cond, queue = self._cond, self._jobs
+        cond, queue, intake = self._cond, self._jobs, self._intake
         with cond:
             while True:
                 now = monotonic()
@@ -127,7 +124,7 @@ class StageQueue:
                     min_batch=self.min_batch,
                     max_batch=self.max_batch,
                     batching_timeout_s=self.batching_timeout_s,
-                    draining=self._draining,
+                    draining=not intake.open,
                     upstream_pending=self._upstream_pending(),
                 )
                 if decision.size:
@@ -139,11 +136,11 @@ class StageQueue:
                     else:
                         abandoned = []
                     self._busy += 1
-                    self._in_service += len(batch)
+                    intake.take_locked(len(batch))
                     if queue:
                         cond.notify()  # more work: let another idle instance look
                     return Taken(batch=batch, abandoned=abandoned)
-                if self._draining:
+                if not intake.open:
                     leftovers = list(queue)  # fewer than min_batch: they can never run
                     queue.clear()
                     return Taken(leftovers=leftovers, closed=True)
@@ -169,13 +166,11 @@ class StageQueue:
         downstream sees the jobs leave here as they arrive there)."""
         with self._cond:
             self._busy -= 1
-            self._in_service -= count
-            if self._draining and not self._in_service:
-                self._cond.notify_all()  # wait_idle() may wait for this
+            self._intake.release_locked(count)  # wakes wait_idle() after the last
 
     def pending(self) -> int:
         """Jobs queued or running here (a racy, cheap read, for downstream decisions)."""
-        return len(self._jobs) + self._in_service
+        return len(self._jobs) + self._intake.in_hand
 
     def _upstream_pending(self) -> int | None:
         if self.upstream is None:
@@ -187,15 +182,12 @@ class StageQueue:
     def close(self) -> None:
         """Refuse new jobs; instances run what is queued, then ``take`` returns ``closed``."""
         with self._cond:
-            self._accepting = False
-            self._draining = True
-            self._cond.notify_all()
+            self._intake.close_locked()
 
     def wait_idle(self) -> None:
         """After ``close``: block until every taken job has finished."""
         with self._cond:
-            while self._in_service:
-                self._cond.wait()
+            self._intake.wait_empty_locked()
 
     def __len__(self) -> int:
         return len(self._jobs)

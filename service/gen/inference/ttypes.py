@@ -465,7 +465,7 @@ class ItemResult(object):
         return not (self == other)
 
 
-class NodeStats(object):
+class WireNodeStats(object):
     """
     Attributes:
      - node
@@ -484,11 +484,12 @@ class NodeStats(object):
      - request_compute_time_ms_total
      - instance_placements
      - requests_cancelled
+     - items_rerun
 
     """
 
 
-    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None, instance_placements=None, requests_cancelled=None,):
+    def __init__(self, node=None, backend=None, instances=None, requests_ok=None, requests_failed=None, requests_rejected=None, requests_timed_out=None, inferences=None, executions=None, batch_sizes=None, queue_time_ms_total=None, compute_time_ms_total=None, queue_length=None, request_compute_time_ms_total=None, instance_placements=None, requests_cancelled=None, items_rerun=None,):
         self.node = node
         self.backend = backend
         self.instances = instances
@@ -505,6 +506,7 @@ class NodeStats(object):
         self.request_compute_time_ms_total = request_compute_time_ms_total
         self.instance_placements = instance_placements
         self.requests_cancelled = requests_cancelled
+        self.items_rerun = items_rerun
 
     def read(self, iprot):
         if iprot._fast_decode is not None and isinstance(iprot.trans, TTransport.CReadableTransport) and self.thrift_spec is not None:
@@ -606,6 +608,11 @@ class NodeStats(object):
                     self.requests_cancelled = iprot.readI64()
                 else:
                     iprot.skip(ftype)
+            elif fid == 17:
+                if ftype == TType.I64:
+                    self.items_rerun = iprot.readI64()
+                else:
+                    iprot.skip(ftype)
             else:
                 iprot.skip(ftype)
             iprot.readFieldEnd()
@@ -615,7 +622,7 @@ class NodeStats(object):
         if oprot._fast_encode is not None and self.thrift_spec is not None:
             oprot.trans.write(oprot._fast_encode(self, [self.__class__, self.thrift_spec]))
             return
-        oprot.writeStructBegin('NodeStats')
+        oprot.writeStructBegin('WireNodeStats')
         if self.node is not None:
             oprot.writeFieldBegin('node', TType.STRING, 1)
             oprot.writeString(self.node.encode('utf-8') if sys.version_info[0] == 2 else self.node)
@@ -686,6 +693,10 @@ class NodeStats(object):
         if self.requests_cancelled is not None:
             oprot.writeFieldBegin('requests_cancelled', TType.I64, 16)
             oprot.writeI64(self.requests_cancelled)
+            oprot.writeFieldEnd()
+        if self.items_rerun is not None:
+            oprot.writeFieldBegin('items_rerun', TType.I64, 17)
+            oprot.writeI64(self.items_rerun)
             oprot.writeFieldEnd()
         oprot.writeFieldStop()
         oprot.writeStructEnd()
@@ -1234,7 +1245,7 @@ class ServerStats(object):
                     self.nodes = []
                     (_etype33, _size30) = iprot.readListBegin()
                     for _i34 in range(_size30):
-                        _elem35 = NodeStats()
+                        _elem35 = WireNodeStats()
                         _elem35.read(iprot)
                         self.nodes.append(_elem35)
                     iprot.readListEnd()
@@ -1404,8 +1415,8 @@ ItemResult.thrift_spec = (
     (2, TType.LIST, 'predictions', (TType.STRUCT, [Prediction, None], False), None, ),  # 2
     (3, TType.STRUCT, 'error', [InferenceError, None], None, ),  # 3
 )
-all_structs.append(NodeStats)
-NodeStats.thrift_spec = (
+all_structs.append(WireNodeStats)
+WireNodeStats.thrift_spec = (
     None,  # 0
     (1, TType.STRING, 'node', 'UTF8', None, ),  # 1
     (2, TType.STRING, 'backend', 'UTF8', None, ),  # 2
@@ -1423,6 +1434,7 @@ NodeStats.thrift_spec = (
     (14, TType.DOUBLE, 'request_compute_time_ms_total', None, None, ),  # 14
     (15, TType.LIST, 'instance_placements', (TType.STRING, 'UTF8', False), None, ),  # 15
     (16, TType.I64, 'requests_cancelled', None, None, ),  # 16
+    (17, TType.I64, 'items_rerun', None, None, ),  # 17
 )
 all_structs.append(AdmissionStats)
 AdmissionStats.thrift_spec = (
@@ -1467,7 +1479,7 @@ ServerStats.thrift_spec = (
     (4, TType.I64, 'requests_ok', None, None, ),  # 4
     (5, TType.I64, 'requests_failed', None, None, ),  # 5
     (6, TType.MAP, 'failures_by_code', (TType.I32, None, TType.I64, None, False), None, ),  # 6
-    (7, TType.LIST, 'nodes', (TType.STRUCT, [NodeStats, None], False), None, ),  # 7
+    (7, TType.LIST, 'nodes', (TType.STRUCT, [WireNodeStats, None], False), None, ),  # 7
     (8, TType.LIST, 'gpus', (TType.STRUCT, [GpuStats, None], False), None, ),  # 8
     (9, TType.BOOL, 'ready', None, None, ),  # 9
     (10, TType.STRUCT, 'admission', [AdmissionStats, None], None, ),  # 10

@@ -17,8 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ...config.values import Color
 from ...errors import InvalidInputError
+from ...values import Color
 from ..base import Backend
 from ..params import param_color, param_device, param_positive
 from ..registry import register_backend

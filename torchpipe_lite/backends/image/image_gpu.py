@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...config.values import Color
 from ...errors import ConfigError, InvalidInputError
+from ...values import Color
 from ..base import Backend
 from ..cuda_wait import wait_for_current_stream
 from ..params import param_bool, param_color, param_device, param_positive

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ...config.values import Precision
 from ...errors import ConfigError
+from ...values import Precision
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from ...config.values import Precision
 from ...errors import BackendError, ConfigError
+from ...values import Precision
 from ..base import Backend
 from ..cuda_wait import wait_for_stream
 from ..params import (

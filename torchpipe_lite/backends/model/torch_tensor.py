@@ -14,8 +14,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...config.values import Precision
 from ...errors import ConfigError
+from ...values import Precision
 from ..base import Backend
 from ..cuda_wait import wait_for_stream
 from ..params import (

@@ -1,4 +1,4 @@
-"""Typed parameter values: colour, precision and device, parsed once when a config is loaded."""
+"""Typed parameter values (colour, precision, device), parsed by `config`, read by `backends`."""
 
 from __future__ import annotations
 

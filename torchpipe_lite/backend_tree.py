@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.expression import BackendSpec, parse_backend_expression
-from .base import Backend
-from .registry import backend_class
+from .backends.base import Backend
+from .backends.registry import backend_class
+from .config.expression import BackendSpec, parse_backend_expression
 
 
 def instantiate(spec: BackendSpec) -> Backend:
