@@ -1,4 +1,5 @@
-"""TorchPipe's Python names that are not elsewhere: ``parse_toml`` and ``Event``.
+"""TorchPipe's Python names that are not elsewhere: ``parse_toml``, ``Event``, and the filters
+its core registers beside the statuses (``result2other``, ``result2key_1``, ``Target``).
 
 With these, the constants of ``keys`` and the two call forms of ``register_backend`` and
 ``register_filter``, a program written for ``import torchpipe`` runs against this package
@@ -14,6 +15,9 @@ from time import monotonic
 from typing import Any
 
 from .config.loader import read_toml
+from .errors import ConfigError
+from .filters import Status, register_filter
+from .keys import TASK_DATA_KEY, TASK_RESULT_KEY
 
 
 def parse_toml(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -73,3 +77,42 @@ class Event:
     def time_passed(self) -> float:
         """Milliseconds since the event was made."""
         return (monotonic() - self._started_s) * 1000.0
+
+
+def _result_to(extra_key: str | None):
+    """A filter that, as ``swap`` does, runs the node on the predecessor's ``result`` (Break
+    without one), and also keeps that result under ``extra_key``."""
+
+    def move(item: dict[str, Any]) -> Status:
+        if TASK_RESULT_KEY not in item:
+            return Status.BREAK
+        item[TASK_DATA_KEY] = item[TASK_RESULT_KEY]
+        if extra_key is not None:
+            item[extra_key] = item[TASK_RESULT_KEY]
+        return Status.RUN
+
+    return move
+
+
+register_filter(_result_to("other"), "result2other")
+register_filter(_result_to("key_1"), "result2key_1")
+
+
+class TargetFilter:
+    """TorchPipe's ``Target``: the node runs (as after ``swap``) only for requests whose
+    ``target`` (the node's ``target`` parameter when the request has none) equals the node's;
+    the others skip it."""
+
+    def init(self, params: dict[str, str], shared: Any) -> None:
+        if "target" not in params:
+            raise ConfigError("the node's filter Target needs this parameter", key="target")
+        self.target = params["target"]
+        self.move = _result_to(None)
+
+    def forward(self, item: dict[str, Any]) -> Status:
+        if str(item.get("target", self.target)) != self.target:
+            return Status.SKIP
+        return self.move(item)
+
+
+register_filter(TargetFilter, "Target")

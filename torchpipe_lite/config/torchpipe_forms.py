@@ -7,16 +7,26 @@
   configuration (TorchPipe then runs it alone) or of a node that names none.
 - ``&`` in ``backend``, ``min``, ``max`` or ``instance_num`` makes instance groups, one per part
   (``backends.instance_groups``).
+- TensorRT's forms of ``min``/``max``: an input shape (``"4x3x224x224"``, or several inputs'
+  shapes joined by ``,``) is read as its batch axis, the first number; ``;`` between parts
+  (``max = "16;16"``, ``min = "16;1"``) lists TensorRT optimisation profiles, one per
+  instance. Here a node has one batch range, so the profiles' ranges load as the one range
+  covering them all (logged): a TensorRT profile tuned for a narrower range is a speed matter
+  that needs TensorRT.
 
 A node that names no backend gets ``Identity``, TorchPipe's default; the loader does that.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 #: The name of the node of a configuration written as one node's keys.
 SINGLE_NODE_NAME = "default"
@@ -26,6 +36,8 @@ INTERPRETER_KEY = "Interpreter::backend"
 DEFAULT_BACKEND = "Identity"
 #: The node keys whose ``&`` parts make instance groups.
 GROUP_KEYS = ("backend", "min", "max", "instance_num")
+#: One input's shape as TensorRT's configs write it: "4x3x224x224" (or a bare "4").
+_SHAPE = re.compile(r"\d+(x\d+)*")
 
 
 def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +53,11 @@ def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
     if not tables:
         if not defaults and scheduler == GRAPH_SCHEDULER:
             raise ConfigError("empty configuration: no node and no key")
-        return {SINGLE_NODE_NAME: _with_backend(defaults, scheduler)}
+        return {
+            SINGLE_NODE_NAME: _with_batch_bounds(
+                SINGLE_NODE_NAME, _with_backend(defaults, scheduler)
+            )
+        }
     if scheduler != GRAPH_SCHEDULER:
         if len(tables) != 1:
             raise ConfigError(
@@ -50,16 +66,55 @@ def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
                 key=INTERPRETER_KEY,
             )
         defaults["backend"] = defaults.get("backend", scheduler)
-    out: dict[str, Any] = dict(defaults)
+    out: dict[str, Any] = _with_batch_bounds("global", defaults)
     for name, table in tables.items():
         own = dict(table)
-        out[name] = _with_backend(own, own.pop(INTERPRETER_KEY, GRAPH_SCHEDULER))
+        out[name] = _with_batch_bounds(
+            name, _with_backend(own, own.pop(INTERPRETER_KEY, GRAPH_SCHEDULER))
+        )
     return out
 
 
 def _with_backend(table: dict[str, Any], scheduler: Any) -> dict[str, Any]:
     if scheduler != GRAPH_SCHEDULER and "backend" not in table:
         table["backend"] = scheduler
+    return table
+
+
+def tensorrt_batch_bounds(text: str) -> list[int] | None:
+    """The batch sizes a TensorRT-style ``min``/``max`` names, one per ``;`` profile: each
+    profile's first input's first axis. ``None`` when ``text`` is not of that form."""
+    batches = []
+    for profile in text.split(";"):
+        shapes = [shape.strip() for shape in profile.split(",")]
+        if not all(_SHAPE.fullmatch(shape) for shape in shapes):
+            return None
+        batches.append(int(shapes[0].split("x")[0]))
+    return batches
+
+
+def _with_batch_bounds(node: str, table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` with a TensorRT-style ``min``/``max`` as the batch size it means: the
+    smallest of its profiles' for ``min``, the largest for ``max``."""
+    for key, pick in (("min", min), ("max", max)):
+        value = table.get(key)
+        if not isinstance(value, str) or not (";" in value or "x" in value) or "&" in value:
+            continue
+        batches = tensorrt_batch_bounds(value)
+        if batches is None:
+            continue  # the loader reports it as it stands
+        table[key] = pick(batches)
+        if len(batches) > 1:
+            logger.warning(
+                "[%s].%s = %r: TensorRT optimisation profiles, one per instance; loaded as "
+                "one range for every instance, %s %d (a profile per narrower range needs "
+                "TensorRT, and changes only speed)",
+                node,
+                key,
+                value,
+                key,
+                table[key],
+            )
     return table
 
 
