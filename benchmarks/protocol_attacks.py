@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import datetime
 import logging
+import multiprocessing
 import shlex
 import socket
 import struct
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +150,15 @@ class BackToBack:
 
 
 def back_to_back(
-    host: str, port: int, attack: str, messages: list[bytes], wait_s: float = WAIT_S
+    host: str,
+    port: int,
+    attack: str,
+    messages: list[bytes],
+    wait_s: float = WAIT_S,
+    writes: list[bytes] | None = None,
 ) -> BackToBack:
-    """Write ``messages`` (their sequence ids 1, 2, ... in order) in one ``sendall`` and read
+    """Write ``messages`` (their sequence ids 1, 2, ... in order) in one ``sendall`` (or as
+    ``writes``, the same bytes cut otherwise, one ``sendall`` each, not coalesced) and read
     answers until all have come or none comes for ``wait_s``."""
     sock = TSocket(host, port)
     sock.setTimeout(wait_s * 1000)
@@ -162,7 +168,13 @@ def back_to_back(
     answers: list[tuple[str, int, int]] = []
     started_s = time.monotonic()
     try:
-        sock.handle.sendall(b"".join(messages))
+        if writes is None:
+            writes = [b"".join(messages)]
+        if b"".join(writes) != b"".join(messages):
+            raise ValueError("the writes must carry the messages' bytes, in order")
+        sock.handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in writes:
+            sock.handle.sendall(piece)
         while len(answers) < len(messages):
             try:
                 name, kind, seqid = protocol.readMessageBegin()
@@ -208,6 +220,10 @@ def small_items_call(message_bytes: int, items_per_list: int, method: str = "pin
     return head + struct.pack("!i", 1) + field + b"\x00"
 
 
+#: Between two pings of ``small_items_in_pieces``'s second client.
+PING_EVERY_S = 0.05
+
+
 @dataclass
 class SmallItems:
     """One call of millions of one-byte items written in small pieces, and pings meanwhile."""
@@ -220,7 +236,8 @@ class SmallItems:
     send_s: float
     #: Seconds from the last byte sent to the answer (None: not answered within ``wait_s``).
     answered_after_s: float | None
-    #: A second client's pings while the message was being sent (each on a new connection).
+    #: A second client's pings, each on a new connection, from before the first byte until
+    #: the answer (or the end).
     pings: int
     pings_failed: int
     ping_p50_s: float | None
@@ -237,23 +254,25 @@ def small_items_in_pieces(
     wait_s: float = WAIT_S,
 ) -> SmallItems:
     """Send ``small_items_call(message_bytes)`` ``chunk_bytes`` at a time (no delay, no
-    coalescing by the client: each piece is its own segment), while another client pings."""
+    coalescing by the client: each piece is its own segment), while another client pings from
+    a process of its own (a thread of this one would wait on the sender for the interpreter
+    lock and measure that, not the server)."""
     message = small_items_call(message_bytes, items_per_list)
     items = (len(message) // (items_per_list + 5)) * items_per_list
-    pinged: list[float | None] = []
-    done = threading.Event()
-
-    def ping_meanwhile() -> None:
-        while not done.is_set():
-            pinged.append(ping_s(host, port, timeout_s=wait_s))
-            done.wait(0.05)
-
-    pinger = threading.Thread(target=ping_meanwhile, name="small-items-pinger", daemon=True)
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    pinger = context.Process(
+        target=_ping_until_told, args=(host, port, theirs, wait_s), name="small-items-pinger"
+    )
+    pinger.start()
+    if not ours.poll(wait_s):  # its first ping: it is running
+        pinger.kill()
+        raise RuntimeError("the pinging process did not start")
+    ours.recv()
     sent = 0
     answered_after_s = None
     with socket.create_connection((host, port), timeout=wait_s) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pinger.start()
         started_s = time.monotonic()
         try:
             with memoryview(message) as view:
@@ -269,8 +288,9 @@ def small_items_in_pieces(
                 answered = False
             if answered:
                 answered_after_s = time.monotonic() - started_s - send_s
-        done.set()
-    pinger.join(wait_s + 1.0)
+    ours.send("stop")
+    pinged = ours.recv() if ours.poll(wait_s + 1.0) else []
+    pinger.join(wait_s)
     served = sorted(s for s in pinged if s is not None)
     return SmallItems(
         message_bytes=len(message),
@@ -284,6 +304,17 @@ def small_items_in_pieces(
         ping_p50_s=served[len(served) // 2] if served else None,
         ping_max_s=served[-1] if served else None,
     )
+
+
+def _ping_until_told(host: str, port: int, pipe: Any, timeout_s: float) -> None:
+    """Ping every ``PING_EVERY_S`` until ``pipe`` says stop; send back the seconds of each
+    ping made after the first (which only tells the caller that pinging has begun)."""
+    pipe.send(ping_s(host, port, timeout_s=timeout_s))
+    pinged: list[float | None] = []
+    while not pipe.poll(PING_EVERY_S):
+        pinged.append(ping_s(host, port, timeout_s=timeout_s))
+    pipe.recv()
+    pipe.send(pinged)
 
 
 def main(argv: list[str] | None = None) -> int:
