@@ -4,24 +4,40 @@ parser, and calls written back to back on one connection.
 Each function runs one attack on a live server and returns what the attacker saw and what a
 good client saw right after. ``benchmarks.hostile_clients`` runs them at full size;
 ``tests/integration/test_rpc_loop_faults.py`` runs them small and asserts the outcome.
+One of them runs alone against ``python -m service`` at every default, with the server's CPU
+time during it:
+
+    python -m benchmarks.protocol_attacks --model models/resnet18.onnx [--megabytes 16]
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import datetime
+import logging
+import multiprocessing
+import shlex
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psutil
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol
 from thrift.Thrift import TMessageType, TType
 from thrift.transport.TSocket import TSocket
 from thrift.transport.TTransport import TBufferedTransport, TMemoryBuffer, TTransportException
 
-from benchmarks.attacks import WAIT_S, closed_within_s
+from benchmarks.attacks import WAIT_S, closed_within_s, settle
+from benchmarks.report import write_json
+from benchmarks.run_record import git_commit
 from service.gen.inference import InferenceService
 from service.gen.inference.ttypes import InferenceParams
+from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 from service.thrift_client import connect
 
 #: The field id of the unknown field the nested attacks carry (no method has one this high).
@@ -134,9 +150,15 @@ class BackToBack:
 
 
 def back_to_back(
-    host: str, port: int, attack: str, messages: list[bytes], wait_s: float = WAIT_S
+    host: str,
+    port: int,
+    attack: str,
+    messages: list[bytes],
+    wait_s: float = WAIT_S,
+    writes: list[bytes] | None = None,
 ) -> BackToBack:
-    """Write ``messages`` (their sequence ids 1, 2, ... in order) in one ``sendall`` and read
+    """Write ``messages`` (their sequence ids 1, 2, ... in order) in one ``sendall`` (or as
+    ``writes``, the same bytes cut otherwise, one ``sendall`` each, not coalesced) and read
     answers until all have come or none comes for ``wait_s``."""
     sock = TSocket(host, port)
     sock.setTimeout(wait_s * 1000)
@@ -146,7 +168,13 @@ def back_to_back(
     answers: list[tuple[str, int, int]] = []
     started_s = time.monotonic()
     try:
-        sock.handle.sendall(b"".join(messages))
+        if writes is None:
+            writes = [b"".join(messages)]
+        if b"".join(writes) != b"".join(messages):
+            raise ValueError("the writes must carry the messages' bytes, in order")
+        sock.handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in writes:
+            sock.handle.sendall(piece)
         while len(answers) < len(messages):
             try:
                 name, kind, seqid = protocol.readMessageBegin()
@@ -176,3 +204,160 @@ def many_pings(host: str, port: int, count: int, wait_s: float = WAIT_S) -> Back
     """``count`` pings in one write."""
     calls = [encoded("ping", seqid=i) for i in range(1, count + 1)]
     return back_to_back(host, port, f"{count} pings", calls, wait_s)
+
+
+def small_items_call(message_bytes: int, items_per_list: int, method: str = "ping") -> bytes:
+    """A call of ``method`` of about ``message_bytes`` whose arguments carry one unknown field:
+    a list of lists of ``items_per_list`` empty structs each, one byte an item, every list
+    within the server's item limit. Cheap to send, and each item is one step of a scanner's
+    walk: a scan that restarts on every read does work quadratic in the message's size."""
+    inner = struct.pack("!bi", TType.STRUCT, items_per_list) + b"\x00" * items_per_list
+    lists = max(1, message_bytes // len(inner))
+    value = struct.pack("!bi", TType.LIST, lists) + inner * lists
+    name = method.encode()
+    head = struct.pack("!Ii", 0x80010000 | TMessageType.CALL, len(name)) + name
+    field = struct.pack("!bh", TType.LIST, UNKNOWN_FIELD_ID) + value
+    return head + struct.pack("!i", 1) + field + b"\x00"
+
+
+#: Between two pings of ``small_items_in_pieces``'s second client.
+PING_EVERY_S = 0.05
+
+
+@dataclass
+class SmallItems:
+    """One call of millions of one-byte items written in small pieces, and pings meanwhile."""
+
+    message_bytes: int
+    items: int
+    chunk_bytes: int
+    #: Bytes the server took before the attacker gave up or was cut off (all: the message).
+    sent_bytes: int
+    send_s: float
+    #: Seconds from the last byte sent to the answer (None: not answered within ``wait_s``).
+    answered_after_s: float | None
+    #: A second client's pings, each on a new connection, from before the first byte until
+    #: the answer (or the end).
+    pings: int
+    pings_failed: int
+    ping_p50_s: float | None
+    ping_max_s: float | None
+
+
+def small_items_in_pieces(
+    host: str,
+    port: int,
+    message_bytes: int,
+    *,
+    chunk_bytes: int = 1024,
+    items_per_list: int = 16 * 1024,
+    wait_s: float = WAIT_S,
+) -> SmallItems:
+    """Send ``small_items_call(message_bytes)`` ``chunk_bytes`` at a time (no delay, no
+    coalescing by the client: each piece is its own segment), while another client pings from
+    a process of its own (a thread of this one would wait on the sender for the interpreter
+    lock and measure that, not the server)."""
+    message = small_items_call(message_bytes, items_per_list)
+    items = (len(message) // (items_per_list + 5)) * items_per_list
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    pinger = context.Process(
+        target=_ping_until_told, args=(host, port, theirs, wait_s), name="small-items-pinger"
+    )
+    pinger.start()
+    if not ours.poll(wait_s):  # its first ping: it is running
+        pinger.kill()
+        raise RuntimeError("the pinging process did not start")
+    ours.recv()
+    sent = 0
+    answered_after_s = None
+    with socket.create_connection((host, port), timeout=wait_s) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started_s = time.monotonic()
+        try:
+            with memoryview(message) as view:
+                while sent < len(message):
+                    sent += sock.send(view[sent : sent + chunk_bytes])
+        except OSError:  # cut off, or the server stopped reading for wait_s
+            pass
+        send_s = time.monotonic() - started_s
+        if sent == len(message):
+            try:
+                answered = bool(sock.recv(1))
+            except OSError:
+                answered = False
+            if answered:
+                answered_after_s = time.monotonic() - started_s - send_s
+    ours.send("stop")
+    pinged = ours.recv() if ours.poll(wait_s + 1.0) else []
+    pinger.join(wait_s)
+    served = sorted(s for s in pinged if s is not None)
+    return SmallItems(
+        message_bytes=len(message),
+        items=items,
+        chunk_bytes=chunk_bytes,
+        sent_bytes=sent,
+        send_s=send_s,
+        answered_after_s=answered_after_s,
+        pings=len(pinged),
+        pings_failed=len(pinged) - len(served),
+        ping_p50_s=served[len(served) // 2] if served else None,
+        ping_max_s=served[-1] if served else None,
+    )
+
+
+def _ping_until_told(host: str, port: int, pipe: Any, timeout_s: float) -> None:
+    """Ping every ``PING_EVERY_S`` until ``pipe`` says stop; send back the seconds of each
+    ping made after the first (which only tells the caller that pinging has begun)."""
+    pipe.send(ping_s(host, port, timeout_s=timeout_s))
+    pinged: list[float | None] = []
+    while not pipe.poll(PING_EVERY_S):
+        pinged.append(ping_s(host, port, timeout_s=timeout_s))
+    pipe.recv()
+    pipe.send(pinged)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``small_items_in_pieces`` against a fresh server; print and write its figures."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.protocol_attacks")
+    parser.add_argument("--handler", choices=("pipelined", "baseline"), default="pipelined")
+    parser.add_argument("--model", type=Path, default=None, help="model file (the config's)")
+    parser.add_argument("--megabytes", type=float, default=16.0, help="the message's size")
+    parser.add_argument("--chunk-bytes", type=int, default=1024, help="bytes per send")
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "runs")
+    args = parser.parse_args(argv)
+    host, port = "127.0.0.1", free_port()
+    command = service_command(args.handler, port, model=args.model)
+    log_path = args.results_dir / "protocol-attacks-server.log"
+    with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
+        server.start()
+        process = psutil.Process(server.pid)
+        settle(host, port)
+        cpu_before_s = sum(process.cpu_times()[:2])
+        started_s = time.monotonic()
+        result = small_items_in_pieces(
+            host, port, int(args.megabytes * (1 << 20)), chunk_bytes=args.chunk_bytes
+        )
+        figures = {
+            **dataclasses.asdict(result),
+            "wall_s": time.monotonic() - started_s,
+            "server_cpu_s": sum(process.cpu_times()[:2]) - cpu_before_s,
+            "ping_after_s": ping_s(host, port),
+        }
+    print(figures)
+    today = datetime.date.today().isoformat()
+    record = {
+        "date": today,
+        "git_commit": git_commit(),
+        "cores": psutil.cpu_count(),
+        "server_command": shlex.join(command),
+        "invocation": shlex.join(["python", "-m", "benchmarks.protocol_attacks", *sys.argv[1:]]),
+        "attacks": {"small items in pieces": figures},
+    }
+    write_json(args.results_dir / f"{today}-cpu-small-items-{args.handler}.json", record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,7 @@ from service.ops.log_limit import LogLimiter
 
 from .budgets import BufferLedger
 from .codec import Call, Codec
+from .message_scan import MessageHead, MessageScan, ScanLimits
 
 logger = logging.getLogger("service.rpc")
 #: A call's unexpected failure is a line with a traceback, and a client can make every one of
@@ -37,8 +38,9 @@ class Connection:
     __slots__ = (
         "_buffered_bytes",
         "_ledger",
+        "_pending",
+        "_scan",
         "busy",
-        "chunks",
         "closing",
         "fd",
         "input_waiting",
@@ -56,8 +58,11 @@ class Connection:
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        #: Bytes received and not yet taken as a message (one bytes object per recv).
-        self.chunks: list[bytes] = []
+        #: Bytes received and not yet taken as a message: the bytes of one read as they came,
+        #: or, once a second read adds to them, a bytearray that grows in place.
+        self._pending: bytes | bytearray = b""
+        #: The walk over the message at the front of ``_pending``, resumed at each read.
+        self._scan: MessageScan | None = None
         self._ledger = ledger
         self._buffered_bytes = 0
         #: The message being received needs at least this many bytes (0: unknown).
@@ -89,23 +94,51 @@ class Connection:
 
     def drop_input(self) -> None:
         """Forget every byte received and not yet taken (the connection is being closed)."""
-        self.chunks = []
+        self._pending = b""
+        self._scan = None
         self.buffered_bytes = 0
         self.needed_bytes = 0
 
-    def take_bytes(self) -> bytes:
-        """Everything buffered, as one bytes object (kept as the only chunk)."""
-        if len(self.chunks) != 1:
-            self.chunks = [b"".join(self.chunks)]
-        return self.chunks[0]
+    def receive(self, data: bytes, now_s: float) -> None:
+        """Keep ``data``, just read, after the bytes not yet taken."""
+        if not self._pending:
+            self.message_started_s = now_s
+            self._pending = data  # a message read whole, as most are, is not copied here
+        else:
+            if isinstance(self._pending, bytes):
+                self._pending = bytearray(self._pending)
+            self._pending += data  # amortised: the bytes already there are not copied again
+        self.buffered_bytes += len(data)
 
-    def keep_after(self, data: bytes, end: int, now_s: float) -> None:
-        """A message ended at ``end`` of ``data``: keep only what follows it."""
-        rest = data[end:]
-        self.chunks = [rest] if rest else []
-        self.buffered_bytes = len(rest)
+    def next_message(self, limits: ScanLimits, now_s: float) -> tuple[MessageHead, bytes] | None:
+        """The head and bytes of the message at the front of what was received, taken out of
+        it, once all of it is in; until then None, with ``needed_bytes`` set.
+
+        The scan resumes where the previous call left it, so a message arriving in many small
+        reads costs work linear in its size, not in its size times the reads. Raises
+        ``MalformedMessageError`` (or ``MessageTooLargeError``) as ``scan_message`` does.
+        """
+        if self._scan is None:
+            self._scan = MessageScan(limits)
+        found = self._scan.advance(self._pending)
+        if isinstance(found, int):
+            self.needed_bytes = found
+            return None
+        head, end = found
+        pending = self._pending
+        if end == len(pending):
+            message = pending if isinstance(pending, bytes) else bytes(pending)
+            self._pending = b""
+        else:  # more follows: cut this message off the front (O(1) for a bytearray)
+            message = bytes(pending[:end])
+            if isinstance(pending, bytes):
+                pending = self._pending = bytearray(pending)
+            del pending[:end]
+        self._scan = None
+        self.buffered_bytes = len(self._pending)
         self.needed_bytes = 0
-        self.message_started_s = now_s if rest else None
+        self.message_started_s = now_s if self._pending else None
+        return head, message
 
 
 class Reply:

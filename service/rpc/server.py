@@ -38,7 +38,7 @@ from .calls import CallRunner
 from .codec import Codec, Method, fastbinary_available, service_methods
 from .connection import Connection, Reply
 from .limits import ConnectionFigures, Overdue, TransportLimits, overdue
-from .message_scan import MalformedMessageError, MessageHead, ScanLimits, scan_message
+from .message_scan import MalformedMessageError, MessageHead, ScanLimits
 from .poller import BROKEN, READ, WRITE, Poller
 from .replies import ReplyWriter
 from .wakeup import LoopWaker
@@ -250,10 +250,7 @@ class ThriftServer:
             return
         now_s = time.monotonic()
         connection.last_active_s = now_s
-        if not connection.chunks:
-            connection.message_started_s = now_s
-        connection.chunks.append(data)
-        connection.buffered_bytes += len(data)
+        connection.receive(data, now_s)
         if self.buffers.over_bytes > 0 and self._cut_largest_holders(connection):
             return
         with connection.lock:
@@ -277,18 +274,13 @@ class ThriftServer:
             or connection.buffered_bytes < connection.needed_bytes
         ):
             return
-        data = connection.take_bytes()
         try:
-            found = scan_message(data, self._scan_limits)
+            found = connection.next_message(self._scan_limits, time.monotonic())
         except MalformedMessageError as exc:
             self._refuse(connection, f"malformed or oversized request: {exc}")
             return
-        if isinstance(found, int):
-            connection.needed_bytes = found
-            return
-        head, end = found
-        connection.keep_after(data, end, time.monotonic())
-        self._start_call(connection, head, data if end == len(data) else data[:end])
+        if found is not None:
+            self._start_call(connection, *found)
 
     def _start_call(self, connection: Connection, head: MessageHead, message: bytes) -> None:
         connection.reply = None  # no call handed out yet (see ``_drop_after_error``)

@@ -94,3 +94,28 @@ def test_a_thousand_pings_in_one_write_are_each_answered_in_order(live):
     seen = attacks.many_pings(HOST, live.port, 1000, ANSWER_WAIT_S)
     assert seen.in_order, f"{len(seen.answers)} of {seen.calls} answered"
     assert {name for name, _, _ in seen.answers} == {"ping"}
+
+
+def test_a_call_of_small_items_in_small_pieces_is_answered_and_pings_go_on(live):
+    """Many partial reads of one message through the loop (the scan resumes at each): it is
+    answered once whole, and another client's pings are served meanwhile."""
+    outcome = attacks.small_items_in_pieces(
+        HOST, live.port, 256 * 1024, chunk_bytes=1024, wait_s=ANSWER_WAIT_S
+    )
+    assert outcome.sent_bytes == outcome.message_bytes, outcome
+    assert outcome.answered_after_s is not None, outcome
+    assert outcome.pings_failed == 0, outcome
+    assert live.server.figures.closed_malformed == 0
+
+
+def test_calls_fed_a_byte_at_a_time_then_one_more_in_the_same_write_are_answered_in_order(live):
+    """The last piece ends one message and holds the whole of the next."""
+    first, second = attacks.encoded("ping", seqid=1), attacks.encoded("stats", seqid=2)
+    writes = [bytes([byte]) for byte in first[:-1]] + [first[-1:] + second]
+    answered = attacks.back_to_back(
+        HOST, live.port, "byte at a time", [first, second], ANSWER_WAIT_S, writes
+    )
+    assert [(name, seqid) for name, _kind, seqid in answered.answers] == [
+        ("ping", 1),
+        ("stats", 2),
+    ]

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from benchmarks.protocol_attacks import encoded
 from service.rpc.budgets import (
     RESERVED_FDS,
     BudgetError,
@@ -22,6 +23,7 @@ from service.rpc.budgets import (
 )
 from service.rpc.connection import Connection
 from service.rpc.limits import TransportLimits
+from service.rpc.message_scan import ScanLimits
 
 MIB = 1 << 20
 
@@ -95,13 +97,13 @@ def test_every_change_to_a_connections_buffered_bytes_reaches_the_ledger():
     with ours, theirs:
         first = Connection(ours, "a", 0.0, ledger)
         second = Connection(theirs, "b", 0.0, ledger)
-        first.chunks.append(b"x" * 60)
-        first.buffered_bytes += 60
-        second.chunks.append(b"y" * 50)
-        second.buffered_bytes += 50
+        ping = encoded("ping")
+        first.receive(ping + b"x" * (40 - len(ping)), now_s=0.0)
+        first.receive(b"x" * 20, now_s=0.0)
+        second.receive(b"y" * 50, now_s=0.0)
         assert (ledger.held_bytes, ledger.over_bytes) == (110, 10)
-        data = first.take_bytes()
-        first.keep_after(data, 40, now_s=1.0)  # a 40-byte message was taken
-        assert ledger.held_bytes == 70
+        taken = first.next_message(ScanLimits(1 << 20, 64), now_s=1.0)  # the ping is taken
+        assert taken is not None and taken[1] == ping
+        assert ledger.held_bytes == 110 - len(ping)
         second.drop_input()
-        assert (ledger.held_bytes, ledger.peak_bytes) == (20, 110)
+        assert (ledger.held_bytes, ledger.peak_bytes) == (60 - len(ping), 110)
