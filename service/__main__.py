@@ -68,9 +68,6 @@ def _serve_one_process(args: argparse.Namespace) -> int:
     from service.ops.ops_server import ServiceState
 
     _limit_opencv_threads(args.opencv_threads)
-    if "switch_interval_ms" in args:
-        sys.setswitchinterval(args.switch_interval_ms / 1000)
-        logger.info("interpreter switch interval: %g ms", args.switch_interval_ms)
     request_limits, admission, transport_limits = _limits(args)
     state = ServiceState()
     built: list[ClassifierHandler] = []  # the handler, once it exists

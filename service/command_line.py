@@ -68,23 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "once; 0: OpenCV's default, one per core)",
     )
     parser.add_argument(
-        "--switch-interval-ms",
-        type=_positive_ms,
-        default=argparse.SUPPRESS,
-        help="how long a thread may hold the interpreter lock while others wait for it "
-        "(sys.setswitchinterval; default: Python's, 5 ms)",
-    )
-    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser
-
-
-def _positive_ms(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of ms, got {text}")
-    return value
 
 
 def _model_flags(group: argparse._ArgumentGroup) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import torchpipe_lite as tp
+from benchmarks.tune import render_toml
 from service.app import build_handler, engine_precision
 from service.core_split import FRONT_TAIL, CoreSplitError, split_tables
 from service.service_config import (
@@ -62,7 +63,7 @@ class JpegGate(tp.Backend):
 
 
 def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_decoder(
-    resnet18_onnx, photos
+    resnet18_onnx, photos, tmp_path
 ):
     """The fallback config as shipped, its nvJPEG stage replaced by a CPU stand-in that
     decodes JPEGs only: a PNG of the same pixels takes the CPU path and gets the same scores."""
@@ -71,7 +72,9 @@ def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_deco
     stand_in = "Sequential[TestJpegGate,DecodeMat,ResizeMat,CvtColorMat,Mat2Tensor]"
     gpu_decoder = {k: v for k, v in tables["gpu_decoder"].items() if k != "cpu_fallback"}
     tables["gpu_decoder"] = {**gpu_decoder, "backend": stand_in}
-    pipeline = load_service_config(fallback, resnet18_onnx, tables=tables).pipeline
+    adjusted = tmp_path / fallback.name
+    adjusted.write_text(render_toml(tables))
+    pipeline = load_service_config(adjusted, resnet18_onnx).pipeline
     jpeg = photos["chelsea"]
     png = png_of(jpeg)
     with tp.pipe(pipeline) as model:

@@ -7,19 +7,6 @@ import pytest
 from service.command_line import parse_args
 
 
-def test_the_switch_interval_is_python_s_unless_given():
-    assert "switch_interval_ms" not in parse_args([])
-    assert parse_args(["--switch-interval-ms", "0.5"]).switch_interval_ms == 0.5
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "fast"])
-def test_a_switch_interval_that_is_not_a_positive_time_is_refused(value, capsys):
-    with pytest.raises(SystemExit) as stopped:
-        parse_args(["--switch-interval-ms", value])
-    assert stopped.value.code == 2
-    assert "--switch-interval-ms" in capsys.readouterr().err
-
-
 def test_gpu_check_compares_the_sample_photographs_by_default():
     from service.tools.gpu_check import DEFAULT_IMAGES
 
