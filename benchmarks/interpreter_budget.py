@@ -108,8 +108,8 @@ def serve(config: Path, port: int, threads: int) -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    handler = PipelinedHandler(load_service_config(config), device="meta")
-    server = ThriftServer(handler, host="127.0.0.1", port=port, threads=threads)
+    handler = PipelinedHandler(load_service_config(config), device="meta", threads=threads)
+    server = ThriftServer(handler, host="127.0.0.1", port=port)
     server.listen()
     print("listening", flush=True)
     import signal

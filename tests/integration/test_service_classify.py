@@ -10,8 +10,6 @@ import pytest
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.labels import imagenet_categories
-from service.service_config import DEFAULT_CONFIG
-from tests.integration.conftest import live_service
 
 # The engine's normalisation (ImageNet mean and std, 0..255 units), as the configs set it.
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -153,14 +151,3 @@ def test_stats_count_requests(service, photos):
         assert [n.node for n in after.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet18"]
         # The bad request was stopped by the decoder: it never reached the later stages.
         assert after.nodes[0].inferences - before.nodes[0].inferences == 2
-
-
-def test_inline_config_agrees_with_the_baseline(baseline_service, resnet18_onnx, photos):
-    inline_config = DEFAULT_CONFIG.with_name("resnet50_inline.toml")
-    with live_service("pipelined", resnet18_onnx, config=inline_config) as inline_service:
-        assert_same_predictions(top5(inline_service, photos), top5(baseline_service, photos))
-        with inline_service.connect() as connection:
-            nodes = {node.node: node for node in connection.client.stats().nodes}
-    # The decoder ran on the RPC threads that delivered the requests, not on threads of its own.
-    assert nodes["cpu_decoder"].requests_ok == len(photos)
-    assert nodes["cpu_decoder"].queue_length == 0

@@ -15,6 +15,8 @@ from service.service_config import (
     DEFAULT_CONFIG,
     SHIPPED_CONFIGS,
     ImageSettings,
+    ServiceConfig,
+    ServiceConfigError,
     load_service_config,
 )
 from tests.image_samples import png_of
@@ -200,3 +202,23 @@ def test_the_process_decode_config_classifies_as_the_default_one(resnet18_onnx, 
     # not an image: no result, the same way on both
     assert isinstance(in_process[2], tp.errors.NoResultError)
     assert type(in_children[2]) is type(in_process[2])
+
+
+def test_the_service_refuses_a_pipeline_whose_first_stage_is_inline():
+    """An inline first stage would run on the thread that submits: the RPC loop thread."""
+    from service.handlers.main_torchpipe import PipelinedHandler
+
+    pipeline = {
+        "decode": {"backend": "Identity", "inline": True, "next": "model"},
+        "model": {"backend": "Identity"},
+    }
+    config = ServiceConfig(
+        Path("inline.toml"), pipeline, model_node="model", images=ImageSettings()
+    )
+    with pytest.raises(ServiceConfigError, match=r"node \[decode\] is inline and first"):
+        PipelinedHandler(config, device="cpu")
+    queued = {**pipeline, "decode": {"backend": "Identity", "next": "model"}}
+    queued_config = ServiceConfig(
+        Path("queued.toml"), queued, model_node="model", images=ImageSettings()
+    )
+    PipelinedHandler(queued_config, device="cpu").close()
