@@ -82,7 +82,7 @@ class PipelinedHandler(ClassifierHandler):
                 done([error if error is not None else request["result"]])
 
             handle = self._pipeline.dispatch(
-                {"data": images[0]}, ended, strict=True, timeout_s=timeout_s
+                _request(images[0], ticket), ended, strict=True, timeout_s=timeout_s
             )
             call.when_cancelled(handle.cancel)
             return
@@ -163,7 +163,7 @@ class _WindowedCall:
                 self._end(position, None, tp.RequestCancelledError("the client went away"))
                 continue
             handle = self._pipeline.dispatch(
-                {"data": self._images[position]},
+                _request(self._images[position], self._ticket),
                 lambda request, error, at=position: self._end(at, request, error),
                 strict=True,
                 timeout_s=self._call.timeout_s(),
@@ -190,6 +190,11 @@ class _WindowedCall:
             handles = list(self._handles.values())
         for handle in handles:
             handle.cancel()
+
+
+def _request(image: bytes, ticket: Ticket | None) -> dict:
+    """The pipeline request for ``image``: with the header admission read, when it did."""
+    return {"data": image} if ticket is None else ticket.request(image)
 
 
 def _check_no_inline_roots(config: ServiceConfig, pipeline: tp.Pipeline) -> None:

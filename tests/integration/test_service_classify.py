@@ -151,3 +151,32 @@ def test_stats_count_requests(service, photos):
         assert [n.node for n in after.nodes] == ["cpu_decoder", "cpu_posdecoder", "resnet18"]
         # The bad request was stopped by the decoder: it never reached the later stages.
         assert after.nodes[0].inferences - before.nodes[0].inferences == 2
+
+
+def test_the_pipelined_handler_reads_each_image_header_on_one_thread_only(
+    pipelined_service, photos, monkeypatch
+):
+    """Admission reads the header on the loop thread to weigh the call; the decoder takes
+    that header with the bytes instead of reading it again on its own thread."""
+    import threading
+
+    from service.handlers import admission
+    from torchpipe_lite.backends.image import image_cpu, image_header
+
+    readers: list[str] = []
+    read_header = image_header.read_header
+
+    def counted(data):
+        readers.append(threading.current_thread().name)
+        return read_header(data)
+
+    for module in (image_header, image_cpu, admission):
+        monkeypatch.setattr(module, "read_header", counted)
+    with pipelined_service.connect() as connection:
+        for uuid, data in enumerate(list(photos.values())[:3]):
+            result = connection.client.infer_batch(params(str(uuid), data))
+            assert result.label
+        many = connection.client.infer_many([params("m", photos[name]) for name in photos], 1)
+        assert all(item.error is None for item in many)
+    assert len(readers) == 3 + len(photos)  # once per image
+    assert len(set(readers)) == 1, readers  # the RPC loop thread
