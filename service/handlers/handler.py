@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -237,13 +236,13 @@ class ClassifierHandler(abc.ABC):
         ticket = self._admit_call(call, (params_list, k))
         results, pending = self._many_start(params_list, k)
         if not pending:
-            self._log_many(results)
+            self._outcomes.log_failed_items(results)
             call.send(results)
             return
 
         def answer(outcomes: list[Outcome]) -> list[ItemResult]:
             self._many_finish(params_list, k, results, pending, outcomes)
-            self._log_many(results)
+            self._outcomes.log_failed_items(results)
             return results
 
         images = [params_list[position].data for position in pending]
@@ -290,19 +289,6 @@ class ClassifierHandler(abc.ABC):
                 results[position].predictions = self._predictions(outcome, k, uuid, log=False)
             except InferenceError as error:
                 results[position].error = error
-
-    def _log_many(self, results: list[ItemResult]) -> None:
-        """One line for the failed images of an ``infer_many`` call, however many failed."""
-        codes = Counter(code_name(r.error.code) for r in results if r.error is not None)
-        if codes:
-            self._outcomes.log.log(
-                "infer_many",
-                logging.INFO,
-                "infer_many: %d of %d images failed (%s)",
-                sum(codes.values()),
-                len(results),
-                ", ".join(f"{code} x{count}" for code, count in codes.most_common()),
-            )
 
     def _admit_call(self, call: CallContext, args: tuple) -> Ticket | None:
         """Admit ``call`` (raises its refusal): its deadline is the ticket's, and the ticket
