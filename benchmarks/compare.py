@@ -126,11 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "processes share the GPU instead of time-slicing it)",
     )
     parser.add_argument("--threads", type=int, help="server RPC threads (default: max(20, c))")
-    parser.add_argument(
-        "--switch-interval-ms",
-        type=float,
-        help="both servers' interpreter switch interval (service --switch-interval-ms)",
-    )
     parser.add_argument("--timeout-s", type=float, default=30.0, help="per-call client timeout")
     parser.add_argument("--quick", action="store_true", help="few requests (default w/o GPU)")
     parser.add_argument("--sweep", action="store_true", help=f"concurrency {SWEEP_LEVELS}")
@@ -182,8 +177,6 @@ def _server_command(
     command = service_command(
         handler, port, threads=args.threads, config=args.config, model=args.model
     )
-    if args.switch_interval_ms is not None:
-        command += ["--switch-interval-ms", str(args.switch_interval_ms)]
     if workers == 1:
         return command, None
     metrics_port = free_port()

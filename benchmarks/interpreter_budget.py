@@ -101,12 +101,8 @@ def serve(config: Path, port: int, threads: int) -> None:
 
     import benchmarks.standins  # noqa: F401  (registers the stand-ins)
     from service.handlers.main_torchpipe import PipelinedHandler
+    from service.rpc.server import ThriftServer
     from service.service_config import load_service_config
-
-    try:
-        from service.rpc.server import ThriftServer
-    except ImportError:  # the thread-per-connection server of earlier versions
-        from service.server import ThriftServer
 
     logging.basicConfig(level=logging.WARNING)
     # The stand-ins' small CPU tensors must not wake thread pools that the GPU path never
@@ -116,8 +112,8 @@ def serve(config: Path, port: int, threads: int) -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    handler = PipelinedHandler(load_service_config(config), device="meta")
-    server = ThriftServer(handler, host="127.0.0.1", port=port, threads=threads)
+    handler = PipelinedHandler(load_service_config(config), device="meta", threads=threads)
+    server = ThriftServer(handler, host="127.0.0.1", port=port)
     server.listen()
     print("listening", flush=True)
     import signal

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from benchmarks.synchronised import (
     wait_until,
     write_points,
 )
-from benchmarks.tune import Setting, apply_point, parse_setting
+from benchmarks.tune import Setting, apply_point, parse_setting, render_toml
 from clients.images import DEFAULT_IMG_DIR, load_images
 from service.server_process import REPO_ROOT
 from torchpipe_lite.extend import PipelineConfig, read_toml
@@ -137,8 +138,10 @@ def build_config(path: Path, model: Path, settings: list[Setting]) -> PipelineCo
             raise ValueError(f"--set {setting.name}: one value here (benchmarks.tune sweeps)")
     point = {setting.name: setting.values[0] for setting in settings}
     tables = apply_point(read_toml(path), settings, point)
-    config = load_service_config(path, model_override=model, tables=tables)
-    return config.pipeline
+    with tempfile.TemporaryDirectory() as scratch:  # loaded as the service loads a file
+        adjusted = Path(scratch) / path.name
+        adjusted.write_text(render_toml(tables))
+        return load_service_config(adjusted, model_override=model).pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,6 @@ def git_commit() -> str:
 def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:
     """What a run was set up with, as its JSON keeps it (the config file's text included)."""
     from service.service_config import DEFAULT_CONFIG
-    from torchpipe_lite.backends.cuda_wait import wait_mode
 
     config_path = args.config or DEFAULT_CONFIG
     return {
@@ -120,7 +119,6 @@ def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, An
         "baseline_workers": args.baseline_workers,
         "pipelined_core_process": args.workers > 1,
         "cuda_mps": args.mps,
-        "cuda_wait": wait_mode(),  # how the GPU stages wait: "block" or "spin"
         "img_dir": _shown(args.img_dir),
         "images": len(images),
         "image_mean_kib": sum(map(len, images)) / len(images) / 1024,

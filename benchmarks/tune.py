@@ -265,7 +265,6 @@ def _run_point(
         processes=args.processes,
         timeout_s=args.timeout_s,
         no_progress=args.no_progress,
-        switch_interval_ms=None,  # the interpreter's default
     )
     logger.info("point %d: %s", index, point)
     record: dict[str, Any] = {"settings": point, "config_text": config_text}

@@ -34,12 +34,14 @@ def build_handler(
     limits: RequestLimits | None = None,
     admission: Admission | None = None,
     core_socket: str | None = None,
+    threads: int = 8,
 ) -> tuple[ClassifierHandler, list[str]]:
     """The ``name`` handler ("baseline" or "pipelined") on the engine ``config_path`` defines,
     and the lines of a start-up summary. ``model`` and ``device`` override the config's model
     node. Exports the model first when the shipped config's file is missing, or when ``arch``
     asks for it (a model file the user named must exist otherwise). ``core_socket``: the pipelined
-    handler is a front of the GPU core there, which runs the model node and the GPU stages."""
+    handler is a front of the GPU core there, which runs the model node and the GPU stages.
+    ``threads``: the handler's pool threads, for the work that waits (``--threads``)."""
     if name not in HANDLERS:
         raise ValueError(f"unknown handler {name!r}; choose one of {', '.join(HANDLERS)}")
     config = load_service_config(config_path, model, device)
@@ -54,13 +56,15 @@ def build_handler(
         from service.handlers.main_trt import BaselineHandler
 
         handler: ClassifierHandler = BaselineHandler(
-            config, device=engine, limits=limits, admission=admission
+            config, device=engine, limits=limits, admission=admission, threads=threads
         )
     else:
         from service.handlers.main_torchpipe import PipelinedHandler
 
         check_queues_hold_admitted_work(config, admission.limits.max_images_in_flight)
-        handler = PipelinedHandler(config, device=engine, limits=limits, admission=admission)
+        handler = PipelinedHandler(
+            config, device=engine, limits=limits, admission=admission, threads=threads
+        )
     precision = engine_precision(config, on_gpu=engine != "cpu")
     summary = [
         f"handler: {name}",

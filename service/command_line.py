@@ -6,6 +6,8 @@ Importing it loads nothing heavy, so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import enum
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The shipped default pipeline (``service.service_config.DEFAULT_CONFIG``, spelled here so
@@ -13,30 +15,137 @@ from pathlib import Path
 _DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "resnet50.toml"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, checked."""
+class SettingsError(ValueError):
+    """Settings that contradict each other; the message names the flags."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``python -m service`` runs with, checked once (``--help`` says what each does)."""
+
+    handler: str
+    host: str
+    port: int
+    threads: int
+    config: Path
+    model: Path | None
+    device: str | None
+    arch: str | None
+    max_image_mb: float
+    max_images: int
+    max_in_flight: int
+    min_in_flight: int
+    admit_wait_fraction: float
+    max_in_flight_mp: float
+    max_call_mp: float
+    request_timeout_s: float
+    call_window: int
+    max_message_mb: float
+    message_timeout_s: float
+    idle_timeout_s: float
+    max_connections: int
+    max_buffered_mb: float | None
+    drain_timeout_s: float
+    metrics_port: int
+    shutdown_delay_s: float
+    warmup_timeout_s: float
+    #: Server processes on the port; None: ``auto`` (``serving_layout`` decides).
+    workers: int | None
+    reuse_port: bool
+    #: Set by a ``--workers`` supervisor: the Unix socket it deals this worker's connections on.
+    connection_fd: int | None
+    #: Set by a core layout's supervisor: the core's socket (in each front).
+    core_socket: str | None
+    #: Set by a core layout's supervisor: serve the core on this socket (the core process).
+    serve_core: str | None
+    opencv_threads: int
+    log_level: str
+
+    def __post_init__(self) -> None:
+        for problem in _contradictions(self):
+            raise SettingsError(problem)
+
+
+def _contradictions(settings: ServerSettings) -> list[str]:
+    checks = [
+        (settings.workers is not None and settings.workers < 1, "--workers must be at least 1"),
+        (
+            settings.max_buffered_mb is not None
+            and settings.max_buffered_mb < settings.max_message_mb,
+            "--max-buffered-mb cannot be less than --max-message-mb",
+        ),
+        (
+            settings.max_image_mb > settings.max_message_mb,
+            "--max-image-mb cannot exceed --max-message-mb",
+        ),
+        (
+            settings.max_images > settings.max_in_flight,
+            "--max-images cannot exceed --max-in-flight: such a call could never run",
+        ),
+        (
+            settings.max_call_mp > settings.max_in_flight_mp,
+            "--max-call-mp cannot exceed --max-in-flight-mp",
+        ),
+        (settings.min_in_flight < 1, "--min-in-flight must be at least 1"),
+        (
+            not 0 <= settings.admit_wait_fraction <= 1,
+            "--admit-wait-fraction must be in 0..1",
+        ),
+        (settings.call_window < 1, "--call-window must be at least 1"),
+    ]
+    return [message for failed, message in checks if failed]
+
+
+def parse_args(argv: list[str] | None = None) -> ServerSettings:
+    """The command line, checked (exit code 2 and the reason on a contradiction)."""
     parser = _parser()
-    args = parser.parse_args(argv)
-    for optional in ("model", "device", "arch"):  # SUPPRESS keeps "(default: None)" off --help
-        setattr(args, optional, getattr(args, optional, None))
-    if args.workers is not None and args.workers < 1:
-        parser.error("--workers must be at least 1")
-    args.max_buffered_mb = getattr(args, "max_buffered_mb", None)
-    if args.max_buffered_mb is not None and args.max_buffered_mb < args.max_message_mb:
-        parser.error("--max-buffered-mb cannot be less than --max-message-mb")
-    if args.max_image_mb > args.max_message_mb:
-        parser.error("--max-image-mb cannot exceed --max-message-mb")
-    if args.max_images > args.max_in_flight:
-        parser.error("--max-images cannot exceed --max-in-flight: such a call could never run")
-    if args.max_call_mp > args.max_in_flight_mp:
-        parser.error("--max-call-mp cannot exceed --max-in-flight-mp")
-    if args.min_in_flight < 1:
-        parser.error("--min-in-flight must be at least 1")
-    if not 0 <= args.admit_wait_fraction <= 1:
-        parser.error("--admit-wait-fraction must be in 0..1")
-    if args.call_window < 1:
-        parser.error("--call-window must be at least 1")
-    return args
+    namespace = parser.parse_args(argv)
+    fields = {
+        # SUPPRESS keeps "(default: None)" off --help: these may be absent from the namespace.
+        **dict.fromkeys(("model", "device", "arch", "max_buffered_mb")),
+        **vars(namespace),
+    }
+    try:
+        return ServerSettings(**fields)
+    except SettingsError as error:
+        parser.error(str(error))
+
+
+class Layout(enum.Enum):
+    """How the server's processes are arranged."""
+
+    #: One process serves the port.
+    ONE_PROCESS = "one process"
+    #: The baseline's ``--workers N``: N processes, each with its own model copy.
+    WORKERS = "workers"
+    #: The pipelined handler's ``--workers N``: N fronts beside one GPU core process.
+    FRONTS_AND_CORE = "fronts and a core"
+    #: This process is a layout's GPU core (``--serve-core``, set by its supervisor).
+    CORE = "core"
+
+
+@dataclass(frozen=True)
+class ServingLayout:
+    kind: Layout
+    #: Server processes on the port (workers or fronts; 1 for one process or a core).
+    processes: int
+
+
+def serving_layout(settings: ServerSettings, *, on_gpu: bool, cpu_count: int) -> ServingLayout:
+    """The one place the settings choose a layout. ``--workers`` as given, or what ``auto``
+    means for this handler on this machine: one front per two CPU cores, 2 to 8, for the
+    pipelined handler on a GPU, else one process (see ``--workers``'s help)."""
+    if settings.serve_core is not None:
+        return ServingLayout(Layout.CORE, 1)
+    processes = settings.workers
+    if processes is None:
+        pipelined_on_gpu = settings.handler == "pipelined" and on_gpu
+        processes = max(2, min(8, cpu_count // 2)) if pipelined_on_gpu else 1
+    if processes == 1:
+        return ServingLayout(Layout.ONE_PROCESS, 1)
+    if settings.handler == "pipelined":
+        return ServingLayout(Layout.FRONTS_AND_CORE, processes)
+    return ServingLayout(Layout.WORKERS, processes)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,14 +155,24 @@ def _parser() -> argparse.ArgumentParser:
         "or the pipelined (torchpipe_lite) handler on the same engine.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--handler", choices=("baseline", "pipelined"), default="pipelined")
+    parser.add_argument(
+        "--handler",
+        choices=("baseline", "pipelined"),
+        default="pipelined",
+        help="baseline: the reference's design, each request decoded and run at batch 1 under "
+        "one engine lock, one pool thread per call; pipelined: the request's bytes go into a "
+        "torchpipe_lite pipeline (decode, resize, batched model), no thread waits per call",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
-    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument(
+        "--port", type=int, default=8888, help="TCP port the Thrift service listens on"
+    )
     parser.add_argument(
         "--threads",
         type=int,
         default=20,
-        help="threads that run blocking calls (the baseline runs every request on one)",
+        help="handler threads for the work that waits: each baseline call runs on one; the "
+        "pipelined handler uses them for stats() only",
     )
     _model_flags(parser.add_argument_group("the model"))
     _limit_flags(parser.add_argument_group("what calls may ask (over: TOO_LARGE, OVERLOADED)"))
@@ -68,23 +187,9 @@ def _parser() -> argparse.ArgumentParser:
         "once; 0: OpenCV's default, one per core)",
     )
     parser.add_argument(
-        "--switch-interval-ms",
-        type=_positive_ms,
-        default=argparse.SUPPRESS,
-        help="how long a thread may hold the interpreter lock while others wait for it "
-        "(sys.setswitchinterval; default: Python's, 5 ms)",
-    )
-    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser
-
-
-def _positive_ms(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of ms, got {text}")
-    return value
 
 
 def _model_flags(group: argparse._ArgumentGroup) -> None:
@@ -277,13 +382,3 @@ def _workers(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
-def resolve_workers(args: argparse.Namespace, *, on_gpu: bool, cpu_count: int) -> int:
-    """The serving layout's process count: ``--workers`` as given, or what ``auto`` means for
-    this handler on this machine (see ``--workers``'s help)."""
-    if args.workers is not None:
-        return args.workers
-    if args.handler != "pipelined" or not on_gpu:
-        return 1
-    return max(2, min(8, cpu_count // 2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -140,26 +139,21 @@ def load_service_config(
     path: str | Path,
     model_override: str | Path | None = None,
     device_override: str | None = None,
-    *,
-    tables: Mapping[str, Any] | None = None,
 ) -> ServiceConfig:
     """Reads ``path`` and validates it (``ConfigError`` naming node and key, before anything
     is built); ``model_override`` replaces the model node's ``model`` and ``device_override``
     its ``device``. A relative model path resolves against the current directory
-    (TorchPipe's convention), here, once. ``tables``: the file's tables when the caller has
-    read and adjusted them already (``benchmarks.pipeline_contention``'s ``--set``).
+    (TorchPipe's convention), here, once.
 
     A model node named after its model file (``[resnet50]`` for ``resnet50.onnx``) takes the
     name of the file ``model_override`` names, so that logs and metrics say which model runs.
     The model file need not exist yet: the service exports the shipped one after this.
     """
     path = Path(path)
-    if tables is None:
-        try:
-            tables = read_toml(path)
-        except ConfigError as exc:
-            raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from None
-    raw = copy.deepcopy(dict(tables))
+    try:
+        raw = read_toml(path)
+    except ConfigError as exc:
+        raise ServiceConfigError(f"cannot read the pipeline config {path}: {exc}") from None
     model_nodes = [
         name for name, table in raw.items() if isinstance(table, dict) and "model" in table
     ]

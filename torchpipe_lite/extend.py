@@ -11,7 +11,8 @@ the modules behind these names are internal and may move.
   ``param_precision``, ``param_device``; ``running_precision`` (what TorchTensor would run).
 - Images: ``read_header`` (an ``ImageHeader``: format, size and orientation from the first
   bytes, no decode), ``check_pixels`` with its limits ``DEFAULT_MAX_PIXELS`` and
-  ``DEFAULT_MAX_PIXELS_PER_BYTE``, ``decode_bgr`` (OpenCV's decode, as DecodeMat does it).
+  ``DEFAULT_MAX_PIXELS_PER_BYTE``, ``decode_bgr`` (OpenCV's decode, as DecodeMat does it),
+  ``HEADER_KEY`` (the request key under which a server hands the decoders the header it read).
 - Configuration: ``NodeConfig``, ``PipelineConfig``, ``BackendSpec``, ``read_toml``.
 - Figures: ``InstanceCounters`` (one worker's lock-free counters), the ``NodeStats`` schema's
   ``FIGURES`` and its ``Figure``/``Merge`` metadata, ``add_figures`` and ``total_of``.
@@ -23,6 +24,7 @@ from .backends.image.image_cpu import decode_bgr
 from .backends.image.image_header import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_PIXELS_PER_BYTE,
+    HEADER_KEY,
     ImageHeader,
     check_pixels,
     read_header,
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_PIXELS_PER_BYTE",
     "FIGURES",
+    "HEADER_KEY",
     "BackendSpec",
     "Figure",
     "ImageHeader",

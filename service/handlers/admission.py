@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from service.gen.inference.ttypes import AdmissionStats, ErrorCode, InferenceError
 from service.handlers.admission_limit import ClearanceLimit, LimitSettings
 from torchpipe_lite.errors import OverloadedError, RequestCancelledError, RequestTimeoutError
-from torchpipe_lite.extend import DEFAULT_MAX_PIXELS, read_header
+from torchpipe_lite.extend import DEFAULT_MAX_PIXELS, HEADER_KEY, ImageHeader, read_header
 
 _MEGA = 1_000_000
 #: Admission counts as saturated for this long after it last refused a call.
@@ -116,12 +116,21 @@ class Ticket:
     """An admitted call's share of the budget. The handler reports each image that ends
     (``image_ended``); ``release()`` gives back what the call still holds (once)."""
 
-    __slots__ = ("_admission", "deadline_s", "ended", "held", "images", "pixels")
+    __slots__ = ("_admission", "_headers", "deadline_s", "ended", "held", "images", "pixels")
 
     def __init__(
-        self, admission: Admission, images: int, held: int, pixels: int, deadline_s: float
+        self,
+        admission: Admission,
+        images: int,
+        held: int,
+        pixels: int,
+        deadline_s: float,
+        headers: dict[int, ImageHeader | None] | None = None,
     ):
         self._admission: Admission | None = admission
+        #: The headers read when the call was weighed, by ``id`` of the bytes they were read
+        #: from (those bytes live as long as the call).
+        self._headers = headers or {}
         self.images = images
         #: Images of the budget the call holds: at most the images it has in the pipeline at
         #: once (its window); fewer once fewer than that are left.
@@ -137,6 +146,14 @@ class Ticket:
         admission = self._admission
         if admission is not None:
             admission._image_ended(self, clears(error))
+
+    def request(self, data: bytes) -> dict:
+        """A pipeline request for ``data``, with the header read when it was weighed (so that
+        the decoder reads none of its own: ``HEADER_KEY``)."""
+        request: dict = {"data": data}
+        if id(data) in self._headers:
+            request[HEADER_KEY] = (data, self._headers[id(data)])
+        return request
 
     def release(self) -> None:
         admission, self._admission = self._admission, None
@@ -187,9 +204,10 @@ class Admission:
         images = len(datas)
         pixels = 0
         per_image = self.limits.max_pixels_per_image
+        headers: dict[int, ImageHeader | None] = {}
         for data in datas:
             if isinstance(data, bytes | bytearray):
-                header = read_header(data)
+                header = headers[id(data)] = read_header(data)
                 if header is not None and header.pixels <= per_image:
                     pixels += header.pixels
         if pixels > self._max_call_pixels:
@@ -219,7 +237,7 @@ class Admission:
             self._pixels += pixels
         timeout_s = limits.request_timeout_s
         deadline_s = now_s + timeout_s if timeout_s > 0 else float("inf")
-        return Ticket(self, images, decision.held, pixels, deadline_s)
+        return Ticket(self, images, decision.held, pixels, deadline_s, headers)
 
     def _image_ended(self, ticket: Ticket, cleared: bool) -> None:
         with self._lock:

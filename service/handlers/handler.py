@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 import torchpipe_lite as tp
+from service.call_context import CallContext
 from service.errors import (
     code_name,
     inference_error,
@@ -32,11 +33,11 @@ from service.gen.inference.ttypes import (
 from service.handlers.admission import Admission, RequestLimits, Ticket, call_images
 from service.handlers.class_scores import Scores
 from service.handlers.outcomes import RequestOutcomes
+from service.handlers.pool import BlockingPool
 from service.handlers.predictions import top_k
 from service.ops.gpu_stats import GpuReader
 from service.ops.ops_server import ServiceState
 from service.ops.wire_stats import wire_node_stats
-from service.rpc.connection import Reply
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +50,19 @@ Outcome = Scores | torch.Tensor | None | BaseException
 
 
 class ClassifierHandler(abc.ABC):
-    """Implements every RPC of ``InferenceService`` on top of ``classify``.
+    """Implements every RPC of ``InferenceService`` once, on top of ``start_classify``: the
+    ``CallHandler`` of ``service.rpc.call_handler``, whose methods return at once and answer
+    through the call's context from whichever thread finishes the work.
 
-    Subclasses provide the engine: ``classify`` (logits per image, each image failing on its
-    own), ``node_figures`` and ``close``. Every failure reaches the client as an
+    Subclasses provide the engine: ``start_classify`` (logits per image, each image failing on
+    its own), ``node_figures`` and ``close``; one whose engine blocks builds on
+    ``service.handlers.blocking.BlockingHandler``. Every failure reaches the client as an
     ``InferenceError`` and is logged once, with the request's uuid and code, at a bounded rate.
     A call whose client went away before its answer is neither: it is counted cancelled.
-
-    A subclass that can also classify without blocking (``classify_async``) lists the
-    inference methods in ``async_methods``: the server then starts them on its loop thread and
-    the thread that finishes the work replies (``service.rpc.calls``).
     """
 
     #: "baseline" or "pipelined": reported by ``stats()``.
     handler_name: ClassVar[str]
-    #: Methods the server runs as ``<name>_async(*args, reply)`` instead of on a pool thread.
-    async_methods: ClassVar[tuple[str, ...]] = ("ping",)
 
     def __init__(
         self,
@@ -72,8 +70,11 @@ class ClassifierHandler(abc.ABC):
         device: str,
         limits: RequestLimits | None = None,
         admission: Admission | None = None,
+        threads: int = 8,
     ):
         self.device = device
+        #: Where the work that waits runs (``stats``, and a blocking engine's calls).
+        self.blocking = BlockingPool(threads, name=f"{self.handler_name}-call")
         self.limits = limits or RequestLimits()
         #: The work this process admits at once (``admit``, called before every call runs).
         self.admission = admission or Admission()
@@ -91,10 +92,10 @@ class ClassifierHandler(abc.ABC):
         self._gpu_reader = gpu_reader
 
     def observe_connections(self, connections: Callable[[], ConnectionStats]) -> None:
-        """Let ``stats()`` report the connection layer (its server calls this)."""
+        """Let ``stats()`` report the connection layer (``ThriftServer.connection_stats``)."""
         self._connections = connections
 
-    # -- admission (the RPC layer calls these on its loop thread) ------------------------------
+    # -- admission (each RPC with images asks first, on the loop thread) ----------------------
 
     def admit(self, method: str, args: tuple) -> Ticket | None:
         """The ticket of a call about to run, or the ``InferenceError`` to answer it with at
@@ -135,22 +136,36 @@ class ClassifierHandler(abc.ABC):
     # -- what a handler implements -----------------------------------------------------------
 
     @abc.abstractmethod
-    def classify(self, images: Sequence[bytes]) -> list[Outcome]:
-        """Logits of each image, in order. Must not raise for one image's failure: return it."""
+    def start_classify(
+        self,
+        images: Sequence[bytes],
+        call: CallContext,
+        ticket: Ticket | None,
+        done: Callable[[list[Outcome]], None],
+    ) -> None:
+        """Start classifying ``images`` and return; ``done(outcomes)`` is called once, from any
+        thread, with each image's outcome in order (an image's failure is its outcome).
+
+        ``call`` bounds the work: its deadline, and its cancellation (work still waiting when
+        its client goes away is dropped). ``ticket`` is the call's share of the admission
+        budget (None: not admitted through it), told of each image that ends."""
 
     @abc.abstractmethod
     def node_figures(self) -> list[tp.NodeStats]:
         """Per-stage figures (the library's, with each instance's placement), in order."""
 
-    def classify_async(
-        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None], reply: Reply
-    ) -> None:
-        """Start classifying ``images``; ``done(outcomes)`` is called once, from any thread.
+    def classify(self, images: Sequence[bytes]) -> list[Outcome]:
+        """The outcomes of ``images``, waiting for them (for tools and tests: no RPC waits)."""
+        finished = threading.Event()
+        outcomes: list[list[Outcome]] = []
 
-        ``reply`` is the call's: its ticket's deadline bounds the work, and work still waiting
-        when its client goes away is cancelled (``reply.when_abandoned``). Only handlers that
-        list inference methods in ``async_methods`` implement it."""
-        raise NotImplementedError(f"{type(self).__name__} classifies only synchronously")
+        def done(result: list[Outcome]) -> None:
+            outcomes.append(result)
+            finished.set()
+
+        self.start_classify(images, CallContext("classify", _nobody), None, done)
+        finished.wait()
+        return outcomes[0]
 
     def images_at_once(self) -> int | None:
         """Images of one call this handler works on at once (None: all of them): what a
@@ -165,31 +180,58 @@ class ClassifierHandler(abc.ABC):
         """Per-stage figures as ``stats()`` sends them."""
         return [wire_node_stats(figures) for figures in self.node_figures()]
 
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release the engine; called once the server has stopped."""
+    def close(self) -> None:
+        """Release the engine; called once the server has stopped. Subclasses that hold
+        more call this too."""
+        self.blocking.close()
 
-    # -- the RPCs ------------------------------------------------------------------------------
+    # -- the RPCs (``service.rpc.call_handler.CallHandler``): each returns at once ------------
 
-    def ping(self) -> None:  # noqa: B027 - nothing to do: answering is the check
-        """Liveness check."""
+    def ping_async(self, call: CallContext) -> None:
+        """Liveness check, answered on the loop thread."""
+        call.send(None)
 
-    def infer_batch(self, params: InferenceParams) -> InferenceResult:
+    def stats_async(self, call: CallContext) -> None:
+        """``stats()``, on a pool thread: reading the GPUs may take a while."""
+        self.blocking.run(call, lambda: call.send(self.stats()))
+
+    def infer_batch_async(self, call: CallContext, params: InferenceParams) -> None:
         """Top-1 of one image (the reference call)."""
-        best = self._predict_one(params, 1)[0]
-        return InferenceResult(label=best.label, score=best.score)
+        ticket = self._admit_call(call, (params,))
 
-    def infer_topk(self, params: InferenceParams, k: int) -> list[Prediction]:
+        def answer(outcome: Outcome) -> InferenceResult:
+            best = self._predictions(outcome, 1, params.uuid)[0]
+            return InferenceResult(label=best.label, score=best.score)
+
+        self._start_one(call, ticket, params, answer)
+
+    def infer_topk_async(self, call: CallContext, params: InferenceParams, k: int) -> None:
         """The ``k`` most probable classes of one image."""
+        ticket = self._admit_call(call, (params,))
         self._check_k(k, getattr(params, "uuid", None))
-        return self._predict_one(params, k)
+        self._start_one(
+            call, ticket, params, lambda outcome: self._predictions(outcome, k, params.uuid)
+        )
 
-    def infer_many(self, params_list: list[InferenceParams], k: int) -> list[ItemResult]:
-        """Several images, each with its own outcome, in order."""
+    def infer_many_async(
+        self, call: CallContext, params_list: list[InferenceParams], k: int
+    ) -> None:
+        """Several images, each with its own outcome, in order; answered once the last of
+        them is finished."""
+        ticket = self._admit_call(call, (params_list, k))
         results, pending = self._many_start(params_list, k)
-        outcomes = self.classify([params_list[position].data for position in pending])
-        self._many_finish(params_list, k, results, pending, outcomes)
-        self._log_many(results)
-        return results
+        if not pending:
+            self._outcomes.log_failed_items(results)
+            call.send(results)
+            return
+
+        def answer(outcomes: list[Outcome]) -> list[ItemResult]:
+            self._many_finish(params_list, k, results, pending, outcomes)
+            self._outcomes.log_failed_items(results)
+            return results
+
+        images = [params_list[position].data for position in pending]
+        self._classify_then(call, ticket, images, answer)
 
     def _many_start(
         self, params_list: list[InferenceParams], k: int
@@ -233,82 +275,51 @@ class ClassifierHandler(abc.ABC):
             except InferenceError as error:
                 results[position].error = error
 
-    def _log_many(self, results: list[ItemResult]) -> None:
-        """One line for the failed images of an ``infer_many`` call, however many failed."""
-        codes = Counter(code_name(r.error.code) for r in results if r.error is not None)
-        if codes:
-            self._outcomes.log.log(
-                "infer_many",
-                logging.INFO,
-                "infer_many: %d of %d images failed (%s)",
-                sum(codes.values()),
-                len(results),
-                ", ".join(f"{code} x{count}" for code, count in codes.most_common()),
-            )
+    def _admit_call(self, call: CallContext, args: tuple) -> Ticket | None:
+        """Admit ``call`` (raises its refusal): its deadline is the ticket's, and the ticket
+        is given back when the call is answered."""
+        ticket = self.admit(call.method, args)
+        if ticket is not None:
+            call.deadline_s = ticket.deadline_s
+            call.when_answered(ticket.release)
+        return ticket
 
-    # -- the RPCs without a waiting thread (for handlers with ``classify_async``) -------------
-
-    def ping_async(self, reply: Reply) -> None:
-        """Liveness check, answered on the loop thread."""
-        reply.send(None)
-
-    def infer_batch_async(self, params: InferenceParams, reply: Reply) -> None:
-        """``infer_batch``, answered from the thread that finishes the image."""
-
-        def done(outcomes: list[Outcome]) -> None:
-            if reply.abandoned:
-                reply.fail(self.abandoned("infer_batch", 1))
-                return
-            try:
-                best = self._predictions(outcomes[0], 1, params.uuid)[0]
-            except InferenceError as error:
-                reply.fail(error)
-                return
-            reply.send(InferenceResult(label=best.label, score=best.score))
-
-        self._start_one(params, done, reply)
-
-    def infer_topk_async(self, params: InferenceParams, k: int, reply: Reply) -> None:
-        """``infer_topk``, answered from the thread that finishes the image."""
-        self._check_k(k, getattr(params, "uuid", None))
-
-        def done(outcomes: list[Outcome]) -> None:
-            if reply.abandoned:
-                reply.fail(self.abandoned("infer_topk", 1))
-                return
-            try:
-                reply.send(self._predictions(outcomes[0], k, params.uuid))
-            except InferenceError as error:
-                reply.fail(error)
-
-        self._start_one(params, done, reply)
-
-    def infer_many_async(self, params_list: list[InferenceParams], k: int, reply: Reply) -> None:
-        """``infer_many``, answered once the last of its images is finished."""
-        results, pending = self._many_start(params_list, k)
-        if not pending:
-            self._log_many(results)
-            reply.send(results)
-            return
-
-        def done(outcomes: list[Outcome]) -> None:
-            if reply.abandoned:
-                reply.fail(self.abandoned("infer_many", len(pending)))
-                return
-            self._many_finish(params_list, k, results, pending, outcomes)
-            self._log_many(results)
-            reply.send(results)
-
-        self.classify_async([params_list[position].data for position in pending], done, reply)
-
-    def _start_one(self, params: InferenceParams, done: Callable, reply: Reply) -> None:
+    def _start_one(
+        self,
+        call: CallContext,
+        ticket: Ticket | None,
+        params: InferenceParams,
+        answer: Callable[[Outcome], Any],
+    ) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("request received uuid=%s", printable_uuid(getattr(params, "uuid", None)))
         error = self._check_params(params)
         if error is not None:
-            reply.fail(self._failed(error, None))
-            return
-        self.classify_async([params.data], done, reply)
+            raise self._failed(error, None)
+        self._classify_then(call, ticket, [params.data], lambda outcomes: answer(outcomes[0]))
+
+    def _classify_then(
+        self,
+        call: CallContext,
+        ticket: Ticket | None,
+        images: list[bytes],
+        answer: Callable[[list[Outcome]], Any],
+    ) -> None:
+        """Classify ``images``, then answer ``call`` with ``answer(outcomes)``, or with what
+        it raised; a call whose client went away is answered cancelled."""
+
+        def done(outcomes: list[Outcome]) -> None:
+            if call.cancelled:
+                call.fail(self.abandoned(call.method, len(images)))
+                return
+            try:
+                value = answer(outcomes)
+            except Exception as error:
+                call.fail(error)
+                return
+            call.send(value)
+
+        self.start_classify(images, call, ticket, done)
 
     def stats(self) -> ServerStats:
         """The server's counters and per-stage figures."""
@@ -329,15 +340,6 @@ class ClassifierHandler(abc.ABC):
         )
 
     # -- shared steps --------------------------------------------------------------------------
-
-    def _predict_one(self, params: InferenceParams, k: int) -> list[Prediction]:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("request received uuid=%s", printable_uuid(getattr(params, "uuid", None)))
-        error = self._check_params(params)
-        if error is not None:
-            raise self._failed(error, None)
-        (outcome,) = self.classify([params.data])  # params checked above
-        return self._predictions(outcome, k, params.uuid)
 
     def _predictions(
         self, outcome: Outcome, k: int, uuid: str | None = None, *, log: bool = True
@@ -375,3 +377,7 @@ class ClassifierHandler(abc.ABC):
                 ErrorCode.INVALID_ARGUMENT, f"k must be in 1..{MAX_TOP_K}, got {k}", uuid
             )
             raise self._failed(error, None)
+
+
+def _nobody(_value: Any, _error: BaseException | None) -> None:
+    """The answer of a call nobody made (``classify``): its outcomes go to ``done``."""

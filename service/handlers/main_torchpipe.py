@@ -8,21 +8,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torchpipe_lite as tp
+from service.call_context import CallContext
 from service.core_split import core_nodes
-from service.handlers.admission import Admission, RequestLimits
+from service.handlers.admission import Admission, RequestLimits, Ticket
 from service.handlers.handler import ClassifierHandler, Outcome
-from service.rpc.connection import Reply
-from service.service_config import ServiceConfig
+from service.service_config import ServiceConfig, ServiceConfigError
 
 logger = logging.getLogger(__name__)
 
 
 class PipelinedHandler(ClassifierHandler):
     """Decode, resize, colour and the model run as pipeline stages, each with its own
-    instances and dynamic batching; the RPC thread only submits the bytes and waits."""
+    instances and dynamic batching; the RPC loop thread only submits the bytes, and the
+    pipeline's thread that ends a request answers it."""
 
     handler_name = "pipelined"
-    async_methods = ("ping", "infer_batch", "infer_topk", "infer_many")
 
     def __init__(
         self,
@@ -31,8 +31,9 @@ class PipelinedHandler(ClassifierHandler):
         device: str,
         limits: RequestLimits | None = None,
         admission: Admission | None = None,
+        threads: int = 8,
     ):
-        super().__init__(device=device, limits=limits, admission=admission)
+        super().__init__(device=device, limits=limits, admission=admission, threads=threads)
         front = config.front_pipeline()
         self._local: tp.Pipeline | None = None
         if config.core_socket is None:
@@ -48,11 +49,11 @@ class PipelinedHandler(ClassifierHandler):
             self._pipeline: tp.Pipeline | tp.RemotePipeline = tp.connect(config.core_socket)
         else:
             self._pipeline = self._local = tp.pipe(front)
-            built = self._local.config
-            if any(node.inline for node in built.nodes if node.name in built.roots):
-                # Inline stages run on the thread that submits: the server's pool threads, not
-                # its one loop thread.
-                self.async_methods = ("ping",)
+            try:
+                _check_no_inline_roots(config, self._local)
+            except ServiceConfigError:
+                self._local.close()
+                raise
         if config.model_node in self._pipeline.node_names:
             low, high = self._pipeline.batch_range(config.model_node)
             logger.info(
@@ -65,29 +66,14 @@ class PipelinedHandler(ClassifierHandler):
         else:
             logger.info("front ready: %s", " -> ".join(self._pipeline.node_names))
 
-    def classify(self, images: Sequence[bytes]) -> list[Outcome]:
-        requests = [{"data": image} for image in images]
-        if len(requests) == 1:  # the common call: wait on the pipeline, no future needed
-            try:
-                self._pipeline(requests[0], strict=True)
-            except Exception as exc:
-                return [exc]
-            return [requests[0]["result"]]
-        # Submit every image before waiting on any, so they batch together downstream.
-        futures = [self._pipeline.submit(request, strict=True) for request in requests]
-        outcomes: list[Outcome] = []
-        for future in futures:
-            try:
-                outcomes.append(future.result()["result"])
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
-
-    def classify_async(
-        self, images: Sequence[bytes], done: Callable[[list[Outcome]], None], reply: Reply
+    def start_classify(
+        self,
+        images: Sequence[bytes],
+        call: CallContext,
+        ticket: Ticket | None,
+        done: Callable[[list[Outcome]], None],
     ) -> None:
-        ticket = reply.ticket
-        timeout_s = None if ticket is None else ticket.timeout_s()
+        timeout_s = call.timeout_s()
         if len(images) == 1:  # the common call: the request's own end is the answer
 
             def ended(request: dict, error: BaseException | None) -> None:
@@ -96,18 +82,18 @@ class PipelinedHandler(ClassifierHandler):
                 done([error if error is not None else request["result"]])
 
             handle = self._pipeline.dispatch(
-                {"data": images[0]}, ended, strict=True, timeout_s=timeout_s
+                _request(images[0], ticket), ended, strict=True, timeout_s=timeout_s
             )
-            reply.when_abandoned(handle.cancel)
+            call.when_cancelled(handle.cancel)
             return
         # The call has as many images in the pipeline at once as it holds of the admission
         # budget: its next image takes the slot of one that ended.
         window = self.limits.call_window if ticket is None else ticket.held
-        _WindowedCall(self._pipeline, images, done, reply, window).start()
+        _WindowedCall(self._pipeline, images, done, call, ticket, window).start()
 
     def images_at_once(self) -> int | None:
-        """A multi-image call runs a window at a time (all at once where it runs inline)."""
-        return self.limits.call_window if "infer_many" in self.async_methods else None
+        """A multi-image call runs a window at a time."""
+        return self.limits.call_window
 
     def node_figures(self) -> list[tp.NodeStats]:
         """This process's stages (a front's own; the core reports its stages itself)."""
@@ -120,6 +106,7 @@ class PipelinedHandler(ClassifierHandler):
     def close(self) -> None:
         logger.info("closing the pipeline")
         self._pipeline.close()
+        super().close()
 
 
 class _WindowedCall:
@@ -135,13 +122,15 @@ class _WindowedCall:
         pipeline: tp.Pipeline | tp.RemotePipeline,
         images: Sequence[bytes],
         done: Callable[[list[Outcome]], None],
-        reply: Reply,
+        call: CallContext,
+        ticket: Ticket | None,
         window: int,
     ):
         self._pipeline = pipeline
         self._images = images
         self._done = done
-        self._reply = reply
+        self._call = call
+        self._ticket = ticket
         self._window = max(1, window)
         self._outcomes: list[Outcome] = [None] * len(images)
         self._lock = threading.Lock()
@@ -151,7 +140,7 @@ class _WindowedCall:
         self._handles: dict[int, Any] = {}  # submitted and not ended, for cancelling
 
     def start(self) -> None:
-        self._reply.when_abandoned(self._cancel)
+        self._call.when_cancelled(self._cancel)
         self._pump()
 
     def _pump(self) -> None:
@@ -170,23 +159,22 @@ class _WindowedCall:
                     return
                 position = self._next
                 self._next += 1
-            if self._reply.abandoned:
+            if self._call.cancelled:
                 self._end(position, None, tp.RequestCancelledError("the client went away"))
                 continue
-            ticket = self._reply.ticket
             handle = self._pipeline.dispatch(
-                {"data": self._images[position]},
+                _request(self._images[position], self._ticket),
                 lambda request, error, at=position: self._end(at, request, error),
                 strict=True,
-                timeout_s=None if ticket is None else ticket.timeout_s(),
+                timeout_s=self._call.timeout_s(),
             )
             with self._lock:
                 if self._outcomes[position] is None:  # not ended already
                     self._handles[position] = handle
 
     def _end(self, position: int, request: dict | None, error: BaseException | None) -> None:
-        if self._reply.ticket is not None:
-            self._reply.ticket.image_ended(error)
+        if self._ticket is not None:
+            self._ticket.image_ended(error)
         self._outcomes[position] = error if error is not None else request["result"]
         with self._lock:
             self._ended += 1
@@ -202,3 +190,21 @@ class _WindowedCall:
             handles = list(self._handles.values())
         for handle in handles:
             handle.cancel()
+
+
+def _request(image: bytes, ticket: Ticket | None) -> dict:
+    """The pipeline request for ``image``: with the header admission read, when it did."""
+    return {"data": image} if ticket is None else ticket.request(image)
+
+
+def _check_no_inline_roots(config: ServiceConfig, pipeline: tp.Pipeline) -> None:
+    """Refuse a pipeline whose first stage runs inline: it would run on the thread that
+    submits, which here is the RPC layer's one loop thread (docs/decisions/0004)."""
+    built = pipeline.config
+    inline = [node.name for node in built.nodes if node.name in built.roots and node.inline]
+    if inline:
+        raise ServiceConfigError(
+            f"{config.path}: node [{inline[0]}] is inline and first in the pipeline; the "
+            "service submits from its RPC loop thread, which must not run a stage: drop "
+            "`inline = true` from it"
+        )

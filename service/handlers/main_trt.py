@@ -1,7 +1,8 @@
 """The locked baseline handler: the reference's "pure TensorRT + lock" design, honestly.
 
-Per request, in the RPC thread: decode (cv2.imdecode), resize to 224x224 (bilinear), BGR->RGB,
-uint8 1x3xHxW tensor; then the engine at batch 1 under ONE ``threading.Lock``; softmax, top-k.
+Per request, on one of the handler's pool threads: decode (cv2.imdecode), resize to 224x224
+(bilinear), BGR->RGB, uint8 1x3xHxW tensor; then the engine at batch 1 under ONE
+``threading.Lock``; softmax, top-k.
 Normalisation is not done here: the engine fuses mean/std (the very same work the pipeline's
 engine does), so the two handlers differ only in scheduling. The engine is the pipeline
 config's model node (``SyncTensor[TorchTensor]``, or ``SyncTensor[TensorrtTensor]`` where
@@ -19,7 +20,8 @@ import torch
 
 import torchpipe_lite as tp
 from service.handlers.admission import Admission, RequestLimits
-from service.handlers.handler import ClassifierHandler, Outcome
+from service.handlers.blocking import BlockingHandler
+from service.handlers.handler import Outcome
 from service.handlers.preprocessing import ImagePreprocessing
 from service.service_config import ServiceConfig
 from torchpipe_lite.extend import InstanceCounters
@@ -27,8 +29,9 @@ from torchpipe_lite.extend import InstanceCounters
 logger = logging.getLogger(__name__)
 
 
-class BaselineHandler(ClassifierHandler):
-    """Preprocessing in the RPC threads, one engine at batch 1 behind one lock."""
+class BaselineHandler(BlockingHandler):
+    """Preprocessing on the handler's pool threads (one call each), one engine at batch 1
+    behind one lock."""
 
     handler_name = "baseline"
 
@@ -39,8 +42,9 @@ class BaselineHandler(ClassifierHandler):
         device: str,
         limits: RequestLimits | None = None,
         admission: Admission | None = None,
+        threads: int = 8,
     ):
-        super().__init__(device=device, limits=limits, admission=admission)
+        super().__init__(device=device, limits=limits, admission=admission, threads=threads)
         self._preprocessing = ImagePreprocessing.of(config)
         self._backend = config.engine_backend
         logger.info("initialising the baseline engine %s at batch 1", self._backend)
@@ -110,5 +114,6 @@ class BaselineHandler(ClassifierHandler):
 
     def close(self) -> None:
         logger.info("closing the baseline engine")
+        super().close()  # the pool's calls first: they use the engine
         with self._lock:
             self._engine.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from thrift.Thrift import TApplicationException
 
 from service.errors import code_name, is_internal, printable_uuid
-from service.gen.inference.ttypes import InferenceError
+from service.gen.inference.ttypes import InferenceError, ItemResult
 from service.ops.log_limit import LogLimiter
 
 #: The answer to a call whose client went away before it (it reaches no one).
@@ -91,3 +91,16 @@ class RequestOutcomes:
             "cancelled", logging.INFO, "%s: the client went away before the answer", method
         )
         return CLIENT_GONE
+
+    def log_failed_items(self, results: list[ItemResult]) -> None:
+        """One line for the failed images of an ``infer_many`` call, however many failed."""
+        codes = Counter(code_name(r.error.code) for r in results if r.error is not None)
+        if codes:
+            self.log.log(
+                "infer_many",
+                logging.INFO,
+                "infer_many: %d of %d images failed (%s)",
+                sum(codes.values()),
+                len(results),
+                ", ".join(f"{code} x{count}" for code, count in codes.most_common()),
+            )

@@ -11,7 +11,6 @@ supervisor starts it again; the fronts reconnect on their next request.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torchpipe_lite as tp
+from service.command_line import ServerSettings
 from service.device import engine_device
 from service.gen.inference.ttypes import ServerStats
 from service.handlers.handler import wire_node_stats
@@ -104,7 +104,7 @@ class CoreProcess:
         return code
 
 
-def run_core(args: argparse.Namespace) -> int:
+def run_core(args: ServerSettings) -> int:
     """Serve the config's core part on ``args.serve_core`` until SIGTERM; the exit code."""
     config = load_service_config(args.config, args.model, args.device)
     if ensure_model(config.model_path, args.arch, user_given=config.model_user_given):

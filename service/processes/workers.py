@@ -19,7 +19,6 @@ worker is ready, and ``/stats`` and ``/metrics`` from the sum of the workers' an
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import socket
@@ -30,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from service.command_line import ServerSettings
 from service.gen.inference.ttypes import ServerStats
 from service.ops.ops_server import OpsServer, ServiceState
 from service.ops.prometheus_export import MetricsRenderer
@@ -151,8 +151,9 @@ class WorkerGroup:
         return None
 
 
-def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
-    """Supervise ``args.workers`` servers; returns the worst exit code."""
+def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -> int:
+    """Supervise ``args.workers`` servers (fronts of a GPU core this starts, ``with_core``);
+    returns the worst exit code."""
     state = ServiceState()
     try:
         dealer = ConnectionDealer(args.host, args.port, args.workers, reuse_port=args.reuse_port)
@@ -160,7 +161,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
     try:
-        core = _start_core(argv, args) if args.handler == "pipelined" else None
+        core = _start_core(argv, args) if with_core else None
     except CoreStartError as exc:
         logger.error("%s", exc)
         dealer.close()
@@ -217,7 +218,7 @@ def run_workers(argv: Sequence[str], args: argparse.Namespace) -> int:
     return worst
 
 
-def _start_core(argv: Sequence[str], args: argparse.Namespace) -> CoreProcess:
+def _start_core(argv: Sequence[str], args: ServerSettings) -> CoreProcess:
     logger.info("starting the GPU core (the model and the GPU stages, for every front)")
     return CoreProcess(
         argv,
@@ -231,7 +232,7 @@ def _watch(
     core: CoreProcess | None,
     state: ServiceState,
     stopping: threading.Event,
-    args: argparse.Namespace,
+    args: ServerSettings,
 ) -> None:
     """Until a signal: mark the group ready once every worker is. When the core dies, start
     it again (the fronts fail what it held and reconnect). When a worker dies, stop the rest

@@ -19,6 +19,7 @@ from typing import Any
 
 from thrift.Thrift import TApplicationException
 
+from service.call_context import CallContext
 from service.ops.log_limit import LogLimiter
 
 from .budgets import BufferLedger
@@ -41,6 +42,7 @@ class Connection:
         "_pending",
         "_scan",
         "busy",
+        "call",
         "closing",
         "fd",
         "input_waiting",
@@ -50,7 +52,6 @@ class Connection:
         "needed_bytes",
         "out",
         "peer",
-        "reply",
         "sock",
     )
 
@@ -78,8 +79,8 @@ class Connection:
         self.busy = False
         self.closing = False
         self.input_waiting = False
-        #: The running call's reply (the loop thread's: to tell it the client went away).
-        self.reply: Reply | None = None
+        #: The running call's context (the loop thread's: to tell it the client went away).
+        self.call: CallContext | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -147,25 +148,11 @@ class Reply:
     A failure that the method declares (``throws``) reaches the client as that exception; a
     ``TApplicationException`` as itself; anything else is logged with its traceback and the
     client gets ``INTERNAL_ERROR``, as with thrift's generated processor (the log lines are
-    rate-limited: a client may make every call fail).
-
-    ``ticket`` is the call's share of the server's admission budget (released once the answer
-    is handed over). When the client goes away before its answer, the loop thread calls
-    ``abandon()``: what the call registered with ``when_abandoned`` runs (cancel its work), and
-    ``abandoned`` tells the code that would start more of it not to.
+    rate-limited: a client may make every call fail). ``answer`` is the ``CallContext``'s way
+    back (``service.call_context``).
     """
 
-    __slots__ = (
-        "_abandon_lock",
-        "_codec",
-        "_connection",
-        "_finish",
-        "_on_abandon",
-        "_sent",
-        "abandoned",
-        "call",
-        "ticket",
-    )
+    __slots__ = ("_codec", "_connection", "_finish", "_sent", "call")
 
     def __init__(
         self,
@@ -179,36 +166,13 @@ class Reply:
         self._codec = codec
         self._finish = finish
         self._sent = False
-        self.ticket: Any = None
-        self.abandoned = False
-        self._on_abandon: list[Callable[[], None]] = []
-        self._abandon_lock = threading.Lock()
 
-    def when_abandoned(self, cancel: Callable[[], None]) -> None:
-        """Run ``cancel`` if the client goes away before the answer (now, if it has)."""
-        with self._abandon_lock:
-            if not self.abandoned:
-                self._on_abandon.append(cancel)
-                return
-        cancel()
-
-    def abandon(self) -> None:
-        """The client went away: cancel the work registered so far, and any registered later."""
-        with self._abandon_lock:
-            self.abandoned = True
-            cancels, self._on_abandon = self._on_abandon, []
-        for cancel in cancels:
-            try:
-                cancel()
-            except Exception as error:
-                name = self.call.method.name
-                _failure_log.log(
-                    f"cancel-{name}",
-                    logging.ERROR,
-                    "cancelling the work of %s failed",
-                    name,
-                    exc_info=error,
-                )
+    def answer(self, value: Any, error: BaseException | None) -> None:
+        """``fail(error)`` when there is one, else ``send(value)``."""
+        if error is not None:
+            self.fail(error)
+        else:
+            self.send(value)
 
     def send(self, value: Any = None) -> None:
         """Answer the call with ``value``."""
@@ -251,6 +215,4 @@ class Reply:
             )
             return
         self._sent = True
-        if self.ticket is not None:
-            self.ticket.release()
         self._finish(self._connection, data)

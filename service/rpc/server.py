@@ -4,7 +4,8 @@ A thread-per-connection server (thrift's TThreadPoolServer, the reference's) par
 on every connection, so idle or slow clients occupy threads and every request costs two
 thread wake-ups. Here one loop thread waits on all sockets at once (epoll), reads whatever
 arrived, finds whole messages (``message_scan``), decodes them (``codec``) and starts each
-call (``calls``); the thread that finishes a call sends its reply (``replies``). Limits that
+call on its handler (``call_handler``); the thread that finishes a call sends its reply
+(``replies``); ``connection_table`` holds the connections and closes them. Limits that
 no client can get around: a deadline for each message from its first byte to its last, an
 idle timeout between messages, a cap on open connections, and no busy loop when the process
 is out of descriptors.
@@ -16,28 +17,28 @@ its deadline), then ``serve()`` returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import socket
 import threading
 import time
-from typing import Any
 
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.Thrift import TApplicationException, TMessageType
 from thrift.transport.TTransport import TTransportException
 
+from service.call_context import CallContext
 from service.gen.inference import InferenceService
 from service.gen.inference.ttypes import ConnectionStats
 from service.ops.log_limit import LogLimiter
 
 from .acceptor import Acceptor
-from .budgets import BufferLedger, holders_to_cut, server_budgets
-from .calls import CallRunner
+from .budgets import BufferLedger, server_budgets
+from .call_handler import CallDispatcher, CallHandler
 from .codec import Codec, Method, fastbinary_available, service_methods
 from .connection import Connection, Reply
-from .limits import ConnectionFigures, Overdue, TransportLimits, overdue
+from .connection_table import ConnectionTable
+from .limits import ConnectionFigures, TransportLimits
 from .message_scan import MalformedMessageError, MessageHead, ScanLimits
 from .poller import BROKEN, READ, WRITE, Poller
 from .replies import ReplyWriter
@@ -56,17 +57,16 @@ _LISTENER = "listener"
 class ThriftServer:
     """Serves ``InferenceService`` over buffered transport and the strict binary protocol.
 
-    ``threads`` pool threads run the handler's blocking methods; methods the handler lists in
-    ``async_methods`` run without a thread of their own (see ``service.rpc.calls``).
+    Each call goes to ``handler``'s method for it (``service.rpc.call_handler``), on the loop
+    thread, which never waits for one.
     """
 
     def __init__(
         self,
-        handler: Any,
+        handler: CallHandler,
         *,
         host: str = "127.0.0.1",
         port: int = 8888,
-        threads: int = 20,
         limits: TransportLimits | None = None,
         reuse_port: bool = False,
         handoff: socket.socket | None = None,
@@ -76,11 +76,8 @@ class ThriftServer:
         self._max_connections = budgets.max_connections
         #: Bytes held in unfinished request messages, every connection together.
         self.buffers = BufferLedger(budgets.max_buffered_bytes)
-        self._runner = CallRunner(handler, threads=threads)
-        observe = getattr(handler, "observe_connections", None)
-        if observe is not None:  # let its stats() report this layer's figures
-            observe(self.connection_stats)
         self._methods: dict[str, Method] = service_methods(InferenceService)
+        self._dispatcher = CallDispatcher(handler, set(self._methods))
         # The string limit is the message limit: an oversized image inside an acceptable
         # message reaches the handler, which answers TOO_LARGE instead of dropping the client.
         self._codec = Codec(
@@ -92,7 +89,6 @@ class ThriftServer:
         )
         self._poller = Poller()
         self._scratch = memoryview(bytearray(_RECV_BYTES))  # the loop thread's read buffer
-        self._connections: dict[int, Connection] = {}
         self._waker: LoopWaker[Connection] = LoopWaker()
         self._stopping = threading.Event()
         #: Set once the listening socket is closed: from then on connecting is refused.
@@ -100,6 +96,14 @@ class ThriftServer:
         self.figures = ConnectionFigures()
         self._replies = ReplyWriter(self._poller, self._waker, self.figures, self._stopping)
         self._log = LogLimiter(logger, every_s=_LOG_EVERY_S)
+        self._connections = ConnectionTable(
+            self._poller,
+            self.figures,
+            self._log,
+            self._limits,
+            buffers=self.buffers,
+            max_connections=self._max_connections,
+        )
         # A worker of ``--workers`` does not listen: its supervisor accepts and hands it
         # connections over the ``handoff`` Unix socket (``service.processes.connection_dealer``).
         self._acceptor = Acceptor(
@@ -152,7 +156,6 @@ class ThriftServer:
         self._acceptor.watch()
         poller.watch(self._waker.wake_read_fd, self._waker.wake_read_fd)
         poller.watch(self._waker.signal_read_fd, self._waker.signal_read_fd)
-        self._runner.start()
         on_main_thread = threading.current_thread() is threading.main_thread()
         previous_wakeup_fd = (
             signal.set_wakeup_fd(self._waker.signal_write_fd) if on_main_thread else -1
@@ -162,22 +165,21 @@ class ThriftServer:
             self._stop_accepting()
             logger.info("stopped accepting; finishing the calls in flight")
             deadline_s = time.monotonic() + drain_timeout_s
-            self._close_idle_connections()
-            self._loop(lambda: not self._unfinished_connections() or time.monotonic() >= deadline_s)
-            drained = not self._unfinished_connections()
-            drained = self._runner.stop(deadline_s) and drained
+            self._connections.close_idle()
+            self._loop(lambda: not self._connections.unfinished() or time.monotonic() >= deadline_s)
+            drained = not self._connections.unfinished()
         finally:
             if on_main_thread:
                 signal.set_wakeup_fd(previous_wakeup_fd)
         if not drained:
             logger.error(
                 "%d call(s) still running after %.0f s; giving up",
-                self._unfinished_connections(),
+                self._connections.unfinished(),
                 drain_timeout_s,
             )
             return False  # their threads may still reply: leave the sockets open
-        for connection in list(self._connections.values()):
-            self._close(connection)
+        for connection in self._connections:
+            self._connections.close(connection)
         poller.close()
         self._waker.close()
         return True
@@ -196,38 +198,18 @@ class ThriftServer:
                         if events & (READ | BROKEN):
                             self._read(target)
                     except Exception as error:  # one connection's failure is its own
-                        self._drop_after_error(target, error)
+                        self._connections.drop_after_error(target, error)
                 elif target == _LISTENER:
-                    self._acceptor.accept(self._adopt, self._stopping.set)
+                    self._acceptor.accept(self._connections.adopt, self._stopping.set)
                 else:  # a wake-up or a signal (its handler has run by now): a pipe's fd
                     self._waker.drain(target)
             self._handle_posted()
             now_s = time.monotonic()
             if now_s >= next_sweep_s:
-                self._sweep(now_s)
+                if not self._stopping.is_set():
+                    self._acceptor.resume_if_due(now_s)
+                self._connections.sweep(now_s)
                 next_sweep_s = now_s + _SWEEP_S
-
-    def _adopt(self, sock: socket.socket, peer: str) -> None:
-        figures = self.figures
-        if len(self._connections) >= self._max_connections:
-            figures.refused_over_cap += 1
-            sock.close()
-            self._log.log(
-                "cap",
-                logging.WARNING,
-                "refusing connections: %d open is the limit (%d refused so far)",
-                self._max_connections,
-                figures.refused_over_cap,
-            )
-            return
-        sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = Connection(sock, peer, time.monotonic(), self.buffers)
-        self._connections[connection.fd] = connection
-        self._poller.watch(connection.fd, connection)
-        figures.accepted += 1
-        figures.open = len(self._connections)
 
     def _read(self, connection: Connection) -> None:
         # Into one reused buffer, then copied out at its exact size: recv() of a large size
@@ -242,16 +224,16 @@ class ThriftServer:
         data = self._scratch[:received].tobytes()
         if not data:
             with connection.lock:
-                abandoned = connection.busy and connection.reply is not None
+                abandoned = connection.busy and connection.call is not None
             if abandoned:
                 self.figures.calls_abandoned += 1
-                connection.reply.abandon()  # its work is dropped wherever it waits
-            self._close_when_idle(connection)
+                connection.call.cancel()  # its work is dropped wherever it waits
+            self._connections.close_when_idle(connection)
             return
         now_s = time.monotonic()
         connection.last_active_s = now_s
         connection.receive(data, now_s)
-        if self.buffers.over_bytes > 0 and self._cut_largest_holders(connection):
+        if self.buffers.over_bytes > 0 and self._connections.cut_largest_holders(connection):
             return
         with connection.lock:
             if connection.busy:
@@ -260,7 +242,9 @@ class ThriftServer:
             else:
                 over = False
         if over:
-            self._refuse(connection, "sent over the message limit while a call was running")
+            self._connections.refuse(
+                connection, "sent over the message limit while a call was running"
+            )
             return
         if not connection.busy:
             self._next_message(connection)
@@ -277,15 +261,17 @@ class ThriftServer:
         try:
             found = connection.next_message(self._scan_limits, time.monotonic())
         except MalformedMessageError as exc:
-            self._refuse(connection, f"malformed or oversized request: {exc}")
+            self._connections.refuse(connection, f"malformed or oversized request: {exc}")
             return
         if found is not None:
             self._start_call(connection, *found)
 
     def _start_call(self, connection: Connection, head: MessageHead, message: bytes) -> None:
-        connection.reply = None  # no call handed out yet (see ``_drop_after_error``)
+        connection.call = None  # no call handed out yet (see ``ConnectionTable.drop_after_error``)
         if head.message_type not in (TMessageType.CALL, TMessageType.ONEWAY):
-            self._refuse(connection, f"a message of type {head.message_type} is not a call")
+            self._connections.refuse(
+                connection, f"a message of type {head.message_type} is not a call"
+            )
             return
         method = self._methods.get(head.name)
         with connection.lock:
@@ -308,142 +294,36 @@ class ThriftServer:
             # OverflowError: the C decoder's way of refusing a length over the limits.
             with connection.lock:
                 connection.busy = False
-            self._refuse(connection, f"malformed or oversized request: {e}")
+            self._connections.refuse(connection, f"malformed or oversized request: {e}")
             return
         reply = Reply(call, connection, self._codec, self._replies.finish)
-        connection.reply = reply
-        self._runner.run(reply)
+        connection.call = CallContext(head.name, reply.answer)
+        self._dispatcher.start(connection.call, call.args)
 
     # -- follow-ups posted by the threads that sent replies ----------------------------
 
     def _handle_posted(self) -> None:
         for connection in self._waker.take_posted():
-            if self._connections.get(connection.fd) is not connection:
+            if not self._connections.holds(connection):
                 continue  # closed meanwhile (its descriptor may already be another's)
             try:
                 self._follow_up(connection)
             except Exception as error:  # one connection's failure is its own
-                self._drop_after_error(connection, error)
+                self._connections.drop_after_error(connection, error)
 
     def _follow_up(self, connection: Connection) -> None:
         if connection.out is not None and connection.closing:
             connection.out = None  # the client is gone: drop the rest of the reply
             with connection.lock:
                 connection.busy = False
-            self._close(connection)
+            self._connections.close(connection)
         elif connection.out is not None:
             self._poller.change(connection.fd, READ | WRITE)
         elif connection.closing or (self._stopping.is_set() and not connection.busy):
-            self._close_when_idle(connection)
+            self._connections.close_when_idle(connection)
         else:
             self._next_message(connection)
-
-    # -- closing -----------------------------------------------------------------------------
-
-    def _drop_after_error(self, connection: Connection, error: Exception) -> None:
-        """An exception escaped the handling of ``connection`` (a server bug, or a limit the
-        checks missed): close that connection, log at a bounded rate, serve the others."""
-        self.figures.closed_on_error += 1
-        self._log.log(
-            "connection_error",
-            logging.ERROR,
-            "closing the connection from %s after an unexpected %s",
-            connection.peer,
-            type(error).__name__,
-            exc_info=error,
-        )
-        with connection.lock:
-            if connection.busy and connection.reply is None:
-                connection.busy = False  # no call was handed out: nothing else will end it
-        with contextlib.suppress(OSError):  # the socket may be broken already
-            self._close_when_idle(connection)
-
-    def _refuse(self, connection: Connection, why: str) -> None:
-        self.figures.closed_malformed += 1
-        self._log.log(
-            "malformed", logging.WARNING, "closing the connection from %s: %s", connection.peer, why
-        )
-        self._close_when_idle(connection)
-
-    def _cut_largest_holders(self, reading: Connection) -> bool:
-        """Close the connections holding the most unfinished bytes until the buffer budget
-        is kept; True when ``reading`` was one of them."""
-        held = ((c.buffered_bytes, c) for c in self._connections.values() if not c.closing)
-        for connection in holders_to_cut(held, self.buffers.over_bytes):
-            self.figures.closed_over_buffer_budget += 1
-            self._log.log(
-                "budget",
-                logging.WARNING,
-                "closing the connection from %s: its unfinished request held %.1f MiB when "
-                "those of every connection passed the budget, %.0f MiB",
-                connection.peer,
-                connection.buffered_bytes / (1 << 20),
-                self.buffers.budget_bytes / (1 << 20),
-            )
-            self._close_when_idle(connection)
-        return reading.closing
-
-    def _close_when_idle(self, connection: Connection) -> None:
-        """Close now, or (a call is running) once its reply has been sent."""
-        with connection.lock:
-            connection.closing = True
-            busy = connection.busy
-        connection.drop_input()  # whatever else it sent is never read
-        if busy:
-            self._poller.forget(connection.fd)  # read no more from it
-            return
-        self._close(connection)
-
-    def _close(self, connection: Connection) -> None:
-        if self._connections.get(connection.fd) is not connection:
-            return
-        del self._connections[connection.fd]
-        self._poller.forget(connection.fd)
-        connection.drop_input()
-        connection.sock.close()
-        self.figures.open = len(self._connections)
-
-    def _close_idle_connections(self) -> None:
-        """Close the connections between calls; a call running, or a message half received
-        (a client sending its request as the stop came), is let finish, the message within
-        its own deadline (``message_timeout_s``): a drip-feeding client cannot hold the drain
-        longer than that."""
-        for connection in list(self._connections.values()):
-            if not connection.busy and connection.message_started_s is None:
-                self._close(connection)
-
-    def _unfinished_connections(self) -> int:
-        """Connections with a call running or a request message still arriving."""
-        return sum(
-            connection.busy or connection.message_started_s is not None
-            for connection in self._connections.values()
-        )
 
     def _stop_accepting(self) -> None:
         self._acceptor.close()
         self.stopped_accepting.set()
-
-    # -- deadlines ---------------------------------------------------------------------------
-
-    def _sweep(self, now_s: float) -> None:
-        if not self._stopping.is_set():
-            self._acceptor.resume_if_due(now_s)
-        for connection in list(self._connections.values()):
-            if connection.busy or connection.closing:
-                continue
-            why = overdue(
-                connection.message_started_s, connection.last_active_s, now_s, self._limits
-            )
-            if why is Overdue.SLOW_MESSAGE:
-                self.figures.closed_slow_message += 1
-                self._log.log(
-                    "slow",
-                    logging.WARNING,
-                    "closing the connection from %s: a message took over %.0f s to arrive",
-                    connection.peer,
-                    self._limits.message_timeout_s,
-                )
-            elif why is Overdue.IDLE:
-                self.figures.closed_idle += 1
-            if why is not None:
-                self._close(connection)

@@ -47,10 +47,11 @@ class LiveService:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    handler: ClassifierHandler, *, threads: int = 8, limits: TransportLimits | None = None
+    handler: ClassifierHandler, *, limits: TransportLimits | None = None
 ) -> Iterator[LiveService]:
     """Serve ``handler`` from a background thread; stops the server (not the handler) on exit."""
-    server = ThriftServer(handler, host="127.0.0.1", port=0, threads=threads, limits=limits)
+    server = ThriftServer(handler, host="127.0.0.1", port=0, limits=limits)
+    handler.observe_connections(server.connection_stats)
     port = server.listen()
     thread = threading.Thread(target=server.serve, name="test-thrift-server", daemon=True)
     thread.start()

@@ -22,13 +22,13 @@ from typing import Any
 
 from thrift.transport.TTransport import TTransportException
 
-from service.handlers.handler import ClassifierHandler
+from service.handlers.blocking import BlockingHandler
 from service.ops.ops_server import OpsServer, ServiceState
 from service.rpc.server import ThriftServer, TransportLimits
 from service.thrift_client import connect
 
 
-class PingOnly(ClassifierHandler):
+class PingOnly(BlockingHandler):
     """No model: the connection layer is what is under test."""
 
     handler_name = "ping-only"
@@ -74,9 +74,7 @@ def main() -> None:
     if args.ops_port:
         ops = OpsServer(ServiceState(), lambda: "", host="127.0.0.1", port=args.ops_port)
         ops.start()
-    server = ThriftServer(
-        PingOnly(), host="127.0.0.1", port=args.port, threads=2, limits=TransportLimits()
-    )
+    server = ThriftServer(PingOnly(), host="127.0.0.1", port=args.port, limits=TransportLimits())
     server.listen()
     burnt = [os.open(os.devnull, os.O_RDONLY) for _ in range(args.burn_fds)]
     print("ready", server.connection_stats().max_open, flush=True)

@@ -46,7 +46,7 @@ def slow_service(tmp_path: Path, model: Path, limits: AdmissionLimits, **request
         limits=RequestLimits(**request_limits),
         admission=admission_for(config, Admission(limits)),
     )
-    return handler, serve_in_thread(handler, threads=CLIENTS + 8)
+    return handler, serve_in_thread(handler)
 
 
 def test_overload_is_refused_at_once_instead_of_timing_out(tmp_path, resnet18_small_onnx, photos):

@@ -190,8 +190,8 @@ def test_a_client_that_hangs_up_mid_call_is_counted_cancelled_not_failed(caplog,
 
 
 def test_a_blocking_call_whose_client_hung_up_is_counted_cancelled(caplog):
-    handler = GatedHandler()
-    with caplog.at_level(logging.INFO), serve_in_thread(handler, threads=1) as service:
+    handler = GatedHandler(threads=1)
+    with caplog.at_level(logging.INFO), serve_in_thread(handler) as service:
         caller, answered = patient_caller(service)
         assert handler.entered.acquire(timeout=WAIT_S)  # the one pool thread is busy with it
         send_and_hang_up(service.port)

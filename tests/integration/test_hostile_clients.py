@@ -165,7 +165,7 @@ def test_stopping_with_a_client_dripping_bytes_ends_at_its_message_deadline():
     not within its deadline is cut, and the drain ends then, not at the drain timeout."""
     handler = GatedHandler()
     limits = TransportLimits(message_timeout_s=TIMEOUT_S)
-    server = ThriftServer(handler, host=HOST, port=0, threads=2, limits=limits)
+    server = ThriftServer(handler, host=HOST, port=0, limits=limits)
     port = server.listen()
     drained: list[bool] = []
     serving = threading.Thread(target=lambda: drained.append(server.serve(30.0)), daemon=True)

@@ -118,7 +118,7 @@ def test_concurrent_clients_get_their_own_answers(tmp_path, resnet18_small_onnx)
     static = Admission(AdmissionLimits(wait_fraction=0.0))
     handler = PipelinedHandler(config, device="cpu", admission=static)
     try:
-        with serve_in_thread(handler, threads=CLIENTS + 4) as service:
+        with serve_in_thread(handler) as service:
             with service.connect() as connection:
                 alone = {
                     name: connection.client.infer_batch(InferenceParams(uuid=name, data=data))

@@ -134,8 +134,7 @@ def quiet_latencies(port: int, image: bytes, count: int = 10) -> list[float]:
 def serve_slow(tmp_path: Path, model: Path, admission: Admission | None = None, **slow_keys):
     config = load_service_config(slow_config(tmp_path, model, **slow_keys))
     handler = PipelinedHandler(config, device="cpu", admission=admission)
-    # More RPC threads than clients: the pipeline's queue, not the accept queue, meets the load.
-    return handler, serve_in_thread(handler, threads=CLIENTS + 8)
+    return handler, serve_in_thread(handler)
 
 
 def test_full_queue_refuses_fast_and_admitted_latency_holds(tmp_path, resnet18_small_onnx, photos):

@@ -28,7 +28,7 @@ KINDS = [TType.LIST, TType.SET, TType.MAP, TType.STRUCT]
 def live():
     handler = GatedHandler()
     handler.release.set()  # classifications answer at once
-    with serve_in_thread(handler, threads=2) as service:
+    with serve_in_thread(handler) as service:
         yield service
 
 

@@ -27,7 +27,7 @@ def test_stalled_big_senders_cannot_push_the_buffered_bytes_past_the_budget():
     limits = TransportLimits(max_message_bytes=4 * MIB, max_buffered_bytes=budget_bytes)
     whole = attacks.encoded_call(bytes(sent_bytes + MIB // 2))  # each declares more than it sends
     sockets: list[socket.socket] = []
-    with serve_in_thread(PingOnly(), threads=2, limits=limits) as live:
+    with serve_in_thread(PingOnly(), limits=limits) as live:
         try:
             for _ in range(senders):
                 sock = socket.create_connection((HOST, live.port), timeout=WAIT_S)

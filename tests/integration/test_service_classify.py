@@ -10,8 +10,6 @@ import pytest
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.labels import imagenet_categories
-from service.service_config import DEFAULT_CONFIG
-from tests.integration.conftest import live_service
 
 # The engine's normalisation (ImageNet mean and std, 0..255 units), as the configs set it.
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -155,12 +153,30 @@ def test_stats_count_requests(service, photos):
         assert after.nodes[0].inferences - before.nodes[0].inferences == 2
 
 
-def test_inline_config_agrees_with_the_baseline(baseline_service, resnet18_onnx, photos):
-    inline_config = DEFAULT_CONFIG.with_name("resnet50_inline.toml")
-    with live_service("pipelined", resnet18_onnx, config=inline_config) as inline_service:
-        assert_same_predictions(top5(inline_service, photos), top5(baseline_service, photos))
-        with inline_service.connect() as connection:
-            nodes = {node.node: node for node in connection.client.stats().nodes}
-    # The decoder ran on the RPC threads that delivered the requests, not on threads of its own.
-    assert nodes["cpu_decoder"].requests_ok == len(photos)
-    assert nodes["cpu_decoder"].queue_length == 0
+def test_the_pipelined_handler_reads_each_image_header_on_one_thread_only(
+    pipelined_service, photos, monkeypatch
+):
+    """Admission reads the header on the loop thread to weigh the call; the decoder takes
+    that header with the bytes instead of reading it again on its own thread."""
+    import threading
+
+    from service.handlers import admission
+    from torchpipe_lite.backends.image import image_cpu, image_header
+
+    readers: list[str] = []
+    read_header = image_header.read_header
+
+    def counted(data):
+        readers.append(threading.current_thread().name)
+        return read_header(data)
+
+    for module in (image_header, image_cpu, admission):
+        monkeypatch.setattr(module, "read_header", counted)
+    with pipelined_service.connect() as connection:
+        for uuid, data in enumerate(list(photos.values())[:3]):
+            result = connection.client.infer_batch(params(str(uuid), data))
+            assert result.label
+        many = connection.client.infer_many([params("m", photos[name]) for name in photos], 1)
+        assert all(item.error is None for item in many)
+    assert len(readers) == 3 + len(photos)  # once per image
+    assert len(set(readers)) == 1, readers  # the RPC loop thread

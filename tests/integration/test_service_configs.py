@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 import torchpipe_lite as tp
+from benchmarks.tune import render_toml
 from service.app import build_handler, engine_precision
 from service.core_split import FRONT_TAIL, CoreSplitError, split_tables
 from service.service_config import (
     DEFAULT_CONFIG,
     SHIPPED_CONFIGS,
     ImageSettings,
+    ServiceConfig,
+    ServiceConfigError,
     load_service_config,
 )
 from tests.image_samples import png_of
@@ -62,7 +65,7 @@ class JpegGate(tp.Backend):
 
 
 def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_decoder(
-    resnet18_onnx, photos
+    resnet18_onnx, photos, tmp_path
 ):
     """The fallback config as shipped, its nvJPEG stage replaced by a CPU stand-in that
     decodes JPEGs only: a PNG of the same pixels takes the CPU path and gets the same scores."""
@@ -71,7 +74,9 @@ def test_the_gpu_decode_fallback_graph_sends_what_nvjpeg_refuses_to_the_cpu_deco
     stand_in = "Sequential[TestJpegGate,DecodeMat,ResizeMat,CvtColorMat,Mat2Tensor]"
     gpu_decoder = {k: v for k, v in tables["gpu_decoder"].items() if k != "cpu_fallback"}
     tables["gpu_decoder"] = {**gpu_decoder, "backend": stand_in}
-    pipeline = load_service_config(fallback, resnet18_onnx, tables=tables).pipeline
+    adjusted = tmp_path / fallback.name
+    adjusted.write_text(render_toml(tables))
+    pipeline = load_service_config(adjusted, resnet18_onnx).pipeline
     jpeg = photos["chelsea"]
     png = png_of(jpeg)
     with tp.pipe(pipeline) as model:
@@ -197,3 +202,23 @@ def test_the_process_decode_config_classifies_as_the_default_one(resnet18_onnx, 
     # not an image: no result, the same way on both
     assert isinstance(in_process[2], tp.errors.NoResultError)
     assert type(in_children[2]) is type(in_process[2])
+
+
+def test_the_service_refuses_a_pipeline_whose_first_stage_is_inline():
+    """An inline first stage would run on the thread that submits: the RPC loop thread."""
+    from service.handlers.main_torchpipe import PipelinedHandler
+
+    pipeline = {
+        "decode": {"backend": "Identity", "inline": True, "next": "model"},
+        "model": {"backend": "Identity"},
+    }
+    config = ServiceConfig(
+        Path("inline.toml"), pipeline, model_node="model", images=ImageSettings()
+    )
+    with pytest.raises(ServiceConfigError, match=r"node \[decode\] is inline and first"):
+        PipelinedHandler(config, device="cpu")
+    queued = {**pipeline, "decode": {"backend": "Identity", "next": "model"}}
+    queued_config = ServiceConfig(
+        Path("queued.toml"), queued, model_node="model", images=ImageSettings()
+    )
+    PipelinedHandler(queued_config, device="cpu").close()

@@ -12,19 +12,19 @@ from collections.abc import Sequence
 import torch
 
 from service.gen.inference.ttypes import InferenceParams
-from service.handlers.handler import ClassifierHandler
+from service.handlers.blocking import BlockingHandler
 from service.rpc.server import ThriftServer
 from service.thrift_client import connect
 from tests.integration.conftest import WAIT_S
 
 
-class GatedHandler(ClassifierHandler):
+class GatedHandler(BlockingHandler):
     """Every classification waits for the test's ``release``; ``entered`` counts arrivals."""
 
     handler_name = "gated"
 
-    def __init__(self) -> None:
-        super().__init__(device="cpu")
+    def __init__(self, threads: int = 4) -> None:
+        super().__init__(device="cpu", threads=threads)
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 
@@ -39,7 +39,7 @@ class GatedHandler(ClassifierHandler):
 
 def test_stop_refuses_new_connections_and_answers_in_flight_requests():
     handler = GatedHandler()
-    server = ThriftServer(handler, host="127.0.0.1", port=0, threads=4)
+    server = ThriftServer(handler, host="127.0.0.1", port=0)
     port = server.listen()
     drained: list[bool] = []
     serving = threading.Thread(target=lambda: drained.append(server.serve()), daemon=True)
@@ -82,7 +82,7 @@ def test_stop_refuses_new_connections_and_answers_in_flight_requests():
 def test_a_signal_delivered_to_another_thread_wakes_the_accept_loop():
     """The kernel may hand SIGTERM to any thread; the server's main thread, blocked waiting for
     connections, must still run the handler at once (not at the next connection)."""
-    server = ThriftServer(GatedHandler(), host="127.0.0.1", port=0, threads=1)
+    server = ThriftServer(GatedHandler(threads=1), host="127.0.0.1", port=0)
     port = server.listen()
     handled = threading.Event()
 
@@ -121,9 +121,9 @@ def test_a_worker_serves_dealt_connections_and_stops_when_its_supervisor_is_gone
     handoff = socket.socket(fileno=os.dup(dealer.worker_fd(0)))  # what the worker inherits
     dealer.forget_worker_ends()
     dealer.start()
-    handler = GatedHandler()
+    handler = GatedHandler(threads=2)
     handler.release.set()
-    server = ThriftServer(handler, host="127.0.0.1", port=dealer.port, threads=2, handoff=handoff)
+    server = ThriftServer(handler, host="127.0.0.1", port=dealer.port, handoff=handoff)
     assert server.listen() == dealer.port  # no socket of its own: the supervisor's port
     drained: list[bool] = []
     serving = threading.Thread(target=lambda: drained.append(server.serve()), daemon=True)

@@ -8,7 +8,7 @@ import os
 import sys
 import types
 
-from benchmarks.compare import QUICK, SWEEP_LEVELS, _server_command, parse_args, resolve
+from benchmarks.compare import QUICK, SWEEP_LEVELS, parse_args, resolve
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import (
     ROW_KEYS,
@@ -97,15 +97,6 @@ def test_quick_cpu_defaults_without_gpu():
     swept = resolve(parse_args(["--sweep", "--total-number", "7"]), no_gpu)
     assert swept.concurrency == list(SWEEP_LEVELS) and swept.threads == 64
     assert swept.total_number == 7
-
-
-def test_both_handlers_get_the_same_switch_interval():
-    args = resolve(parse_args(["--switch-interval-ms", "1"]), GpuMonitor(reason="no NVML here"))
-    for handler in ("baseline", "pipelined"):
-        command, _ = _server_command(handler, args, port=9000, workers=1)
-        assert command[command.index("--switch-interval-ms") + 1] == "1.0"
-    plain = resolve(parse_args([]), GpuMonitor(reason="no NVML here"))
-    assert "--switch-interval-ms" not in _server_command("pipelined", plain, 9000, 1)[0]
 
 
 def test_gpu_monitor_says_what_it_sees():

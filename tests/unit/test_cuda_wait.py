@@ -1,4 +1,4 @@
-"""cuda_wait without a GPU: the mode switch, the per-thread blocking event, deferral."""
+"""cuda_wait without a GPU: the per-thread blocking event, deferral."""
 
 from __future__ import annotations
 
@@ -40,28 +40,8 @@ class FakeEvent:
 def fake_events(monkeypatch: pytest.MonkeyPatch) -> type[FakeEvent]:
     FakeEvent.created = []
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
-    monkeypatch.setattr(cuda_wait, "_SPIN", False)
     monkeypatch.setattr(cuda_wait, "_events", threading.local())
     return FakeEvent
-
-
-@pytest.mark.parametrize(
-    ("value", "mode"), [(None, "block"), ("spin", "spin"), (" Block ", "block")]
-)
-def test_wait_mode_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, value: str | None, mode: str
-) -> None:
-    if value is None:
-        monkeypatch.delenv(cuda_wait.WAIT_MODE_ENV, raising=False)
-    else:
-        monkeypatch.setenv(cuda_wait.WAIT_MODE_ENV, value)
-    assert cuda_wait.wait_mode() == mode
-
-
-def test_an_unknown_wait_mode_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cuda_wait.WAIT_MODE_ENV, "busy")
-    with pytest.raises(ValueError, match="TORCHPIPE_LITE_CUDA_WAIT='busy'"):
-        cuda_wait.wait_mode()
 
 
 def test_block_mode_records_and_waits_on_one_blocking_event_per_thread(
@@ -80,13 +60,6 @@ def test_block_mode_records_and_waits_on_one_blocking_event_per_thread(
     other.start()
     other.join(timeout=5)
     assert len(fake_events.created) == 2  # a thread never shares another's event
-
-
-def test_spin_mode_synchronizes_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cuda_wait, "_SPIN", True)
-    stream = FakeStream()
-    cuda_wait.wait_for_stream(stream)
-    assert stream.synchronized == 1
 
 
 def test_deferred_waits_skip_the_current_stream_wait_until_the_block_ends(

@@ -223,3 +223,17 @@ def test_a_few_bytes_declaring_a_huge_canvas_are_a_bomb_refused_before_decoding(
     # A photograph is a few pixels per byte: far from the limit.
     photo = (IMAGES / "chelsea.jpg").read_bytes()
     check_pixels(read_header(photo), 50_000_000, encoded_bytes=len(photo))
+
+
+def test_a_carried_header_is_used_only_for_the_very_bytes_it_was_read_from():
+    from torchpipe_lite.backends.image.image_header import HEADER_KEY, header_of
+
+    photo = encode(".png", np.zeros((20, 30, 3), np.uint8))
+    claimed = ImageHeader("png", 3, 2)
+    assert header_of({"data": photo, HEADER_KEY: (photo, claimed)}, photo) is claimed
+    assert header_of({"data": photo, HEADER_KEY: (photo, None)}, photo) is None
+    other = bytes(bytearray(photo))  # equal bytes, another object: read afresh
+    assert header_of({"data": other, HEADER_KEY: (photo, claimed)}, other) == ImageHeader(
+        "png", 30, 20
+    )
+    assert header_of({"data": photo, HEADER_KEY: "not a pair"}, photo).width == 30

@@ -7,16 +7,11 @@ the thread to sleep on an OS primitive instead, for a wake-up cost of tens of mi
 
 Inside ``SyncTensor`` the per-backend waits are deferred: its children queue their work on one
 stream and SyncTensor waits once at the end, rather than once per child.
-
-``TORCHPIPE_LITE_CUDA_WAIT=spin`` in the environment restores plain ``synchronize()`` (for
-measuring the difference, or where a few microseconds per batch matter more than the cores).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -24,33 +19,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger(__name__)
-
-WAIT_MODE_ENV = "TORCHPIPE_LITE_CUDA_WAIT"
-_WAIT_MODES = ("block", "spin")
-
 # Events are per thread (and per device): record+synchronize on a shared one would race.
 _events = threading.local()
 
 
-def wait_mode() -> str:
-    """``"block"`` (the default) or ``"spin"``, from ``TORCHPIPE_LITE_CUDA_WAIT``."""
-    mode = os.environ.get(WAIT_MODE_ENV, "block").strip().lower() or "block"
-    if mode not in _WAIT_MODES:
-        raise ValueError(f"{WAIT_MODE_ENV}={mode!r}: expected one of {', '.join(_WAIT_MODES)}")
-    return mode
-
-
-_SPIN = wait_mode() == "spin"
-if _SPIN:
-    logger.info("%s=spin: CUDA waits spin a CPU core (stream.synchronize)", WAIT_MODE_ENV)
-
-
 def wait_for_stream(stream: torch.cuda.Stream) -> None:
     """Return once everything queued on ``stream`` so far has run (releases the GIL)."""
-    if _SPIN:
-        stream.synchronize()
-        return
     import torch
 
     by_device = getattr(_events, "by_device", None)

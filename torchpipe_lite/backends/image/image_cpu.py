@@ -27,6 +27,7 @@ from .image_header import (
     DEFAULT_MAX_PIXELS_PER_BYTE,
     ImageHeader,
     check_pixels,
+    header_of,
     read_header,
 )
 from .jpeg_scan import check_jpeg_scan
@@ -75,7 +76,17 @@ def decode_bgr(
     applied (``cv2.IMREAD_COLOR``). ``decode`` does the decoding itself, once the checks passed.
     """
     buf = as_bytes(data)
-    header = read_header(buf)
+    return decode_read(buf, read_header(buf), max_pixels, decode, max_pixels_per_byte)
+
+
+def decode_read(
+    buf: bytes | memoryview,
+    header: ImageHeader | None,
+    max_pixels: int,
+    decode: Callable[[bytes | memoryview, ImageHeader], np.ndarray | None] = opencv_decode,
+    max_pixels_per_byte: int = DEFAULT_MAX_PIXELS_PER_BYTE,
+) -> np.ndarray | None:
+    """``decode_bgr`` of ``buf`` whose header has been read already (``header``)."""
     if header is None:
         logger.debug("not an image (%d bytes, starts %r): no result", len(buf), bytes(buf[:8]))
         return None
@@ -126,11 +137,9 @@ class DecodeMat(Backend):
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         for item in batch:
-            image = decode_bgr(
-                item["data"],
-                self.max_pixels,
-                self.decode,
-                max_pixels_per_byte=self.max_pixels_per_byte,
+            buf = as_bytes(item["data"])
+            image = decode_read(
+                buf, header_of(item, buf), self.max_pixels, self.decode, self.max_pixels_per_byte
             )
             if image is not None:
                 item["result"] = image

@@ -28,7 +28,7 @@ from .image_header import (
     DEFAULT_MAX_PIXELS_PER_BYTE,
     ImageHeader,
     check_pixels,
-    read_header,
+    header_of,
 )
 from .jpeg_scan import jpeg_scan_errors, raise_for_scan_error
 
@@ -147,7 +147,7 @@ class DecodeTensor(Backend):
         max_pixels, per_byte = self.max_pixels, self.max_pixels_per_byte
         for item in batch:
             buf = as_bytes(item["data"])
-            header = read_header(buf)
+            header = header_of(item, buf)
             if header is None:
                 logger.debug("not an image (%d bytes): no result", len(buf))
                 continue

@@ -70,6 +70,26 @@ class ImageHeader:
         return self.width * self.height
 
 
+#: Request key by which a caller that has read an image's header already (a server weighing
+#: the call before admitting it) passes it on: ``(data, header)``, the very bytes it read and
+#: what ``read_header`` gave for them. A decoder then reads no header of its own for them.
+HEADER_KEY = "image_header"
+
+
+def header_of(item: dict, buf: bytes | bytearray | memoryview) -> ImageHeader | None:
+    """The header of ``item``'s data ``buf``: the one ``item[HEADER_KEY]`` carries when it was
+    read from this very data object, else ``read_header(buf)``."""
+    known = item.get(HEADER_KEY)
+    if (
+        isinstance(known, tuple)
+        and len(known) == 2
+        and known[0] is item.get("data")
+        and (known[1] is None or isinstance(known[1], ImageHeader))
+    ):
+        return known[1]
+    return read_header(buf)
+
+
 def read_header(data: bytes | bytearray | memoryview) -> ImageHeader | None:
     """The header of ``data``, or ``None`` when it is not an image whose size can be read.
 
