@@ -28,7 +28,7 @@ from thrift.Thrift import TType
 
 from benchmarks import attacks, protocol_attacks, resource_attacks
 from benchmarks.report import write_json
-from benchmarks.run_record import git_commit
+from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from clients.images import DEFAULT_IMG_DIR
 from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 from service.thrift_client import connect
@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in resource_attacks.resource_summary_lines(resources):
         print(line)
     if args.only_resources:
-        name = f"{today}-cpu-resource-attacks-{args.handler}.json"
+        stem = result_stem("cpu", f"resource-attacks-{args.handler}")
         record = {"date": today, "git_commit": git_commit(), "attacks": resources}
-        write_json(args.results_dir / name, record)
+        write_json(claim_result_path(args.results_dir, stem), record)
         return 0
     with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
         server.start()
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "connections": vars(stats.connections) if stats.connections else None,
         "admission": vars(stats.admission) if stats.admission else None,
     }
-    write_json(args.results_dir / f"{today}-cpu-hostile-clients-{args.handler}.json", record)
+    stem = result_stem("cpu", f"hostile-clients-{args.handler}")
+    write_json(claim_result_path(args.results_dir, stem), record)
     return 0
 
 
