@@ -164,7 +164,11 @@ class OpsServer:
                 return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
         if path in ("/stats", "/stats.json") and self._current_stats is not None:
             return self._stats(as_json=path == "/stats.json")
-        return 404, "text/plain; charset=utf-8", "not found; try /metrics, /stats.json or /health/ready\n"
+        return (
+            404,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics, /stats.json or /health/ready\n",
+        )
 
     def _stats(self, *, as_json: bool) -> tuple[int, str, str | bytes]:
         try:
