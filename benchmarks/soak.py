@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help="pipeline TOML")
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--growth-limit-pct", type=float, default=5.0)
-    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "runs")
     parser.add_argument(
         "--quick",
         action="store_true",
