@@ -138,7 +138,7 @@ def run_protocol_attacks(host: str, port: int, photo: bytes, record) -> None:
 
 
 def summary_lines(figures: dict[str, Any]) -> list[str]:
-    """One line per attack, the figures the README's operations section quotes."""
+    """One line per attack, the figures benchmarks/README.md ("Hostile clients") quotes."""
 
     def s(value: float | None) -> str:
         return "never" if value is None else f"{value:.2f} s"

@@ -2,7 +2,7 @@
 while a good client calls, and both sides' experience is checked against a stated bound.
 
 The attacks themselves are ``benchmarks.attacks`` (``python -m benchmarks.hostile_clients``
-runs them at full size and prints the figures the README cites).
+runs them at full size and prints the figures benchmarks/README.md cites).
 """
 
 from __future__ import annotations
