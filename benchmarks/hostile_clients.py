@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 from thrift.Thrift import TType
 
-from benchmarks import attacks, protocol_attacks, resource_attacks
+from benchmarks import attacks, call_attacks, protocol_attacks, resource_attack_run
 from benchmarks.report import write_json
 from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from clients.images import DEFAULT_IMG_DIR
@@ -99,24 +99,25 @@ def run_attacks(
         "connection flood",
         lambda: attacks.connection_flood(host, port, photo, cap=MAX_CONNECTIONS, extra=100),
     )
-    record("overload", lambda: attacks.overload(host, port, photo, clients=200, calls_each=10))
+    record("overload", lambda: call_attacks.overload(host, port, photo, clients=200, calls_each=10))
     record(
-        "abandoned calls", lambda: attacks.abandoned_calls(host, port, photo, calls=MAX_IN_FLIGHT)
+        "abandoned calls",
+        lambda: call_attacks.abandoned_calls(host, port, photo, calls=MAX_IN_FLIGHT),
     )
     record(
         "big call",
-        lambda: attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
+        lambda: call_attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
     )
     record(
         "header bomb flood",
-        lambda: attacks.header_bomb_flood(
+        lambda: call_attacks.header_bomb_flood(
             host, port, photo, connections=50, duration_s=10.0, log_path=str(log_path)
         ),
     )
     run_protocol_attacks(host, port, photo, record)
     record(
         "two big calls",
-        lambda: attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
+        lambda: call_attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
     )
     return figures
 
@@ -228,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="hostile-")) / "server.log"
     today = datetime.date.today().isoformat()
     defaults = service_command(args.handler, port, config=args.config, model=args.model)
-    resources = resource_attacks.run_resource_attacks(
+    resources = resource_attack_run.run_resource_attacks(
         defaults, host, port, photo, log_path.with_name("resources-server.log")
     )
-    for line in resource_attacks.resource_summary_lines(resources):
+    for line in resource_attack_run.resource_summary_lines(resources):
         print(line)
     if args.only_resources:
         stem = result_stem("cpu", f"resource-attacks-{args.handler}")
