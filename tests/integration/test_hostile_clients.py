@@ -180,6 +180,7 @@ def test_stopping_with_a_client_dripping_bytes_ends_at_its_message_deadline():
     sock.close()
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_out_of_file_descriptors_the_server_pauses_accepting_instead_of_spinning(tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w+")

@@ -34,6 +34,7 @@ def test_run_processes_gathers_one_result_per_process_after_the_common_start() -
     assert all(tag == "x" for tag, _, _ in results)
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_run_processes_names_failed_processes_instead_of_waiting() -> None:
     began = time.monotonic()
     with pytest.raises(RuntimeError, match=r"benchmark processes failed \(exit codes \[7"):
