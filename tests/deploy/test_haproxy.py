@@ -33,7 +33,6 @@ from clients.load_worker import CONNECTION
 from deploy.render_haproxy import Layout, Upstream, parse_layout
 from service.gen.inference.ttypes import InferenceResult
 from service.server_process import free_port, service_command
-from tests.service.test_no_mixups import cheap_config
 from tests.support.haproxy_cluster import (
     CALLS,
     CALLS_BEFORE_STOP,
@@ -45,6 +44,7 @@ from tests.support.haproxy_cluster import (
     requests_ok,
     wait_until,
 )
+from tests.support.pipeline_configs import cheap_config
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import pytest
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.admission import RequestLimits
 from service.thrift_client import connect
-from tests.service.test_service_process import ServiceProcess
 from tests.support.image_corpus import LABEL, Case, hostile_cases, valid_cases
+from tests.support.service_process import ServiceProcess
 
 MAX_IMAGE_MB = 8
 #: Generous on 2 busy cores; refusing a hostile input takes milliseconds when things are right.

@@ -24,9 +24,9 @@ from service.rpc.codec import Call, Codec, service_methods
 from service.rpc.connection import Reply
 from service.service_config import ImageSettings, ServiceConfig
 from tests.image_samples import pam_declaring, pcx_declaring, tiff_declaring
-from tests.service.rpc.test_service_server import GatedHandler
 from tests.support.haproxy_cluster import wait_until
 from tests.support.live_service import WAIT_S, serve_in_thread
+from tests.support.service_fakes import GatedHandler
 from torchpipe_lite.errors import InvalidInputError
 
 #: Loggers whose lines a request can cause.

@@ -23,9 +23,9 @@ from service.ops.ops_server import ServiceState
 from service.rpc.server import ThriftServer, TransportLimits
 from service.server_process import free_port
 from tests.image_samples import gif_declaring, jpeg_declaring
-from tests.service.rpc.test_service_server import GatedHandler
 from tests.support import fd_starved_server
 from tests.support.live_service import WAIT_S, live_service
+from tests.support.service_fakes import GatedHandler
 
 HOST = "127.0.0.1"
 TIMEOUT_S = 1.0  # the server's idle and message deadlines here

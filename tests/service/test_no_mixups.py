@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import random
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,44 +22,13 @@ from service.service_config import load_service_config
 from service.thrift_client import connect
 from tests.image_samples import IMAGES_DIR
 from tests.support.live_service import WAIT_S, serve_in_thread
+from tests.support.pipeline_configs import cheap_config
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 20
 CALLS_PER_CLIENT = 50  # half single calls, half infer_many of 3: 20 * (25 + 75) = 2,000 images
 SCORE_TOLERANCE = 1e-6  # batch size changes float summation order (~1e-8 here), not the answer
-
-
-def cheap_config(tmp_path: Path, model: Path) -> Path:
-    path = tmp_path / "cheap.toml"
-    path.write_text(
-        f"""
-batching_timeout = 2
-
-[cpu_decoder]
-backend = "DecodeMat"
-instance_num = 2
-max = 1
-next = "cpu_posdecoder"
-
-[cpu_posdecoder]
-backend = "Sequential[ResizeMat,CvtColorMat,Mat2Tensor]"
-instance_num = 2
-resize_h = 64
-resize_w = 64
-color = "rgb"
-next = "resnet50"
-
-[resnet50]
-backend = "TorchTensor"
-model = "{model}"
-max = 8
-instance_num = 2
-mean = "123.675, 116.28, 103.53"
-std = "58.395, 57.120, 57.375"
-"""
-    )
-    return path
 
 
 def distinct_images(count: int) -> dict[str, bytes]:

@@ -8,116 +8,27 @@ keep a bounded latency, and the server serves normally once the load drops.
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
-import threading
 import time
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
+from service.gen.inference.ttypes import InferenceParams
 from service.handlers.admission import Admission, AdmissionLimits
 from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
 from service.thrift_client import connect
 from tests.support.live_service import WAIT_S, serve_in_thread
+from tests.support.overload_load import p, run_load_elsewhere, small_photo
+from tests.support.pipeline_configs import SLEEP_MS, slow_config
 
 pytestmark = pytest.mark.slow
 
-SLEEP_MS = 100  # well above the model stage's time per request on 2 busy cores
 QUEUE = 3  # max_queue_size of the slow stage
 CAPACITY_CLIENTS = 1  # the slow stage serves one request at a time
 CLIENTS = 10 * (QUEUE + CAPACITY_CLIENTS)
 LOAD_S = 3.0
-
-
-def slow_config(tmp_path: Path, model: Path, **slow_keys: object) -> Path:
-    """The service's pipeline with a one-instance Sleep stage before the model."""
-    extra = "".join(f"{key} = {value}\n" for key, value in slow_keys.items())
-    path = tmp_path / "slow.toml"
-    path.write_text(
-        f"""
-[cpu_decoder]
-backend = "DecodeMat"
-instance_num = 2
-next = "cpu_posdecoder"
-
-[cpu_posdecoder]
-backend = "Sequential[ResizeMat,CvtColorMat,Mat2Tensor]"
-resize_h = 64
-resize_w = 64
-color = "rgb"
-next = "slow"
-
-[slow]
-backend = "Sleep"
-sleep_ms = {SLEEP_MS}
-instance_num = 1
-{extra}next = "resnet50"
-
-[resnet50]
-backend = "TorchTensor"
-model = "{model}"
-max = 4
-mean = "123.675, 116.28, 103.53"
-std = "58.395, 57.120, 57.375"
-"""
-    )
-    return path
-
-
-def run_load(port: int, image: bytes, clients: int, duration_s: float) -> dict[str, list[float]]:
-    """``clients`` threads calling back to back for ``duration_s``: latencies by outcome."""
-    outcomes: dict[str, list[float]] = defaultdict(list)
-    lock = threading.Lock()
-    start = threading.Barrier(clients)
-
-    def client(index: int) -> None:
-        with connect("127.0.0.1", port, timeout_s=WAIT_S) as connection:
-            start.wait(WAIT_S)
-            deadline_s = time.monotonic() + duration_s
-            while time.monotonic() < deadline_s:
-                began_s = time.perf_counter()
-                try:
-                    connection.client.infer_batch(InferenceParams(uuid=str(index), data=image))
-                    kind = "ok"
-                except InferenceError as error:
-                    kind = ErrorCode._VALUES_TO_NAMES[error.code]
-                with lock:
-                    outcomes[kind].append(time.perf_counter() - began_s)
-
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    return dict(outcomes)
-
-
-def run_load_elsewhere(
-    port: int, image: bytes, clients: int, duration_s: float
-) -> dict[str, list[float]]:
-    """``run_load`` in a process of its own: forty client threads doing Thrift work in Python
-    here would hold the interpreter lock that the server under test needs, and its admitted
-    latency would measure their contention instead of its queue bound."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_load, port, image, clients, duration_s).result(timeout=WAIT_S * 4)
-
-
-def p(values: list[float], quantile: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(quantile * len(values)))]
-
-
-def small_photo(jpeg: bytes) -> bytes:
-    """The photograph at the model's 64x64, re-encoded: decoding a thousand refused requests
-    at full size would take both cores from the model stage, which must never be the
-    bottleneck here (the Sleep stage is, by design)."""
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    ok, encoded = cv2.imencode(".jpg", cv2.resize(image, (64, 64)))
-    assert ok
-    return encoded.tobytes()
 
 
 def quiet_latencies(port: int, image: bytes, count: int = 10) -> list[float]:

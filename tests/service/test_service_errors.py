@@ -7,15 +7,15 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from thrift.protocol.TBinaryProtocol import TBinaryProtocol
-from thrift.Thrift import TMessageType, TType
-from thrift.transport.TTransport import TMemoryBuffer, TTransportException
+from thrift.Thrift import TType
+from thrift.transport.TTransport import TTransportException
 
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.admission import RequestLimits
 from service.rpc.server import TransportLimits
 from tests.image_samples import jpeg_declaring, png_header_claiming
 from tests.support.live_service import WAIT_S, live_service
+from tests.support.thrift_messages import raw_call
 
 MAX_IMAGE_BYTES = 200_000
 MAX_MESSAGE_BYTES = 1 << 20
@@ -135,16 +135,6 @@ def test_oversized_message_closes_only_its_connection(limited_service):
     with limited_service.connect() as connection, pytest.raises((TTransportException, OSError)):
         connection.client.infer_many([InferenceParams(str(i), chunk) for i in range(3)], 1)
     assert_still_serving(limited_service)
-
-
-def raw_call(method: str, write_args) -> bytes:
-    """A binary-protocol call message whose arguments ``write_args(protocol)`` writes."""
-    buffer = TMemoryBuffer()
-    protocol = TBinaryProtocol(buffer)
-    protocol.writeMessageBegin(method, TMessageType.CALL, 1)
-    protocol.writeStructBegin("args")
-    write_args(protocol)
-    return buffer.getvalue()
 
 
 def huge_list_header(protocol) -> None:

@@ -10,8 +10,8 @@ import pytest
 from service.server_process import free_port
 from service.service_config import DEFAULT_CONFIG
 from service.thrift_client import connect
-from tests.service.ops.test_service_observability import get, samples, value
-from tests.service.test_service_process import ServiceProcess
+from tests.support.http_metrics import get, samples, value
+from tests.support.service_process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,9 @@ from service.gen.inference.ttypes import InferenceParams
 from service.handlers.admission import Admission, AdmissionLimits, RequestLimits
 from service.handlers.main_torchpipe import PipelinedHandler
 from service.service_config import load_service_config
-from tests.service.test_overload import p, run_load_elsewhere, slow_config, small_photo
 from tests.support.live_service import WAIT_S, serve_in_thread
+from tests.support.overload_load import p, run_load_elsewhere, small_photo
+from tests.support.pipeline_configs import slow_config
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,8 @@ import sys
 import threading
 import time
 import types
-import urllib.error
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.gen.inference.ttypes import (
     ErrorCode,
@@ -27,6 +24,7 @@ from service.ops.gpu_stats import GpuReader
 from service.ops.log_limit import LogLimiter
 from service.ops.ops_server import PROMETHEUS_CONTENT_TYPE, OpsServer, ServiceState
 from service.ops.prometheus_export import FAILURE_REASONS, MetricsRenderer, render_triton
+from tests.support.http_metrics import get, samples, value
 from tests.support.live_service import WAIT_S
 
 TRITON_NODE_FAMILIES = {
@@ -39,26 +37,6 @@ TRITON_NODE_FAMILIES = {
     "nv_inference_queue_duration_us",
     "nv_inference_compute_infer_duration_us",
 }
-
-
-def get(port: int, path: str) -> tuple[int, str, str]:
-    """(status, content type, body) of an HTTP GET on the loopback ops port."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=WAIT_S) as reply:
-            return reply.status, reply.headers["Content-Type"], reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read().decode()
-
-
-def samples(text: str) -> dict[str, list]:
-    """Family name -> its samples, through prometheus-client's parser (so the text is valid)."""
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
-
-
-def value(found: dict[str, list], family: str, **labels: str) -> float:
-    matching = [s.value for s in found[family] if labels.items() <= s.labels.items()]
-    assert len(matching) == 1, f"{family} {labels}: {matching}"
-    return matching[0]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from service.gen.inference.ttypes import InferenceParams
 from service.ops.stats_sum import decode_stats
 from service.server_process import free_port
 from service.thrift_client import connect
-from tests.service.test_service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -18,7 +18,7 @@ from service.rpc import connection as connection_module
 from service.rpc.budgets import BufferLedger
 from service.rpc.connection import Connection
 from service.rpc.message_scan import MalformedMessageError, MessageScan, ScanLimits
-from tests.service.rpc.test_message_scan_fuzz import (
+from tests.support.thrift_messages import (
     FUZZ,
     LIMITS,
     calls,

@@ -15,8 +15,8 @@ from thrift.Thrift import TMessageType, TType
 from benchmarks import protocol_attacks as attacks
 from service.rpc.codec import Codec
 from service.rpc.message_scan import MAX_DEPTH
-from tests.service.rpc.test_service_server import GatedHandler
 from tests.support.live_service import serve_in_thread
+from tests.support.service_fakes import GatedHandler
 
 HOST = "127.0.0.1"
 #: How long a test waits for an answer that must come (never reached when it passes).

@@ -7,34 +7,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
-
-import torch
 
 from service.gen.inference.ttypes import InferenceParams
-from service.handlers.blocking import BlockingHandler
 from service.rpc.server import ThriftServer
 from service.thrift_client import connect
 from tests.support.live_service import WAIT_S
-
-
-class GatedHandler(BlockingHandler):
-    """Every classification waits for the test's ``release``; ``entered`` counts arrivals."""
-
-    handler_name = "gated"
-
-    def __init__(self, threads: int = 4) -> None:
-        super().__init__(device="cpu", threads=threads)
-        self.entered = threading.Semaphore(0)
-        self.release = threading.Event()
-
-    def classify(self, images: Sequence[bytes]) -> list[torch.Tensor]:
-        self.entered.release()
-        assert self.release.wait(WAIT_S), "the test never released the handler"
-        return [torch.arange(10, dtype=torch.float32) for _ in images]
-
-    def node_figures(self) -> list:
-        return []
+from tests.support.service_fakes import GatedHandler
 
 
 def test_stop_refuses_new_connections_and_answers_in_flight_requests():

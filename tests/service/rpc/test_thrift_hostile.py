@@ -22,8 +22,8 @@ from thrift.transport.TTransport import TBufferedTransport
 
 from service.gen.inference.ttypes import InferenceParams
 from service.rpc.server import TransportLimits
-from tests.service.test_service_errors import raw_call
 from tests.support.live_service import WAIT_S, live_service
+from tests.support.thrift_messages import raw_call
 
 MAX_MESSAGE_BYTES = 1 << 20
 #: A refusal by the length checks takes milliseconds; waiting for bytes would take IO_TIMEOUT_S.
