@@ -1,37 +1,45 @@
 # The project's verbs. `make demo` runs the main job; `make test` runs the tests.
-# Both create .venv and install the project into it first, so a fresh clone needs nothing else.
+# Both make .venv hold the project first (scripts/ensure_venv.sh says what it installs and why,
+# and does nothing when .venv already holds this pyproject.toml), so a fresh clone needs nothing else.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 PEERS_STAMP := $(VENV)/.peers-installed
+# Local runs of the stage benchmarks go here (ignored by git), never into the committed results.
+LOCAL_RESULTS := benchmarks/results/local
 
-.PHONY: demo test lint format gen bench bench-scheduler bench-decode sweep serve gpu-check bench-engine peers bench-peers install clean
+.PHONY: demo test test-fast lint format gen bench bench-scheduler bench-decode sweep serve \
+	bench-engine gpu-check peers bench-peers install venv flag-docs clean
 
-$(STAMP): pyproject.toml
-	@echo "installing the project into $(VENV) (about 6 GB, mostly torch; a few minutes)..."
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
-	touch $(STAMP)
+venv:
+	@PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/ensure_venv.sh dev,bench
 
-install: $(STAMP)
+install: venv
 
-demo: $(STAMP)
-	$(PY) -m benchmarks.compare
+demo: venv
+	$(PY) -m benchmarks.compare --tag demo
 
-test: $(PEERS_STAMP)
+test: peers
 	./scripts/install_test_tools.sh
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+# What a developer runs between edits: no GPU, no slow marks (those start peer and rival
+# servers, HAProxy, whole benchmarks), no system tools installed.
+test-fast: venv
+	$(PY) -m pytest -q -m "not gpu and not slow"
+
+lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP)
+format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# docs/flags.md is generated from the parsers; tests/unit/test_flag_docs.py fails when it is stale.
+flag-docs: venv
+	$(PY) -m service.tools.flag_docs > docs/flags.md
 
 # Regenerate service/gen from idl/ (needs the Apache Thrift compiler: apt-get install thrift-compiler).
 gen:
@@ -43,38 +51,40 @@ gen:
 # The servers users would pick instead (benchmarks/README.md, "Against other servers"): LitServe
 # (the `peers` extra) and a tritonserver binary (scripts/install_triton_peer.sh). Seconds to
 # install; `make test` installs them too, so the peers' tests run rather than skip.
-$(PEERS_STAMP): $(STAMP) scripts/install_triton_peer.sh
-	$(PY) -m pip install -q -e '.[dev,bench,peers]'
-	./scripts/install_triton_peer.sh
-	touch $(PEERS_STAMP)
-
-peers: $(PEERS_STAMP)
+peers:
+	@PYTHON=$(PYTHON) VENV=$(VENV) ./scripts/ensure_venv.sh dev,bench,peers
+	@want=$$(sha256sum scripts/install_triton_peer.sh | cut -d' ' -f1); \
+	if [ "$$(cat $(PEERS_STAMP) 2>/dev/null)" != "$$want" ]; then \
+	  echo "make: installing the Triton peer into $(VENV) (scripts/install_triton_peer.sh; seconds)"; \
+	  PY=$(PY) ./scripts/install_triton_peer.sh && echo "$$want" > $(PEERS_STAMP); \
+	fi
 
 bench-peers: peers
 	$(PY) -m benchmarks.peers
 
-# The reference setting, for a GPU machine (see benchmarks/README.md).
-bench: $(STAMP)
-	$(PY) -m benchmarks.compare --total-number 10000 --concurrency 10,20 --processes 4 --ping-check
+# The README's headline table, on a GPU box (the README's "Headline" section shows this command;
+# tests/unit/test_readme.py checks the two agree).
+bench: venv
+	$(PY) -m benchmarks.compare --config service/configs/resnet50.toml --workers 8 --mps --concurrency 20,40 --total-number 6000 --warmup 300 --processes 4 --tag core-cpudecode-8
 
-sweep: $(STAMP)
-	$(PY) -m benchmarks.compare --sweep --processes 4
+sweep: venv
+	$(PY) -m benchmarks.compare --sweep --processes 4 --tag sweep
 
-bench-engine: $(STAMP)
-	$(PY) -m benchmarks.engine_throughput
-
-bench-scheduler: $(STAMP)
+bench-scheduler: venv
 	$(PY) -m benchmarks.scheduler_overhead
 
-bench-decode: $(STAMP)
-	$(PY) -m benchmarks.decode_throughput
+bench-decode: venv
+	$(PY) -m benchmarks.decode_throughput --json-dir $(LOCAL_RESULTS)
+
+bench-engine: venv
+	$(PY) -m benchmarks.engine_throughput --json-dir $(LOCAL_RESULTS)
 
 # The service in the foreground: `make serve HANDLER=baseline PORT=8889`.
-serve: $(STAMP)
+serve: venv
 	$(PY) -m service --handler $(or $(HANDLER),pipelined) --port $(or $(PORT),8888)
 
 # On a CUDA machine: both handlers on the GPU against a CPU reference of the same model file.
-gpu-check: $(STAMP)
+gpu-check: venv
 	$(PY) -m service.tools.gpu_check
 
 clean:

@@ -7,7 +7,8 @@
 Exports the model if missing, starts each handler's server in turn on the same model and images,
 with the same number of server processes (one, as the reference, unless ``--workers``), drives
 it at each concurrency with ``clients.client_qps``, samples the server's CPU, memory and GPU
-use, prints the reference-style table and writes JSON + PNG under ``runs/`` (``--results-dir``).
+use, prints the reference-style table and writes JSON + PNG under ``runs/`` (``--results-dir``),
+named ``<date>-<device>-<commit>-<tag>`` so that no run overwrites another.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from benchmarks.report import (
     write_outputs,
 )
 from benchmarks.resource_sampler import ResourceSampler
+from benchmarks.result_files import claim_result_path, result_stem
 from benchmarks.run_record import config_record, device_slug, run_row, setup_text
 from benchmarks.server_figures import (
     batching_line,
@@ -60,6 +62,13 @@ FULL = {"total_number": 10000, "warmup": 200, "processes": 4}
 #: The quick run (the default without a GPU): few requests, so that ResNet50 on a 2-core CPU
 #: ends in about two minutes (measured: ~10 QPS baseline, ~15 QPS pipelined there).
 QUICK = {"total_number": 200, "warmup": 20, "processes": 1}
+#: Printed under a run without a GPU: what the quick CPU run can show and what it cannot.
+CPU_NOTE = (
+    "note: no GPU here, so the model ran on the CPU, where its arithmetic sets the pace: both "
+    "servers wait on the same cores, the ratio moves between runs, and it is not the ratio a "
+    "GPU gives. This quick run shows that both handlers answer correctly under load, not what "
+    "the scheduling gains on a GPU (benchmarks/README.md has those figures)."
+)
 READY_TIMEOUT_S = 600.0  # a GPU server converts the model and captures CUDA graphs first
 
 
@@ -99,7 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=REPO_ROOT / "runs",
         help="where the JSON and PNG go (benchmarks/results/ holds the committed figures)",
     )
-    parser.add_argument("--tag", help="added to the result file names: <date>-<device>-<tag>")
+    parser.add_argument(
+        "--tag",
+        help="the result file's label: <date>-<device>-<commit>-<tag>.json (default: quick, "
+        "full or sweep); a name already taken gets -2, -3...",
+    )
     parser.add_argument(
         "--handlers",
         type=_handlers,
@@ -347,8 +360,11 @@ def _report(
             f"{row['handler']}, {row['concurrency']} clients: {row['qps']:.0f} calls/s "
             f"(client CPU {row['client_cpu_percent']:.0f}%)"
         )
+    if not gpu.available:
+        print(CPU_NOTE)
     today = datetime.date.today().isoformat()
-    stem = f"{today}-{device_slug(gpu)}" + (f"-{args.tag}" if args.tag else "")
+    label = args.tag or ("sweep" if args.sweep else "quick" if args.quick else "full")
+    json_path = claim_result_path(args.results_dir, result_stem(device_slug(gpu), label))
     record = {
         "date": today,
         "device": device_slug(gpu),
@@ -365,7 +381,7 @@ def _report(
         "reference": {"setup": REFERENCE_SETUP, "results": list(REFERENCE_ROWS)},
         "setup": setup,
     }
-    write_outputs(record, args.results_dir / f"{stem}.json", sweep=args.sweep)
+    write_outputs(record, json_path, sweep=args.sweep)
 
 
 if __name__ == "__main__":

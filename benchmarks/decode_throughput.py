@@ -1,7 +1,7 @@
 """Decode-stage throughput: the image stages alone, images/s and CPU time per image.
 
 Run: ``python -m benchmarks.decode_throughput [--img-dir DIR] [--seconds 2]
-[--json-dir benchmarks/results]``. The images are the load tester's (longest side 640, q95).
+[--json-dir DIR]``. The images are the load tester's (longest side 640, q95).
 
 Per batch size, each on one backend instance called directly (no scheduler):
 - ``nvjpeg``: ``torchvision.io.decode_jpeg(list, device="cuda")`` and a stream sync, the floor
@@ -28,6 +28,7 @@ import torch
 
 import torchpipe_lite as tp
 from benchmarks.report import name_slug
+from benchmarks.result_files import LOCAL_RESULTS_DIR, claim_result_path, git_commit, result_stem
 from clients.images import load_images
 
 logger = logging.getLogger("benchmarks.decode_throughput")
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.decode_throughput")
     parser.add_argument("--img-dir", default="tests/data/images")
     parser.add_argument("--seconds", type=float, default=2.0, help="per figure")
-    parser.add_argument("--json-dir", default="benchmarks/results")
+    parser.add_argument(
+        "--json-dir",
+        default=str(LOCAL_RESULTS_DIR),
+        help="where the JSON goes (the default is ignored by git)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -122,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             f" {row['cpu_ms_per_image']:>13.3f}"
         )
     slug = name_slug(device)
-    output = Path(args.json_dir) / f"{date.today().isoformat()}-{slug}-decode-stages.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = claim_result_path(Path(args.json_dir), result_stem(slug, "decode-stages"))
     record = {
         "date": date.today().isoformat(),
+        "git_commit": git_commit(),
         "device": device,
         "torch": torch.__version__,
         "images": len(images),

@@ -3,7 +3,7 @@ beside the raw CUDA-graph ceilings probed on the lent H100 (benchmarks/README.md
 alone").
 
 Run: ``python -m benchmarks.engine_throughput [--model models/resnet50.onnx] [--seconds 3]
-[--no-fuse-conv] [--json-dir benchmarks/results]``. Without ``--model`` it exports a
+[--no-fuse-conv] [--json-dir DIR]``. Without ``--model`` it exports a
 seeded-random ResNet50 to a temporary directory (throughput does not depend on the weights).
 ``--no-fuse-conv`` measures the model without its fused Conv -> [Add ->] ReLU kernels (the
 TorchTensor key ``fuse_conv = false``), for the A/B in benchmarks/README.md.
@@ -35,6 +35,7 @@ import torch
 
 import torchpipe_lite as tp
 from benchmarks.report import name_slug
+from benchmarks.result_files import LOCAL_RESULTS_DIR, claim_result_path, git_commit, result_stem
 
 logger = logging.getLogger("benchmarks.engine_throughput")
 
@@ -128,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="fuse each Conv -> [Add ->] ReLU into one cuDNN kernel (default: yes)",
     )
-    parser.add_argument("--json-dir", default="benchmarks/results")
+    parser.add_argument(
+        "--json-dir",
+        default=str(LOCAL_RESULTS_DIR),
+        help="where the JSON goes (the default is ignored by git)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -190,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
 
     slug = name_slug(device_name())
     what = "engine" if args.fuse_conv else "engine-no-fuse-conv"
-    output = Path(args.json_dir) / f"{date.today().isoformat()}-{slug}-{what}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = claim_result_path(Path(args.json_dir), result_stem(slug, what))
     record = {
         "date": date.today().isoformat(),
+        "git_commit": git_commit(),
         "device": device_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

@@ -26,9 +26,9 @@ from typing import Any
 import psutil
 from thrift.Thrift import TType
 
-from benchmarks import attacks, protocol_attacks, resource_attacks
+from benchmarks import attacks, call_attacks, protocol_attacks, resource_attack_run
 from benchmarks.report import write_json
-from benchmarks.run_record import git_commit
+from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from clients.images import DEFAULT_IMG_DIR
 from service.server_process import REPO_ROOT, ServerProcess, free_port, service_command
 from service.thrift_client import connect
@@ -99,24 +99,25 @@ def run_attacks(
         "connection flood",
         lambda: attacks.connection_flood(host, port, photo, cap=MAX_CONNECTIONS, extra=100),
     )
-    record("overload", lambda: attacks.overload(host, port, photo, clients=200, calls_each=10))
+    record("overload", lambda: call_attacks.overload(host, port, photo, clients=200, calls_each=10))
     record(
-        "abandoned calls", lambda: attacks.abandoned_calls(host, port, photo, calls=MAX_IN_FLIGHT)
+        "abandoned calls",
+        lambda: call_attacks.abandoned_calls(host, port, photo, calls=MAX_IN_FLIGHT),
     )
     record(
         "big call",
-        lambda: attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
+        lambda: call_attacks.big_call(host, port, photo, images=MAX_IN_FLIGHT // 2, singles=5),
     )
     record(
         "header bomb flood",
-        lambda: attacks.header_bomb_flood(
+        lambda: call_attacks.header_bomb_flood(
             host, port, photo, connections=50, duration_s=10.0, log_path=str(log_path)
         ),
     )
     run_protocol_attacks(host, port, photo, record)
     record(
         "two big calls",
-        lambda: attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
+        lambda: call_attacks.big_calls_beside_singles(host, port, photo, images=MAX_IN_FLIGHT // 2),
     )
     return figures
 
@@ -138,7 +139,7 @@ def run_protocol_attacks(host: str, port: int, photo: bytes, record) -> None:
 
 
 def summary_lines(figures: dict[str, Any]) -> list[str]:
-    """One line per attack, the figures the README's operations section quotes."""
+    """One line per attack, the figures benchmarks/README.md ("Hostile clients") quotes."""
 
     def s(value: float | None) -> str:
         return "never" if value is None else f"{value:.2f} s"
@@ -228,15 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="hostile-")) / "server.log"
     today = datetime.date.today().isoformat()
     defaults = service_command(args.handler, port, config=args.config, model=args.model)
-    resources = resource_attacks.run_resource_attacks(
+    resources = resource_attack_run.run_resource_attacks(
         defaults, host, port, photo, log_path.with_name("resources-server.log")
     )
-    for line in resource_attacks.resource_summary_lines(resources):
+    for line in resource_attack_run.resource_summary_lines(resources):
         print(line)
     if args.only_resources:
-        name = f"{today}-cpu-resource-attacks-{args.handler}.json"
+        stem = result_stem("cpu", f"resource-attacks-{args.handler}")
         record = {"date": today, "git_commit": git_commit(), "attacks": resources}
-        write_json(args.results_dir / name, record)
+        write_json(claim_result_path(args.results_dir, stem), record)
         return 0
     with ServerProcess(command, host=host, port=port, log_path=log_path) as server:
         server.start()
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "connections": vars(stats.connections) if stats.connections else None,
         "admission": vars(stats.admission) if stats.admission else None,
     }
-    write_json(args.results_dir / f"{today}-cpu-hostile-clients-{args.handler}.json", record)
+    stem = result_stem("cpu", f"hostile-clients-{args.handler}")
+    write_json(claim_result_path(args.results_dir, stem), record)
     return 0
 
 

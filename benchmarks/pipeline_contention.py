@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--mps", action="store_true", help="under a private CUDA MPS daemon")
     parser.add_argument(
-        "--json-dir", type=Path, help="write <date>-<device>-pipeline-contention.json here"
+        "--json-dir", type=Path, help="write <date>-<device>-<commit>-pipeline-contention.json here"
     )
     args = parser.parse_args(argv)
     if not args.model.is_file():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import psutil
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import name_slug
 from benchmarks.resource_sampler import ResourceUse
+from benchmarks.result_files import git_commit
 from clients.load_result import LoadResult
 from service.server_process import REPO_ROOT
 
@@ -73,29 +72,6 @@ def setup_text(args: argparse.Namespace, gpu: GpuMonitor, images: list[bytes]) -
         f"{_shown(args.config or DEFAULT_CONFIG)}; baseline: {args.baseline_workers} process(es)"
         + ("; both under CUDA MPS" if args.mps else "")
     )
-
-
-def git_commit() -> str:
-    """The commit the run is of: ``$GIT_COMMIT`` when set (a copy of the tree without its
-    history, as on the lent GPU box, where git would answer for some other checkout), else
-    this checkout's (``-dirty`` with uncommitted changes)."""
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git here; set GIT_COMMIT)"
-    return head + ("-dirty" if status else "")
 
 
 def config_record(args: argparse.Namespace, images: list[bytes]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import psutil
 
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.report import write_json
+from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from benchmarks.run_record import device_slug
 from clients.client_qps import LoadTestError, run_load
 from clients.images import DEFAULT_IMG_DIR, load_images
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=None, help="pipeline TOML")
     parser.add_argument("--img-dir", type=Path, default=DEFAULT_IMG_DIR)
     parser.add_argument("--growth-limit-pct", type=float, default=5.0)
-    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "runs")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     record.update(
         date=today,
+        git_commit=git_commit(),
         device=device_slug(gpu),
         gpu=gpu.names[0] if gpu.available else None,
         gpu_note=gpu.reason,
@@ -254,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary_lines(record):
         print(line)
     print("PASS" if not problems else "FAIL: " + "; ".join(problems))
-    write_json(args.results_dir / f"{today}-{device_slug(gpu)}-soak-{args.handler}.json", record)
+    stem = result_stem(device_slug(gpu), f"soak-{args.handler}")
+    write_json(claim_result_path(args.results_dir, stem), record)
     return 0 if not problems else 1
 
 

@@ -1,7 +1,7 @@
 """One pipeline stage in several processes at once: how its throughput scales with batch size.
 
 ``python -m benchmarks.stage_contention [--stage gpu] [--processes 1,8] [--threads 1]
-[--batch 1,4] [--mps] [--blocking-sync] [--json-dir benchmarks/results]``. Each process runs
+[--batch 1,4] [--mps] [--blocking-sync] [--json-dir DIR]``. Each process runs
 ``--threads`` threads, each with its own instance of the stage, calling it with ``--batch``
 items at a time, as the service's workers do when each has a share of the clients. Stages:
 
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mps", action="store_true", help="under a private CUDA MPS daemon")
     parser.add_argument("--blocking-sync", action="store_true", help="see the module doc")
     parser.add_argument(
-        "--json-dir", type=Path, help="write <date>-<device>-stage-contention-<stage>.json here"
+        "--json-dir",
+        type=Path,
+        help="write <date>-<device>-<commit>-stage-contention-<stage>.json here",
     )
     args = parser.parse_args(argv)
     if args.stage == "model" and not args.model.is_file():

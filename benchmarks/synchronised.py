@@ -90,14 +90,15 @@ def parse_counts(text: str) -> list[int]:
 
 
 def write_points(json_dir: Path, what: str, command: str, points: list[dict], **extra: Any) -> Path:
-    """Write ``<date>-<device>-<what>.json`` (device as in the main job: ``cpu`` or the GPU's
-    name) under ``json_dir`` with the command line and the points; returns its path."""
+    """Write ``<date>-<device>-<commit>-<what>.json`` (device as in the main job: ``cpu`` or the
+    GPU's name) under ``json_dir`` with the command line and the points; returns its path."""
     from benchmarks.gpu_monitor import GpuMonitor
     from benchmarks.report import write_json
+    from benchmarks.result_files import claim_result_path, git_commit, result_stem
     from benchmarks.run_record import device_slug
 
     today, device = date.today().isoformat(), device_slug(GpuMonitor.open())
-    path = json_dir / f"{today}-{device}-{what}.json"
-    record = {"date": today, "device": device, "command": command}
+    path = claim_result_path(json_dir, result_stem(device, what))
+    record = {"date": today, "git_commit": git_commit(), "device": device, "command": command}
     write_json(path, {**record, **extra, "points": points})
     return path

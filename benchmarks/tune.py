@@ -11,8 +11,8 @@ tester, and records QPS and latency. The winner is the highest QPS whose TP99 st
 
 ``--set NODE.KEY=V1,V2`` varies a key of one node (``--set KEY=...`` a top-level key such as
 ``batching_timeout``); ``--workers`` varies the number of server processes. Without a GPU it is
-a quick run (few calls per point). Writes ``<results-dir>/<date>-<device>-tune.json`` with every
-point's configuration text.
+a quick run (few calls per point). Writes ``<results-dir>/<date>-<device>-<commit>-tune.json``
+with every point's configuration text.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from benchmarks.compare import FULL, QUICK, export_model, run_handler
 from benchmarks.gpu_monitor import GpuMonitor
 from benchmarks.mps import MpsError, mps_daemon
 from benchmarks.report import write_json
+from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from benchmarks.run_record import device_slug
 from clients.client_qps import LoadTestError
 from clients.images import DEFAULT_IMG_DIR, load_images
@@ -222,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append(_run_point(args, index, point, config, images, gpu, log_dir))
     winner = best(results, args.tp99_ms)
     print(_table(results, winner, args))
-    stem = f"{datetime.date.today().isoformat()}-{device_slug(gpu)}-tune"
+    stem = result_stem(device_slug(gpu), "tune")
     write_json(
-        args.results_dir / f"{stem}.json",
+        claim_result_path(args.results_dir, stem),
         {
             "date": datetime.date.today().isoformat(),
+            "git_commit": git_commit(),
             "device": device_slug(gpu),
             "command": " ".join(["python -m benchmarks.tune", *(argv or sys.argv[1:])]),
             "base_config": str(args.config),

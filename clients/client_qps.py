@@ -274,6 +274,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per-call timeout")
     parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are off anyway when stderr is not a terminal, e.g. a log)",
+    )
+    parser.add_argument(
         "--json",
         metavar="FILE",
         default=argparse.SUPPRESS,
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             processes=args.processes,
             method=args.method,
             timeout_s=args.timeout_s,
+            progress=not args.no_progress,
         )
     except LoadInterrupted as exc:
         logger.warning("%s", exc)

@@ -44,14 +44,16 @@ class LoadRun:
         self.interrupted = False
         self._total_number = total_number
         self._method = method
-        self._progress = progress
         self._on_timed_start = on_timed_start
         self._go = go
         self._warm: set[int] = set()
         self._give_up_at_s: float | None = None
+        # tqdm's disable=None: no bars where stderr is not a terminal (a log, a pipe, CI), where
+        # every redraw would be a line of its own.
+        self._bars_off = None if progress else True
         # The timed bar is made when timing starts, so the two never share the terminal.
         self._bars = {
-            "warmup": tqdm(total=warmup, desc="warm-up", unit="call", disable=not progress)
+            "warmup": tqdm(total=warmup, desc="warm-up", unit="call", disable=self._bars_off)
         }
 
     @property
@@ -99,7 +101,7 @@ class LoadRun:
     def _start_timing(self) -> None:
         self._bars["warmup"].close()
         self._bars["timed"] = tqdm(
-            total=self._total_number, desc=self._method, unit="call", disable=not self._progress
+            total=self._total_number, desc=self._method, unit="call", disable=self._bars_off
         )
         if self._on_timed_start is not None:
             self._on_timed_start()

@@ -48,6 +48,7 @@ from benchmarks.peers.servers import (
 )
 from benchmarks.report import format_table, write_outputs
 from benchmarks.resource_sampler import ResourceSampler
+from benchmarks.result_files import claim_result_path, git_commit, result_stem
 from benchmarks.run_record import device_slug, run_row
 from clients.client_qps import LoadTestError
 from clients.images import DEFAULT_IMG_DIR, load_images
@@ -115,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tritonserver", help="the tritonserver binary (default: searched)")
     parser.add_argument("--results-dir", type=Path, default=REPO_ROOT / "runs")
-    parser.add_argument("--tag", help="result file name: <date>-<device>-peers[-<tag>]")
+    parser.add_argument("--tag", help="result file name: <date>-<device>-<commit>-peers[-<tag>]")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return parser.parse_args(argv)
 
@@ -300,9 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     for skip in skipped:
         print(f"{skip['peer']}: not run here: {skip['reason']}")
     today = datetime.date.today().isoformat()
-    stem = f"{today}-{device_slug(gpu)}-peers" + (f"-{args.tag}" if args.tag else "")
+    stem = result_stem(device_slug(gpu), "peers" + (f"-{args.tag}" if args.tag else ""))
     record = {
         "date": today,
+        "git_commit": git_commit(),
         "device": device_slug(gpu),
         "gpu": gpu.names[0] if gpu.available else None,
         "gpu_note": gpu.reason,
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios_against": against,
         "results": rows,
     }
-    write_outputs(record, args.results_dir / f"{stem}.json", sweep=args.sweep)
+    write_outputs(record, claim_result_path(args.results_dir, stem), sweep=args.sweep)
     errors = sum(row["errors"] for row in rows)
     if errors:
         logger.error("%d calls failed: see errors_by_code in the JSON and %s", errors, log_dir)

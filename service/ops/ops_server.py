@@ -1,7 +1,8 @@
 """The operations port: ``/metrics`` (Prometheus), ``/stats``, ``/health/live``, ``/health/ready``.
 
 ``/stats`` is the server's ``ServerStats`` (what the Thrift ``stats`` call returns) in Thrift's
-binary encoding, for a supervisor that sums its workers (``service.ops.stats_sum``).
+binary encoding, for a supervisor that sums its workers (``service.ops.stats_sum``);
+``/stats.json`` is the same struct as JSON, for people and scripts (``curl .../stats.json``).
 
 ``/health/ready`` answers 200 when the server is ready, 503 while it starts (models loading,
 warm-up), 404 while it is saturated (refusing calls as OVERLOADED, or every connection slot
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 from service.gen.inference.ttypes import ServerStats
 from service.ops.ops_http import BoundedHttpServer
+from service.ops.stats_json import STATS_JSON_CONTENT_TYPE, stats_json
 from service.ops.stats_sum import encode_stats
 
 logger = logging.getLogger(__name__)
@@ -138,7 +140,9 @@ class OpsServer:
     def start(self) -> None:
         """Serve from a background thread."""
         self.http.start()
-        logger.info("ops port %d: /metrics, /stats, /health/live, /health/ready", self.port)
+        logger.info(
+            "ops port %d: /metrics, /stats, /stats.json, /health/live, /health/ready", self.port
+        )
 
     def close(self) -> None:
         """Stop serving and release the port."""
@@ -158,11 +162,15 @@ class OpsServer:
             except Exception:  # a broken scrape must not take the ops port down
                 logger.exception("rendering /metrics failed")
                 return 500, "text/plain; charset=utf-8", "metrics unavailable; see the log\n"
-        if path == "/stats" and self._current_stats is not None:
-            return self._stats()
-        return 404, "text/plain; charset=utf-8", "not found; try /metrics or /health/ready\n"
+        if path in ("/stats", "/stats.json") and self._current_stats is not None:
+            return self._stats(as_json=path == "/stats.json")
+        return (
+            404,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics, /stats.json or /health/ready\n",
+        )
 
-    def _stats(self) -> tuple[int, str, str | bytes]:
+    def _stats(self, *, as_json: bool) -> tuple[int, str, str | bytes]:
         try:
             stats = self._current_stats()
         except Exception:  # as for /metrics: the port stays up
@@ -170,4 +178,6 @@ class OpsServer:
             return 500, "text/plain; charset=utf-8", "stats unavailable; see the log\n"
         if stats is None:
             return 503, "text/plain; charset=utf-8", "no stats yet: the models are loading\n"
+        if as_json:
+            return 200, STATS_JSON_CONTENT_TYPE, stats_json(stats)
         return 200, STATS_CONTENT_TYPE, encode_stats(stats)

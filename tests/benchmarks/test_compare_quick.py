@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks.compare import main
 from benchmarks.report import ROW_KEYS
+from benchmarks.result_files import result_stem
 from tests.support.live_service import quick_benchmark_argv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +26,10 @@ def test_quick_compare_writes_json_and_png(tmp_path):
     assert png_path.read_bytes()[:8] == PNG_MAGIC
     record = json.loads(json_path.read_text())
     assert record.keys() >= RECORD_KEYS
-    assert json_path.stem == f"{record['date']}-{record['device']}"
+    commit = record["config"]["git_commit"]
+    assert json_path.stem == result_stem(
+        record["device"], "quick", commit=commit, day=record["date"]
+    )
     assert record["config"]["arch"] == "resnet18" and record["config"]["quick"] is True
     rows = record["results"]
     assert [(r["handler"], r["concurrency"]) for r in rows] == [

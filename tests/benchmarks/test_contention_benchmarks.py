@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.pipeline_contention import build_config, node_deltas
+from benchmarks.result_files import result_stem
 from benchmarks.synchronised import check_ready, parse_counts, run_processes, write_points
 from benchmarks.tune import parse_setting
 from service.service_config import DEFAULT_CONFIG
@@ -33,6 +34,7 @@ def test_run_processes_gathers_one_result_per_process_after_the_common_start() -
     assert all(tag == "x" for tag, _, _ in results)
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_run_processes_names_failed_processes_instead_of_waiting() -> None:
     began = time.monotonic()
     with pytest.raises(RuntimeError, match=r"benchmark processes failed \(exit codes \[7"):
@@ -78,10 +80,12 @@ def test_node_deltas_count_only_the_window() -> None:
     }
 
 
-def test_write_points_names_the_file_by_date_and_device(tmp_path: Path) -> None:
+def test_write_points_names_the_file_by_date_device_and_commit(tmp_path: Path) -> None:
     path = write_points(tmp_path, "stage-contention-cpu", "cmd", [{"a": 1}], extra_key="v")
     record = json.loads(path.read_text())
-    assert path.name == f"{record['date']}-{record['device']}-stage-contention-cpu.json"
+    commit, day = record["git_commit"], record["date"]
+    stem = result_stem(record["device"], "stage-contention-cpu", commit=commit, day=day)
+    assert path.name == f"{stem}.json"
     assert record["command"] == "cmd" and record["points"] == [{"a": 1}]
     assert record["extra_key"] == "v"
 

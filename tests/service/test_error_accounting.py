@@ -13,7 +13,8 @@ import torch
 from thrift.Thrift import TApplicationException
 
 import torchpipe_lite as tp
-from benchmarks.attacks import encoded_call, ppm_declaring
+from benchmarks.attacks import encoded_call
+from benchmarks.call_attacks import ppm_declaring
 from service.gen.inference import InferenceService
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.main_torchpipe import PipelinedHandler

@@ -2,7 +2,7 @@
 while a good client calls, and both sides' experience is checked against a stated bound.
 
 The attacks themselves are ``benchmarks.attacks`` (``python -m benchmarks.hostile_clients``
-runs them at full size and prints the figures the README cites).
+runs them at full size and prints the figures benchmarks/README.md cites).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 import psutil
 import pytest
 
-from benchmarks import attacks
+from benchmarks import attacks, call_attacks
 from service.gen.inference.ttypes import ErrorCode, InferenceError, InferenceParams
 from service.handlers.admission import AdmissionLimits, RequestLimits
 from service.ops.ops_server import ServiceState
@@ -90,7 +90,7 @@ def test_overload_is_refused_at_once_with_overloaded_and_the_server_recovers(gua
     # calls, and get cut (CONNECTION) for their own slowness, not the server's.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         flood = pool.submit(
-            attacks.overload, HOST, guarded.port, photos["chelsea"], clients=48, calls_each=4
+            call_attacks.overload, HOST, guarded.port, photos["chelsea"], clients=48, calls_each=4
         ).result(timeout=WAIT_S * 4)
     assert flood.client_timeouts == 0, flood
     assert flood.codes.get("OVERLOADED", 0) > 0 and flood.codes.get("OK", 0) > 0, flood
@@ -104,7 +104,7 @@ def test_overload_is_refused_at_once_with_overloaded_and_the_server_recovers(gua
 
 def test_the_work_of_clients_that_went_away_is_dropped_unrun(guarded, photos):
     before = {n.node: n for n in stats(guarded).nodes}
-    gone = attacks.abandoned_calls(HOST, guarded.port, photos["chelsea"], calls=MAX_IN_FLIGHT)
+    gone = call_attacks.abandoned_calls(HOST, guarded.port, photos["chelsea"], calls=MAX_IN_FLIGHT)
     assert gone.good_call_after_s < GOOD_CALL_BOUND_S
     deadline_s = time.monotonic() + WAIT_S
     while stats(guarded).admission.images_in_flight:  # every abandoned call has ended
@@ -119,7 +119,7 @@ def test_the_work_of_clients_that_went_away_is_dropped_unrun(guarded, photos):
 
 
 def test_a_big_call_runs_whole_and_single_calls_are_served_beside_it(guarded, photos):
-    big = attacks.big_call(HOST, guarded.port, photos["chelsea"], images=16, singles=3)
+    big = call_attacks.big_call(HOST, guarded.port, photos["chelsea"], images=16, singles=3)
     assert big.big_call_failures == {}, big  # admitted whole: no image refused inside
     assert max(big.single_calls_s) < big.big_call_s, big  # not queued behind all 16
 
@@ -180,6 +180,7 @@ def test_stopping_with_a_client_dripping_bytes_ends_at_its_message_deadline():
     sock.close()
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_out_of_file_descriptors_the_server_pauses_accepting_instead_of_spinning(tmp_path):
     port = free_port()
     log = (tmp_path / "server.log").open("w+")

@@ -73,6 +73,7 @@ def test_weights_that_do_not_fit_the_arch_are_one_clear_error(tmp_path):
     assert build_classifier("squeezenet1_1", squeezenet) is not None  # the right arch loads
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_the_export_command_says_what_is_wrong_in_one_line(tmp_path):
     run = subprocess.run(
         [

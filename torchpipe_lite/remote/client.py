@@ -111,9 +111,10 @@ class RemotePipeline:
         sock.settimeout(None)
         self._entries = {name: index for index, name in enumerate(shape.node_names)}
         self._sock = sock
-        threading.Thread(
+        self._receiver = threading.Thread(
             target=self._receive, args=(sock,), name="remote-receiver", daemon=True
-        ).start()
+        )
+        self._receiver.start()
         return shape
 
     def _socket(self) -> socket.socket:
@@ -372,6 +373,8 @@ class RemotePipeline:
                 return
         with contextlib.suppress(OSError):  # the receiver fails what is pending, then closes
             sock.shutdown(socket.SHUT_RDWR)
+        if threading.current_thread() is not self._receiver:  # (an on_done may close)
+            self._receiver.join(self._connect_timeout_s)  # so the socket and arena are gone
 
     def __enter__(self) -> RemotePipeline:
         return self

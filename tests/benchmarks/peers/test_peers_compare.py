@@ -10,6 +10,7 @@ import pytest
 from benchmarks.peers.compare import main
 from benchmarks.peers.triton_repo import find_tritonserver
 from benchmarks.report import ROW_KEYS
+from benchmarks.result_files import result_stem
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -32,7 +33,8 @@ def test_quick_run_writes_every_row_with_who_ran_it(tmp_path, resnet18_onnx):
     (json_path,) = results.glob("*.json")
     assert json_path.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     record = json.loads(json_path.read_text())
-    assert json_path.stem == f"{record['date']}-{record['device']}-peers"
+    commit, day = record["git_commit"], record["date"]
+    assert json_path.stem == result_stem(record["device"], "peers", commit=commit, day=day)
     assert record["ratios_against"] == peers and record["same_server_processes"] is True
     assert record["image_work"].startswith("OpenCV") and record["mps"] is False
     assert [row["handler"] for row in record["results"]] == ["pipelined", *peers]

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from benchmarks import attacks, resource_attacks
 from service.rpc.server import TransportLimits
 from service.server_process import free_port
@@ -49,6 +51,7 @@ def test_stalled_big_senders_cannot_push_the_buffered_bytes_past_the_budget():
             attacks.close_all(sockets)
 
 
+@pytest.mark.slow  # starts a server or subprocesses and waits on them: not in make test-fast
 def test_connections_beyond_what_the_file_limit_allows_are_refused_and_liveness_answers():
     port, ops_port = free_port(), free_port()
     server = fd_starved_server.spawn(

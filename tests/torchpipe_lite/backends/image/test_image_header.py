@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.attacks import ppm_declaring
+from benchmarks.call_attacks import ppm_declaring
 from tests.image_samples import (
     IMAGES_DIR,
     bmp_declaring,
