@@ -1,5 +1,5 @@
 // The reference interface of the ResNet50 Thrift benchmark, as a client of it knows it:
-// the two structs and the two methods, nothing else. tests/integration/test_service_idl.py
+// the two structs and the two methods, nothing else. tests/service/test_service_idl.py
 // generates a client from this file alone and calls the server with it.
 
 namespace py serve

@@ -1,7 +1,7 @@
 """The GPU-decode fallback graph on CUDA: nvJPEG where it can, the CPU decoder node for the rest.
 
 Written for the lent GPU box (pytest -m gpu); it did not run in the session that wrote it (no
-device time was left), which tests/integration/test_service_configs.py covers on the CPU with
+device time was left), which tests/service/test_service_configs.py covers on the CPU with
 a stand-in for nvJPEG.
 """
 
