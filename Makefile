@@ -37,7 +37,7 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# docs/flags.md is generated from the parsers; tests/unit/test_flag_docs.py fails when it is stale.
+# docs/flags.md is generated from the parsers; tests/docs/test_flag_docs.py fails when it is stale.
 flag-docs: venv
 	$(PY) -m service.tools.flag_docs > docs/flags.md
 
@@ -63,7 +63,7 @@ bench-peers: peers
 	$(PY) -m benchmarks.peers
 
 # The README's headline table, on a GPU box (the README's "Headline" section shows this command;
-# tests/unit/test_readme.py checks the two agree).
+# tests/docs/test_readme.py checks the two agree).
 bench: venv
 	$(PY) -m benchmarks.compare --config service/configs/resnet50.toml --workers 8 --mps --concurrency 20,40 --total-number 6000 --warmup 300 --processes 4 --tag core-cpudecode-8
 

@@ -5,7 +5,7 @@ These are the connection-level attacks and the helpers every attack module share
 through calls are ``benchmarks.call_attacks``, those on shared resources
 ``benchmarks.resource_attacks``, on the wire format ``benchmarks.protocol_attacks``.
 ``benchmarks.hostile_clients`` runs them all against ``python -m service`` and prints the
-figures; ``tests/integration/test_hostile_clients.py`` runs them small and asserts bounds.
+figures; ``tests/service/test_hostile_clients.py`` runs them small and asserts bounds.
 """
 
 from __future__ import annotations

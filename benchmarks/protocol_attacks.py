@@ -3,7 +3,7 @@ parser, and calls written back to back on one connection.
 
 Each function runs one attack on a live server and returns what the attacker saw and what a
 good client saw right after. ``benchmarks.hostile_clients`` runs them at full size;
-``tests/integration/test_rpc_loop_faults.py`` runs them small and asserts the outcome.
+``tests/service/rpc/test_rpc_loop_faults.py`` runs them small and asserts the outcome.
 One of them runs alone against ``python -m service`` at every default, with the server's CPU
 time during it:
 

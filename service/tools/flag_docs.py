@@ -1,7 +1,7 @@
 """Writes docs/flags.md from the server's argument parser: ``python -m service.tools.flag_docs``.
 
 The page is generated, never edited by hand, so it lists exactly the flags ``python -m service``
-takes; tests/unit/test_flag_docs.py fails when the committed page differs from this output
+takes; tests/docs/test_flag_docs.py fails when the committed page differs from this output
 (``make flag-docs`` rewrites it).
 """
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from service.gen.inference.ttypes import AdmissionStats, ErrorCode, NodeStats, ServerStats
+from service.gen.inference.ttypes import AdmissionStats, ErrorCode, ServerStats, WireNodeStats
 from service.ops.ops_server import STATS_CONTENT_TYPE, OpsServer, ServiceState
 from service.ops.stats_json import STATS_JSON_CONTENT_TYPE, stats_json
 from service.ops.stats_sum import decode_stats
 
 
 def _stats() -> ServerStats:
-    node = NodeStats(
+    node = WireNodeStats(
         node="resnet50", backend="SyncTensor[TorchTensor]", instances=2, requests_ok=12,
         requests_failed=0, requests_rejected=0, requests_timed_out=0, inferences=12,
         executions=4, batch_sizes={4: 3}, queue_time_ms_total=1.5, compute_time_ms_total=9.0,
