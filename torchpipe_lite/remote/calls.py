@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, TypeVar
 
 from ..errors import RequestTimeoutError
 from .wire import PipelineShape
 
 OnDone = Callable[[dict[str, Any], BaseException | None], None]
+_Client = TypeVar("_Client", bound="DispatchCalls")
 OnDoneIndexed = Callable[[int, dict[str, Any], BaseException | None], None]
 
 
@@ -114,7 +115,7 @@ class DispatchCalls:
     def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Client) -> _Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
