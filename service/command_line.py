@@ -58,6 +58,10 @@ class ServerSettings:
     core_socket: str | None
     #: Set by a core layout's supervisor: serve the core on this socket (the core process).
     serve_core: str | None
+    #: The GPUs to start one core each on (``--device-ids``); None: every visible GPU.
+    device_ids: tuple[int, ...] | None
+    #: Set by a core layout's supervisor: the core's name in its figures (``cuda:1``).
+    core_name: str | None
     opencv_threads: int
     log_level: str
 
@@ -92,8 +96,28 @@ def _contradictions(settings: ServerSettings) -> list[str]:
             "--admit-wait-fraction must be in 0..1",
         ),
         (settings.call_window < 1, "--call-window must be at least 1"),
+        *_device_ids_contradictions(settings),
     ]
     return [message for failed, message in checks if failed]
+
+
+def _device_ids_contradictions(settings: ServerSettings) -> list[tuple[bool, str]]:
+    if settings.device_ids is None:
+        return []
+    return [
+        (
+            settings.handler != "pipelined",
+            "--device-ids needs the pipelined handler (its GPU cores)",
+        ),
+        (
+            settings.workers == 1,
+            "--device-ids needs fronts and cores: --workers 2 or more, or auto",
+        ),
+        (
+            settings.device is not None,
+            "--device-ids and --device exclude each other: each core's device is its GPU",
+        ),
+    ]
 
 
 def parse_args(argv: list[str] | None = None) -> ServerSettings:
@@ -139,6 +163,7 @@ def serving_layout(settings: ServerSettings, *, on_gpu: bool, cpu_count: int) ->
         return ServingLayout(Layout.CORE, 1)
     processes = settings.workers
     if processes is None:
+        on_gpu = on_gpu or settings.device_ids is not None
         pipelined_on_gpu = settings.handler == "pipelined" and on_gpu
         processes = max(2, min(8, cpu_count // 2)) if pipelined_on_gpu else 1
     if processes == 1:
@@ -357,10 +382,20 @@ def _process_flags(group: argparse._ArgumentGroup) -> None:
         metavar="N|auto",
         help="server processes on the port (a supervisor accepts and deals the connections to "
         "them in turn). Pipelined handler: N front processes (RPC, admission, CPU image "
-        "stages) beside one GPU core process that owns the model and the GPU stages and batches "
-        "every front's requests; auto (the default): one front per two CPU cores, 2 to 8, where "
-        "the model runs on a GPU, else one process. Baseline: N independent processes, each "
-        "with its own model copy; auto: 1",
+        "stages) beside one GPU core process per GPU (--device-ids), each owning a model copy "
+        "and the GPU stages and batching every front's requests; auto (the default): one "
+        "front per two CPU cores, 2 to 8, where the model runs on a GPU, else one process. "
+        "Baseline: N independent processes, each with its own model copy; auto: 1",
+    )
+    group.add_argument(
+        "--device-ids",
+        type=_device_ids,
+        default=None,
+        metavar="0,1",
+        help="pipelined handler with fronts and cores: the GPUs (CUDA indices) to start one "
+        "GPU core each on, the fronts spreading their requests over the cores, least "
+        "outstanding work first (default: one core per visible GPU; on a machine without a "
+        "GPU, one core on the CPU)",
     )
     group.add_argument(
         "--reuse-port",
@@ -373,6 +408,7 @@ def _process_flags(group: argparse._ArgumentGroup) -> None:
     # core on (the core process).
     group.add_argument("--core-socket", default=None, help=argparse.SUPPRESS)
     group.add_argument("--serve-core", default=None, help=argparse.SUPPRESS)
+    group.add_argument("--core-name", default=None, help=argparse.SUPPRESS)
 
 
 def _workers(text: str) -> int | None:
@@ -382,3 +418,16 @@ def _workers(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
+def _device_ids(text: str) -> tuple[int, ...]:
+    """``--device-ids``: distinct non-negative CUDA indices, comma-separated."""
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CUDA indices like 0,1, got {text!r}") from None
+    if min(ids) < 0 or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct non-negative CUDA indices like 0,1, got {text!r}"
+        )
+    return ids

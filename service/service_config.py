@@ -75,8 +75,9 @@ class ServiceConfig:
     model_user_given: bool = True
     #: The node tables as read (with the model path made absolute): what the core split cuts.
     tables: Mapping[str, Any] = field(default_factory=dict)
-    #: Set in the fronts of a core layout: the GPU core's Unix socket, which runs the model
-    #: node and the GPU stages before it (``service.core_split``).
+    #: Set in the fronts of a core layout: the GPU cores' Unix sockets (one per GPU, comma-
+    #: separated), each running the model node and the GPU stages before it
+    #: (``service.core_split``).
     core_socket: str | None = None
 
     @property

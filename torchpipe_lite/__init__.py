@@ -32,7 +32,7 @@ from .keys import (
     TASK_RESULT_KEY,
 )
 from .metrics import NodeStats
-from .remote import PipelineServer, RemotePipeline, connect, serve
+from .remote import PipelineServer, RemotePipeline, RemotePool, connect, serve
 from .schedule import Pipeline, pipe
 
 __version__ = "0.1.0"
@@ -63,6 +63,7 @@ __all__ = [
     "PipelineUnavailableError",
     "Precision",
     "RemotePipeline",
+    "RemotePool",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",

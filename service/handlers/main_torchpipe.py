@@ -45,8 +45,11 @@ class PipelinedHandler(ClassifierHandler):
                 config.core_socket,
                 ", ".join(f"[{name}]" for name in core_nodes(config.tables, config.model_node)),
             )
-        if front is None:  # the core runs every stage: call it directly
-            self._pipeline: tp.Pipeline | tp.RemotePipeline = tp.connect(config.core_socket)
+        if front is None:  # the core runs every stage: call it (one per GPU: a pool) directly
+            sockets = str(config.core_socket).split(",")
+            self._pipeline: tp.Pipeline | tp.RemotePipeline | tp.RemotePool = (
+                tp.connect(sockets[0]) if len(sockets) == 1 else tp.connect(sockets)
+            )
         else:
             self._pipeline = self._local = tp.pipe(front)
             try:

@@ -11,6 +11,7 @@ updates no metric.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -214,6 +215,58 @@ def _connections(stats: ServerStats) -> list[tuple[str, str, str, float]]:
         ("tp_calls_abandoned", "counter", "Calls whose client went away while they were running",
          seen.calls_abandoned),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CoreFigures:
+    """One GPU core as the supervisor sees it, for its own families beside the sum."""
+
+    #: Its GPU (``cuda:1``), or ``default`` for the one core of a plan that pins none.
+    gpu: str
+    restarts: int
+    #: Its ``/stats``; None when it did not answer (restarting, or not up yet).
+    stats: ServerStats | None
+
+
+#: The per-core node families: (name, type, help, value of a node).
+_CORE_NODE_FAMILIES: tuple[tuple[str, str, str, Callable[[WireNodeStats], float]], ...] = (
+    ("tp_core_request_success", "counter", "Requests a core's node ended with a result",
+     lambda n: n.requests_ok),
+    ("tp_core_request_failure", "counter", "Requests a core's node failed",
+     lambda n: n.requests_failed),
+    ("tp_core_inference_count", "counter", "Requests a core's node ran, all batch sizes",
+     lambda n: n.inferences),
+    ("tp_core_execution_count", "counter", "Batches a core's node ran", lambda n: n.executions),
+    ("tp_core_compute_duration_us", "counter", "Compute time of a core's node's batches",
+     lambda n: n.compute_time_ms_total * _US),
+)  # fmt: skip
+
+
+def render_cores(cores: Iterable[CoreFigures]) -> str:
+    """Each GPU core's own figures, labelled ``gpu`` (the Triton families carry the sum of
+    every core and front): whether it answers, its restarts, and each of its nodes."""
+    cores = list(cores)
+    if not cores:
+        return ""
+    parts = [
+        _family(
+            "tp_core_up",
+            "gauge",
+            "1 when the GPU core answers its ops port",
+            [(_labels(gpu=c.gpu), 0 if c.stats is None else 1) for c in cores],
+        ),
+        _family(
+            "tp_core_restarts",
+            "counter",
+            "Times the supervisor restarted the GPU core after it died",
+            [(_labels(gpu=c.gpu), c.restarts) for c in cores],
+        ),
+    ]
+    nodes = [(c.gpu, n) for c in cores if c.stats is not None for n in c.stats.nodes or []]
+    for name, kind, help_text, value in _CORE_NODE_FAMILIES:
+        samples = [(_labels(gpu=gpu, model=n.node), value(n)) for gpu, n in nodes]
+        parts.append(_family(name, kind, help_text, samples))
+    return "".join(parts)
 
 
 class MetricsRenderer:

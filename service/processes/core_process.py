@@ -1,5 +1,8 @@
 """The GPU core process of the pipelined service: the model and the GPU stages, once per GPU.
 
+The supervisor starts one per GPU (``core_plan``), each with its own socket, ops port and
+restarts; the fronts spread their requests over them (``tp.RemotePool``).
+
 The supervisor starts it before the fronts. It builds the config's core part (the model node
 and the GPU stages before it, ``service.core_split``) and serves it with ``tp.serve`` on a
 Unix socket: the fronts' requests reach it in batches through shared memory, and its Python
@@ -31,6 +34,7 @@ from service.handlers.handler import wire_node_stats
 from service.model_file import ensure_model
 from service.ops.ops_server import OpsServer, ServiceState
 from service.ops.prometheus_export import MetricsRenderer
+from service.processes.core_plan import CoreSpec
 from service.service_config import load_service_config
 
 logger = logging.getLogger("service.core")
@@ -38,7 +42,8 @@ logger = logging.getLogger("service.core")
 #: How often the core logs its figures while it is busy.
 _FIGURES_EVERY_S = 5.0
 _POLL_S = 0.1
-#: ``ServerStats.handler`` of the core's own figures (the fronts' is the handler's name).
+#: ``ServerStats.handler`` of the core's own figures (the fronts' is the handler's name);
+#: a core pinned to a GPU adds its name: ``core-cuda:1``.
 CORE_STATS_HANDLER = "core"
 
 
@@ -49,8 +54,15 @@ class CoreStartError(RuntimeError):
 class CoreProcess:
     """The supervisor's handle on the core: started first, stopped last, restarted if it dies."""
 
-    def __init__(self, argv: Sequence[str], ready_timeout_s: float, metrics_port: int = 0):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        ready_timeout_s: float,
+        spec: CoreSpec,
+        metrics_port: int = 0,
+    ):
         self.metrics_port = metrics_port
+        self.spec = spec
         self._argv = list(argv)
         self._ready_timeout_s = ready_timeout_s
         self._directory = Path(tempfile.mkdtemp(prefix="torchpipe-core-"))  # owner-only
@@ -70,17 +82,22 @@ class CoreProcess:
             self.socket_path,
             "--metrics-port",  # overrides the supervisor's own, which it serves itself
             str(self.metrics_port),
+            *self.spec.arguments(),
         ]
-        process = subprocess.Popen(command)
-        logger.info("GPU core process started (pid %d)", process.pid)
+        process = subprocess.Popen(command, env=self.spec.environment(os.environ))
+        logger.info("GPU core %s started (pid %d)", self.spec.name, process.pid)
         # The core creates its socket only once its stages are built.
         waited_s = 0.0
         while not os.path.exists(self.socket_path):
             if process.poll() is not None:
-                raise CoreStartError(f"the GPU core exited with {process.returncode}")
+                raise CoreStartError(
+                    f"the GPU core {self.spec.name} exited with {process.returncode}"
+                )
             if waited_s >= self._ready_timeout_s:
                 process.kill()
-                raise CoreStartError(f"the GPU core was not ready in {self._ready_timeout_s} s")
+                raise CoreStartError(
+                    f"the GPU core {self.spec.name} was not ready in {self._ready_timeout_s} s"
+                )
             time.sleep(_POLL_S)
             waited_s += _POLL_S
         return process
@@ -89,7 +106,9 @@ class CoreProcess:
         """Start a new core after this one died (the fronts reconnect on their own)."""
         self.restarts += 1
         logger.error(
-            "the GPU core exited with %s: restarting it (restart %d); its requests failed",
+            "the GPU core %s exited with %s: restarting it (restart %d); its requests failed, "
+            "the other cores take its share meanwhile",
+            self.spec.name,
             self.process.returncode,
             self.restarts,
         )
@@ -112,10 +131,11 @@ def run_core(args: ServerSettings) -> int:
     device = engine_device(config.model.params)
     pipeline = tp.pipe(config.core_pipeline())
     started_s = time.monotonic()
+    handler = f"{CORE_STATS_HANDLER}-{args.core_name}" if args.core_name else CORE_STATS_HANDLER
 
     def stats() -> ServerStats:
         return ServerStats(
-            handler=CORE_STATS_HANDLER,
+            handler=handler,
             device=device,
             uptime_s=time.monotonic() - started_s,
             requests_ok=0,  # the fronts count calls; the core counts its stages' requests
@@ -148,7 +168,9 @@ def run_core(args: ServerSettings) -> int:
     # fronts have drained, so the core outlives every request they still have in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     supervisor = os.getppid()
-    logger.info("GPU core on %s: %s", device, " -> ".join(pipeline.node_names))
+    logger.info(
+        "GPU core %s on %s: %s", args.core_name or "", device, " -> ".join(pipeline.node_names)
+    )
     figures_log = _FiguresLog(pipeline, server)
     logged = -1
     while not stopping.wait(_FIGURES_EVERY_S):

@@ -3,18 +3,22 @@
 One Python process is bound by its interpreter lock before the CPU or the GPU is. So the
 supervisor listens on the Thrift port and deals each new connection to N workers in turn
 (``connection_dealer``), so they carry equal shares of the clients. For the pipelined handler
-the workers are fronts (RPC, admission, CPU image stages) of one GPU core process
-(``core_process``), started first, which owns the model and the GPU stages and sees every
-front's requests in batches; for the baseline each worker has its own model copy. Each
+the workers are fronts (RPC, admission, CPU image stages) of the GPU core processes
+(``core_process``), one per GPU (``core_plan``), started first, each owning a model copy and
+the GPU stages and seeing every front's requests in batches; each front spreads its batches
+over the cores, least outstanding work first (``tp.RemotePool``). For the baseline each worker
+has its own model copy. Each
 worker's start-up warm-up call goes through the port too: N warm-ups arriving while nothing
 else connects land one on each worker.
 
-The supervisor starts the core and the workers, restarts the core if it dies, forwards
+The supervisor starts the cores and the workers, restarts a core that dies (the others serve
+on untouched, and take its share until it is back), forwards
 SIGTERM/SIGINT so each worker drains, and exits with the worst exit code. With
 ``--metrics-port`` it serves the ops endpoints for the whole group: ready only when every
 worker is ready, and ``/stats`` and ``/metrics`` from the sum of the workers' and the core's
 ``ServerStats`` (each serves its own ``/stats`` on a private port the supervisor reads;
-``service.ops.stats_sum`` adds them up), with the supervisor's own process figures beside them.
+``service.ops.stats_sum`` adds them up), with the supervisor's own process figures beside them;
+``/metrics`` also has each core's own figures, labelled with its GPU (``tp_core_*``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from collections.abc import Sequence
 from service.command_line import ServerSettings
 from service.gen.inference.ttypes import ServerStats
 from service.ops.ops_server import OpsServer, ServiceState
-from service.ops.prometheus_export import MetricsRenderer
+from service.ops.prometheus_export import CoreFigures, MetricsRenderer, render_cores
 from service.ops.stats_sum import decode_stats, sum_server_stats
 from service.processes.connection_dealer import ConnectionDealer
+from service.processes.core_plan import CorePlanError, CoreSpec, core_plan
 from service.processes.core_process import CoreProcess, CoreStartError
 
 logger = logging.getLogger("service.processes.workers")
@@ -98,14 +103,14 @@ class WorkerGroup:
         host: str,
         with_metrics: bool,
         dealer: ConnectionDealer,
-        core: CoreProcess | None = None,
+        cores: Sequence[CoreProcess] = (),
     ):
         probe_host = _probe_host(host)
         self.metrics_ports = [_free_port(probe_host) if with_metrics else 0 for _ in range(count)]
-        core_socket = core.socket_path if core else None
-        # The core's stages are counted once, in its own figures, added to the fronts' sum.
-        self._core_port = core.metrics_port if core else 0
-        self._renderer = MetricsRenderer(self.stats)
+        core_socket = ",".join(core.socket_path for core in cores) or None
+        # Each core's stages are counted once, in its own figures, added to the fronts' sum.
+        self._cores = list(cores)
+        self._renderer = MetricsRenderer(self.stats, extra=self._core_metrics)
         self._probe_host = probe_host
         self.processes = []
         for index, port in enumerate(self.metrics_ports):
@@ -122,15 +127,26 @@ class WorkerGroup:
         )
 
     def stats(self) -> ServerStats | None:
-        """The sum of the workers' ``ServerStats`` and the core's (those that answer; ``None``
+        """The sum of the workers' ``ServerStats`` and the cores' (those that answer; ``None``
         before any)."""
-        parts = []
-        ports = [*self.metrics_ports, *([self._core_port] if self._core_port else [])]
-        for port in ports:
-            status, body = _get(f"http://{self._probe_host}:{port}/stats")
-            if status == 200:
-                parts.append(decode_stats(body))
-        return sum_server_stats(parts)
+        ports = [*self.metrics_ports, *(core.metrics_port for core in self._cores)]
+        parts = [self._read_stats(port) for port in ports if port]
+        return sum_server_stats([part for part in parts if part is not None])
+
+    def _read_stats(self, port: int) -> ServerStats | None:
+        status, body = _get(f"http://{self._probe_host}:{port}/stats")
+        return decode_stats(body) if status == 200 else None
+
+    def _core_metrics(self) -> str:
+        """Each core's own families, labelled with its GPU."""
+        return render_cores(
+            CoreFigures(
+                core.spec.name,
+                core.restarts,
+                self._read_stats(core.metrics_port) if core.metrics_port else None,
+            )
+            for core in self._cores
+        )
 
     def metrics(self) -> str:
         """The group's /metrics: the sum of the workers and the core, this process's."""
@@ -152,8 +168,8 @@ class WorkerGroup:
 
 
 def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -> int:
-    """Supervise ``args.workers`` servers (fronts of a GPU core this starts, ``with_core``);
-    returns the worst exit code."""
+    """Supervise ``args.workers`` servers (fronts of the GPU cores this starts, one per GPU,
+    ``with_core``); returns the worst exit code."""
     state = ServiceState()
     try:
         dealer = ConnectionDealer(args.host, args.port, args.workers, reuse_port=args.reuse_port)
@@ -161,8 +177,8 @@ def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -
         logger.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
     try:
-        core = _start_core(argv, args) if with_core else None
-    except CoreStartError as exc:
+        cores = _start_cores(argv, args) if with_core else []
+    except (CoreStartError, CorePlanError) as exc:
         logger.error("%s", exc)
         dealer.close()
         return 2
@@ -172,7 +188,7 @@ def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -
         args.host,
         with_metrics=bool(args.metrics_port),
         dealer=dealer,
-        core=core,
+        cores=cores,
     )
     dealer.start()
     logger.info(
@@ -201,7 +217,7 @@ def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    _watch(group, core, state, stopping, args)
+    _watch(group, cores, state, stopping, args)
     if stopping.is_set() and args.shutdown_delay_s > 0:
         # Each worker keeps taking connections for --shutdown-delay-s after the signal (while
         # /health/ready says draining): keep dealing them for as long.
@@ -209,8 +225,7 @@ def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -
     dealer.close()  # new connections are refused from here; the workers finish their own
     codes = [process.wait() for process in group.processes]
     logger.info("connections dealt per worker: %s", dealer.dealt)
-    if core is not None:
-        codes.append(core.stop())
+    codes += [core.stop() for core in cores]
     if ops is not None:
         ops.close()
     worst = max(codes, key=lambda code: (code != 0, abs(code)))
@@ -218,30 +233,60 @@ def run_workers(argv: Sequence[str], args: ServerSettings, *, with_core: bool) -
     return worst
 
 
-def _start_core(argv: Sequence[str], args: ServerSettings) -> CoreProcess:
-    logger.info("starting the GPU core (the model and the GPU stages, for every front)")
+def _start_cores(argv: Sequence[str], args: ServerSettings) -> list[CoreProcess]:
+    """One core per GPU of the plan, each ready before the next starts; on a failure, the
+    ones started are stopped and the error raised."""
+    plan = core_plan(args, _gpu_count(args))
+    logger.info(
+        "starting %d GPU core(s) (%s): the model and the GPU stages, for every front",
+        len(plan),
+        ", ".join(spec.name for spec in plan),
+    )
+    cores: list[CoreProcess] = []
+    try:
+        for spec in plan:
+            cores.append(_start_core(argv, args, spec))
+    except CoreStartError:
+        for core in cores:
+            core.stop()
+        raise
+    return cores
+
+
+def _start_core(argv: Sequence[str], args: ServerSettings, spec: CoreSpec) -> CoreProcess:
     return CoreProcess(
         argv,
         ready_timeout_s=args.warmup_timeout_s,
+        spec=spec,
         metrics_port=_free_port(_probe_host(args.host)) if args.metrics_port else 0,
     )
 
 
+def _gpu_count(args: ServerSettings) -> int:
+    """Visible CUDA devices, where the plan depends on them (torch is loaded only then)."""
+    if args.device_ids is None and args.device is not None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def _watch(
     group: WorkerGroup,
-    core: CoreProcess | None,
+    cores: Sequence[CoreProcess],
     state: ServiceState,
     stopping: threading.Event,
     args: ServerSettings,
 ) -> None:
-    """Until a signal: mark the group ready once every worker is. When the core dies, start
-    it again (the fronts fail what it held and reconnect). When a worker dies, stop the rest
-    (the process manager then restarts the whole server rather than it serving on at lower
-    capacity)."""
+    """Until a signal: mark the group ready once every worker is. When a core dies, start
+    it again (the fronts fail what it held, send to the other cores meanwhile, and reconnect);
+    the other cores are not touched. When a worker dies, stop the rest (the process manager
+    then restarts the whole server rather than it serving on at lower capacity)."""
     while not stopping.is_set():
-        if core is not None and core.process.poll() is not None:
+        dead = next((core for core in cores if core.process.poll() is not None), None)
+        if dead is not None:
             try:
-                core.restart()
+                dead.restart()
             except CoreStartError as exc:
                 logger.error("%s: stopping the fronts", exc)
                 code: int | None = 1

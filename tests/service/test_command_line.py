@@ -74,3 +74,30 @@ def test_one_function_maps_the_settings_to_a_serving_layout(
 
     chosen = serving_layout(parse_args(argv), on_gpu=on_gpu, cpu_count=cpu_count)
     assert (chosen.kind, chosen.processes) == (Layout[layout], processes)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device-ids", "0,x"], "expected CUDA indices"),
+        (["--device-ids", "0,0"], "distinct"),
+        (["--device-ids", "-1"], "non-negative"),
+        (["--device-ids", "0", "--handler", "baseline"], "needs the pipelined handler"),
+        (["--device-ids", "0,1", "--workers", "1"], "needs fronts and cores"),
+        (["--device-ids", "0,1", "--device", "cuda:1"], "exclude each other"),
+    ],
+)
+def test_device_ids_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit) as raised:
+        parse_args(argv)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_device_ids_make_auto_fronts_and_cores_even_where_no_gpu_is_seen():
+    from service.command_line import Layout, serving_layout
+
+    settings = parse_args(["--device-ids", "0,1"])
+    assert settings.device_ids == (0, 1)
+    chosen = serving_layout(settings, on_gpu=False, cpu_count=4)
+    assert (chosen.kind, chosen.processes) == (Layout.FRONTS_AND_CORE, 2)

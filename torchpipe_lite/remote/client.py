@@ -29,17 +29,16 @@ from ..errors import (
     PipelineClosedError,
     PipelineUnavailableError,
     RequestError,
-    RequestTimeoutError,
 )
 from ..metrics import NodeStats
 from . import wire
 from .arena import Arena
+from .calls import DispatchCalls, OnDone
 from .wire import FrameKind
 
 logger = logging.getLogger(__name__)
 
-OnDone = Callable[[dict[str, Any], BaseException | None], None]
-_DEFAULT_ARENA_BYTES = 256 << 20
+DEFAULT_ARENA_BYTES = 256 << 20
 
 
 class RemoteHandle:
@@ -58,14 +57,14 @@ class RemoteHandle:
         self._pipeline._cancel(self.request_id)
 
 
-class RemotePipeline:
+class RemotePipeline(DispatchCalls):
     """A client of a ``PipelineServer`` at ``address``. Thread-safe."""
 
     def __init__(
         self,
         address: str | Path,
         *,
-        arena_bytes: int = _DEFAULT_ARENA_BYTES,
+        arena_bytes: int = DEFAULT_ARENA_BYTES,
         connect_timeout_s: float = 10.0,
     ):
         self.address = str(address)
@@ -129,19 +128,18 @@ class RemotePipeline:
                 self.shape = self._connect()
             return self._sock
 
-    # -- calling -----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to the server is up (False after it went away, until the
+        next request or ``reattach`` reconnects)."""
+        return self._sock is not None
 
-    def dispatch(
-        self,
-        request: dict[str, Any],
-        on_done: OnDone,
-        *,
-        strict: bool = False,
-        timeout_s: float | None = None,
-    ) -> RemoteHandle:
-        """Start ``request``; ``on_done(request, error)`` is called once it has ended, on the
-        receiver thread (so quick, never blocking), or at once on this one when refused."""
-        return self.dispatch_many([request], lambda _, r, e: on_done(r, e), strict, timeout_s)[0]
+    def reattach(self) -> None:
+        """Connect again now if the server went away; ``PipelineUnavailableError`` when it
+        still cannot be reached."""
+        self._socket()
+
+    # -- calling -----------------------------------------------------------------------------
 
     def dispatch_many(
         self,
@@ -177,64 +175,6 @@ class RemotePipeline:
             ids = [handle.request_id for handle in handles if handle.offset >= 0]
             self._post(wire.frame(FrameKind.SUBMIT, b"".join(records)), ids)
         return handles
-
-    def submit(
-        self, request: dict[str, Any], *, strict: bool = False, timeout_s: float | None = None
-    ) -> Future:
-        """Start ``request``; a future that resolves to the same dict (or raises)."""
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-
-        def resolve(item: dict[str, Any], error: BaseException | None) -> None:
-            if error is None:
-                future.set_result(item)
-            else:
-                future.set_exception(error)
-
-        self.dispatch(request, resolve, strict=strict, timeout_s=timeout_s)
-        return future
-
-    def __call__(
-        self,
-        request: dict[str, Any] | list[dict[str, Any]],
-        timeout_s: float | None = None,
-        *,
-        strict: bool = False,
-    ) -> None:
-        """Run one request dict, or a list of them, to completion, as ``Pipeline`` does."""
-        requests = request if isinstance(request, list) else [request]
-        for error in self.run_all(requests, strict=strict, timeout_s=timeout_s):
-            if error is not None:
-                raise error
-
-    def run_all(
-        self,
-        requests: list[dict[str, Any]],
-        *,
-        strict: bool = False,
-        timeout_s: float | None = None,
-    ) -> list[BaseException | None]:
-        """Run ``requests`` (sent in one frame) to completion: each one's error, or None.
-        ``RequestTimeoutError`` when they have not all ended within ``timeout_s`` (the rest
-        are cancelled)."""
-        errors: list[BaseException | None] = [None] * len(requests)
-        remaining = [len(requests)]
-        done = threading.Event()
-        lock = threading.Lock()
-
-        def ended(index: int, _: dict[str, Any], error: BaseException | None) -> None:
-            errors[index] = error
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set()
-
-        handles = self.dispatch_many(requests, ended, strict, timeout_s)
-        if not done.wait(timeout_s):
-            for handle in handles:
-                handle.cancel()
-            raise RequestTimeoutError(f"no answer within {timeout_s} s")
-        return errors
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -352,13 +292,6 @@ class RemotePipeline:
             finally:
                 self._stats_reply = None
 
-    def batch_range(self, node_name: str) -> tuple[int, int]:
-        return self.shape.batch_ranges[node_name]
-
-    @property
-    def node_names(self) -> list[str]:
-        return list(self.shape.node_names)
-
     def close(self) -> None:
         """Detach; requests still at the server fail with ``PipelineUnavailableError``."""
         with self._connect_lock:
@@ -376,20 +309,9 @@ class RemotePipeline:
         if threading.current_thread() is not self._receiver:  # (an on_done may close)
             self._receiver.join(self._connect_timeout_s)  # so the socket and arena are gone
 
-    def __enter__(self) -> RemotePipeline:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 def _indexed(on_done: Callable[[int, dict, BaseException | None], None], index: int) -> OnDone:
     return lambda request, error: on_done(index, request, error)
 
 
-def connect(address: str | Path, *, arena_bytes: int = _DEFAULT_ARENA_BYTES) -> RemotePipeline:
-    """Attach to the pipeline that ``serve`` serves at ``address``."""
-    return RemotePipeline(address, arena_bytes=arena_bytes)
-
-
-__all__ = ["RemoteHandle", "RemotePipeline", "connect"]
+__all__ = ["RemoteHandle", "RemotePipeline"]

@@ -48,6 +48,9 @@ def test_two_workers_share_the_port_report_together_and_stop_cleanly(resnet18_on
         # Two warm-ups (one per worker) and eight calls, summed over both workers.
         assert 'nv_inference_request_success{model="resnet18",version="1"} 10' in text
         assert text.count("# TYPE process_resident_memory_bytes") == 1  # the supervisor's
+        # The one core (no GPU here: unpinned) has its own figures beside the sum.
+        assert 'tp_core_up{gpu="default"} 1' in text
+        assert 'tp_core_request_success{gpu="default",model="resnet18"} 10' in text
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/stats", timeout=5) as r:
             summed = decode_stats(r.read())
         model = next(node for node in summed.nodes if node.node == "resnet18")
