@@ -261,7 +261,9 @@ class RemotePipeline(DispatchCalls):
             with self._send_lock:
                 sock.sendall(data)
         except OSError as error:
-            raise PipelineUnavailableError(f"cannot reach {self.address}: {error}") from error
+            raise PipelineUnavailableError(
+                f"the pipeline served at {self.address} went away ({error})"
+            ) from error
 
     def _cancel(self, rid: int) -> None:
         with self._pending_lock:
