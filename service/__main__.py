@@ -11,13 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from service.command_line import (  # light: argparse only
-    Layout,
-    ServerSettings,
-    ServingLayout,
-    parse_args,
-    serving_layout,
-)
+from service.command_line import ServerSettings, parse_args  # light: argparse only
+from service.layout import Layout, ServingLayout, serving_layout
 
 if TYPE_CHECKING:  # the real imports wait until after parsing: `--help` must not load torch
     from service.gen.inference.ttypes import ServerStats

@@ -70,7 +70,7 @@ def test_handler_and_port_say_what_they_are(capsys):
 def test_one_function_maps_the_settings_to_a_serving_layout(
     argv, on_gpu, cpu_count, layout, processes
 ):
-    from service.command_line import Layout, serving_layout
+    from service.layout import Layout, serving_layout
 
     chosen = serving_layout(parse_args(argv), on_gpu=on_gpu, cpu_count=cpu_count)
     assert (chosen.kind, chosen.processes) == (Layout[layout], processes)
@@ -95,7 +95,7 @@ def test_device_ids_are_checked(argv, message, capsys):
 
 
 def test_device_ids_make_auto_fronts_and_cores_even_where_no_gpu_is_seen():
-    from service.command_line import Layout, serving_layout
+    from service.layout import Layout, serving_layout
 
     settings = parse_args(["--device-ids", "0,1"])
     assert settings.device_ids == (0, 1)

@@ -30,6 +30,7 @@ PUBLIC = {
     "PipelineUnavailableError",
     "Precision",
     "RemotePipeline",
+    "RemotePool",
     "RequestCancelledError",
     "RequestError",
     "RequestTimeoutError",
