@@ -1,9 +1,9 @@
 """Built-in backends: importing this package registers every one of them by name.
 
 ``image/`` holds the image stages, ``model/`` the model engines; the structural backends
-(``Sequential``, ``Identity``, ``Python``, ``Parallel``, ``Jump``, ``SyncTensor``, ``Process``, the instance
-groups of ``min = "1&4&8"``), TorchPipe's diagnostic ones (``Sleep``, ``RuntimeError``,
-``C10Exception``) and what every backend
+(``Sequential``, ``Identity``, ``Python``, ``Parallel``, ``Jump``, ``SyncTensor``,
+``Process``, the instance groups of ``min = "1&4&8"``), TorchPipe's diagnostic ones
+(``Sleep``, ``RuntimeError``, ``C10Exception``) and what every backend
 uses (the interface, the registry, parameter parsing, CUDA waits) sit here.
 """
 
