@@ -26,7 +26,7 @@ class ConfigError(TorchpipeError, ValueError, RuntimeError):
         super().__init__(where + message)
 
 
-class BackendInitError(TorchpipeError):
+class BackendInitError(TorchpipeError, RuntimeError):
     """A backend instance failed to initialise while the pipeline was being built."""
 
     def __init__(self, message: str, *, node: str, backend: str):

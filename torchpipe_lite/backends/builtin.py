@@ -1,4 +1,4 @@
-"""The structural built-in backends: Identity, Sequential (alias S) and Python."""
+"""The structural built-in backends: Identity, Sequential (alias S), Python and Parallel."""
 
 from __future__ import annotations
 
@@ -120,6 +120,35 @@ class Python(Backend):
 
     def max(self) -> int:
         return self.children[0].max()
+
+    def close(self) -> None:
+        self.children[0].close()
+
+
+@register_backend("Parallel")
+class Parallel(Backend):
+    """TorchPipe's ``Parallel[X]``: accepts a batch of any size for a child whose own ``max``
+    is smaller, handing it pieces of at most the child's ``max`` (the child's ``min`` must be
+    1). TorchPipe runs the pieces on threads at once; here they run in turn, because a backend
+    instance is called by one thread at a time. A child that takes any size gets the batch."""
+
+    PARAMS = frozenset()
+    MAX_CHILDREN = 1
+
+    def init(self, params: dict[str, Any]) -> None:
+        if len(self.children) != 1:
+            raise ValueError("Parallel needs one child backend: Parallel[X]")
+        super().init(params)
+        if self.children[0].min() != 1:
+            raise ValueError(
+                f"Parallel's child must accept one request (its min is {self.children[0].min()})"
+            )
+
+    def forward(self, batch: list[dict[str, Any]]) -> None:
+        child = self.children[0]
+        piece = child.max()
+        for start in range(0, len(batch), piece):
+            child.forward(batch[start : start + piece])
 
     def close(self) -> None:
         self.children[0].close()

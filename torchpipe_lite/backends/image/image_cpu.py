@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ...errors import InvalidInputError
+from ...errors import ConfigError, InvalidInputError
 from ...values import Color
 from ..base import Backend
 from ..params import param_color, param_device, param_positive
@@ -212,29 +212,38 @@ class CvtColorMat(ChannelSwap):
 
 @register_backend("Mat2Tensor")
 class Mat2Tensor(Backend):
-    """HxWxC (or HxW) uint8 mat -> torch uint8 tensor 1xCxHxW on ``device`` ("cpu" or "cuda").
+    """HxWxC (or HxW) uint8 or float32 mat -> a tensor of its dtype on ``device`` ("cpu" or
+    "cuda"), 1xCxHxW (``data_format = "nchw"``, the default) or HxWxC (``"hwc"``); sets the
+    request's ``data_format``, as TorchPipe's does.
 
-    On the CPU the tensor shares the mat's memory (no copy): it is the NCHW view of the HWC
-    pixels, i.e. a channels-last tensor, which is the layout the model stage wants anyway.
+    On the CPU the tensor shares the mat's memory (no copy): the nchw one is the NCHW view of
+    the HWC pixels, i.e. a channels-last tensor, which is the layout the model stage wants.
     """
 
-    PARAMS = frozenset({"device"})
+    PARAMS = frozenset({"device", "data_format"})
+    DATA_FORMATS = ("nchw", "hwc")
 
     def init(self, params: dict[str, Any]) -> None:
         import torch
 
         self._torch = torch
         self.device = param_device(params) if "device" in params else torch.device("cpu")
+        self.data_format = str(params.get("data_format", "nchw")).strip().lower()
+        if self.data_format not in self.DATA_FORMATS:
+            raise ConfigError(
+                f'must be "nchw" or "hwc", got {params["data_format"]!r}', key="data_format"
+            )
 
     def placement(self) -> str | None:
         return str(self.device) if self.device.type != "cpu" else None
 
     def forward(self, batch: list[dict[str, Any]]) -> None:
         torch = self._torch
+        nchw = self.data_format == "nchw"
         for item in batch:
             image = require_mat(item["data"])
-            if image.dtype != np.uint8:
-                raise InvalidInputError(f"expected a uint8 image, got {image.dtype}")
+            if image.dtype not in (np.uint8, np.float32):
+                raise InvalidInputError(f"expected a uint8 or float32 image, got {image.dtype}")
             if image.ndim == 2:
                 image = image[:, :, None]
             if not image.flags.writeable:  # torch.from_numpy wants writeable memory
@@ -242,6 +251,8 @@ class Mat2Tensor(Backend):
             if self.device.type == "cpu":
                 # The NCHW view made in NumPy: no torch call (each would release and retake
                 # the interpreter lock, a thread switch when other threads wait for it).
-                item["result"] = torch.from_numpy(image.transpose(2, 0, 1)[None])
+                item["result"] = torch.from_numpy(image.transpose(2, 0, 1)[None] if nchw else image)
             else:
-                item["result"] = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
+                tensor = torch.from_numpy(image).to(self.device)
+                item["result"] = tensor.permute(2, 0, 1)[None] if nchw else tensor
+            item["data_format"] = self.data_format
