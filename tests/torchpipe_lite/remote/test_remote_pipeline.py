@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -119,7 +120,8 @@ def test_a_request_waiting_past_its_timeout_is_dropped_unrun(address):
         server.close()
 
 
-def test_a_cancelled_request_is_dropped_at_the_server(address):
+@pytest.mark.parametrize("same_write", [False, True], ids=["own-write", "same-write"])
+def test_a_cancelled_request_is_dropped_at_the_server(address, same_write):
     server = _gated_server(address)
     try:
         with tp.connect(address) as remote:
@@ -127,15 +129,24 @@ def test_a_cancelled_request_is_dropped_at_the_server(address):
             assert Gate.entered.acquire(timeout=WAIT_S)
             ended = threading.Event()
             outcome: list[BaseException | None] = []
-            handle = remote.dispatch(
-                {"data": 2}, lambda _r, error: (outcome.append(error), ended.set())
-            )
-            handle.cancel()
-            deadline = time.monotonic() + WAIT_S  # the cancel frame travels on its own
-            while not remote.stats()["gated"].queue_length and time.monotonic() < deadline:
+            filler = None
+            # Holding the send lock, the sender blocks writing the filler's frame, so the
+            # request's SUBMIT and its CANCEL leave together in the next write.
+            with remote._send_lock if same_write else contextlib.nullcontext():
+                if same_write:
+                    filler = remote.submit({"data": 3})
+                handle = remote.dispatch(
+                    {"data": 2}, lambda _r, error: (outcome.append(error), ended.set())
+                )
+                handle.cancel()
+            waiting = 2 if same_write else 1
+            deadline = time.monotonic() + WAIT_S
+            while remote.stats()["gated"].queue_length < waiting and time.monotonic() < deadline:
                 pass
             Gate.gate.set()
             assert first.result(WAIT_S)["result"] == 1
+            if filler is not None:
+                assert filler.result(WAIT_S)["result"] == 3
             assert ended.wait(WAIT_S)
             assert isinstance(outcome[0], RequestCancelledError)
     finally:
@@ -154,33 +165,6 @@ def test_requests_posted_while_the_sender_writes_go_in_one_write(served, address
     figures = served.figures()
     assert figures.requests_received == 20
     assert figures.intake_batches <= 2  # the first request's write, then the other 19 at once
-
-
-def test_a_cancel_in_the_same_write_as_its_request_still_cancels_it(address):
-    server = _gated_server(address)
-    try:
-        with tp.connect(address) as remote:
-            first = remote.submit({"data": 1})
-            assert Gate.entered.acquire(timeout=WAIT_S)
-            ended = threading.Event()
-            outcome: list[BaseException | None] = []
-            with remote._send_lock:  # the sender blocks writing the filler's frame, so the
-                filler = remote.submit({"data": 3})  # SUBMIT and CANCEL leave in one write
-                handle = remote.dispatch(
-                    {"data": 2}, lambda _r, error: (outcome.append(error), ended.set())
-                )
-                handle.cancel()
-            deadline = time.monotonic() + WAIT_S
-            while remote.stats()["gated"].queue_length < 2 and time.monotonic() < deadline:
-                pass
-            Gate.gate.set()
-            assert first.result(WAIT_S)["result"] == 1
-            assert filler.result(WAIT_S)["result"] == 3
-            assert ended.wait(WAIT_S)
-            assert isinstance(outcome[0], RequestCancelledError)
-    finally:
-        Gate.gate.set()
-        server.close()
 
 
 def _client_that_dies(address: str, sent) -> None:
